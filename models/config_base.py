@@ -60,7 +60,7 @@ def _allowed_keys(schema: type[BaseModel], parent: tuple[Any, ...]) -> list[str]
 
 
 def validate_config(data: Any, schema: type[ModelT], source: str = "<config>") -> ModelT:
-    """Validate a mapping against ``schema``; raise :class:`ConfigError` naming ``source`` and each bad key."""
+    """Validate a mapping against ``schema``; raise :class:`ConfigError` naming ``source`` and bad keys."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping of keys to values at the top level, got {type(data).__name__}"

@@ -75,7 +75,7 @@ def make_stream_info(
     sfreq : float
         Nominal rate in Hz; 0 for an irregular stream (markers).
     ch_types, units : sequence of str | None
-        LSL channel types (``"MEG"``, ``"EEG"``, ``"MISC"``...) and unit strings; default: ``stype`` and ``""``.
+        LSL channel types (``"MEG"``, ``"EEG"``, ``"MISC"``...) and units; default ``stype`` and ``""``.
     source_id : str
         Unique source id; readers need it to recover a stream that comes back.
     channel_format : int | str
