@@ -1,0 +1,217 @@
+"""The brain module of Défossez et al. (2023) as adapted by Benchetrit et al. (2023).
+
+``(batch, channels, times)`` MEG/EEG (+ a subject index) → ``(batch, D)`` image embedding:
+
+spatial attention over 2-D sensor positions (Fourier features → softmax over virtual channels, spatial
+dropout) → 1×1 conv → per-subject linear layer → residual dilated conv blocks (kernel 3, cyclic dilation,
+BatchNorm, GELU, GLU gating) → 1×1 conv → temporal aggregation (learned affine, GAP or attention) →
+separate CLIP and MSE heads.
+
+Every op exports to ONNX with a dynamic batch axis: no data-dependent shapes, the spatial dropout only runs in
+training, the subject layer is a gather on a weight table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+from torch.nn import functional
+
+from models.config_base import StrictModel
+
+
+class BrainModuleConfig(StrictModel):
+    """Architecture of the brain module (all sizes configurable; defaults follow Benchetrit et al.)."""
+
+    name: Literal["brain_module"] = "brain_module"
+    n_channels: int = Field(gt=0, description="input sensors")
+    n_times: int = Field(gt=0, description="samples per window at the model rate")
+    dim: int = Field(default=768, gt=0, description="embedding dimension D")
+    n_subjects: int = Field(default=1, ge=1)
+    positions: list[list[float]] | None = Field(
+        default=None,
+        description="(n_channels, 2) sensor positions in [0, 1]; stored in the weights too (a buffer)",
+    )
+    spatial_channels: int = Field(default=270, gt=0, description="virtual channels of the spatial attention")
+    fourier_freqs: int = Field(default=32, gt=0, description="Fourier frequencies per axis of positions")
+    spatial_dropout: float = Field(default=0.2, ge=0, lt=1, description="radius of the dropped sensor disc")
+    hidden: int = Field(default=320, gt=0)
+    depth: int = Field(default=5, gt=0, description="residual blocks (2 convs + 1 GLU conv each)")
+    kernel_size: int = Field(default=3, gt=0)
+    dilation_period: int = Field(default=5, gt=0, description="dilation cycles over 2**(k % period)")
+    glu: bool = True
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    out_channels: int = Field(default=2048, gt=0, description="channels of the last 1×1 conv")
+    aggregation: Literal["affine", "gap", "attention"] = "affine"
+    head_hidden: int | None = Field(default=None, description="hidden size of the heads (None: linear)")
+    output_head: Literal["clip", "mse"] = Field(
+        default="clip", description="which head forward() returns (MSE-only training uses 'mse')"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BrainModuleConfig:
+        if self.positions is not None and (
+            len(self.positions) != self.n_channels or any(len(p) != 2 for p in self.positions)
+        ):
+            raise ValueError(
+                f"positions must be {self.n_channels} pairs (x, y), got {len(self.positions)} entries"
+            )
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (keeps the length), got {self.kernel_size}")
+        return self
+
+
+class SpatialAttention(nn.Module):
+    """Each virtual channel is a softmax-weighted sum of sensors; weights are a function of positions."""
+
+    def __init__(self, n_channels: int, n_out: int, n_freqs: int, dropout_radius: float, margin: float = 0.1):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.margin = margin
+        self.dropout_radius = dropout_radius
+        self.register_buffer("positions", torch.full((n_channels, 2), 0.5))
+        self.heads = nn.Parameter(torch.randn(n_out, 2 * n_freqs * n_freqs) / math.sqrt(2 * n_freqs**2))
+
+    def fourier(self) -> torch.Tensor:
+        pos = self.margin + (1 - 2 * self.margin) * self.positions
+        freqs = torch.arange(self.n_freqs, dtype=pos.dtype, device=pos.device)
+        # phase[i, k, l] = 2π (k x_i + l y_i)
+        phase = (
+            2
+            * math.pi
+            * (freqs[None, :, None] * pos[:, 0, None, None] + freqs[None, None, :] * pos[:, 1, None, None])
+        )
+        phase = phase.reshape(pos.shape[0], -1)
+        return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
+
+    def weights(self) -> torch.Tensor:
+        """(n_out, n_channels) mixing matrix; rows sum to one."""
+        scores = self.heads @ self.fourier().T
+        if self.training and self.dropout_radius > 0:
+            # drop every sensor within a disc around a random point (the same for the whole batch)
+            center = torch.rand(2, device=scores.device)
+            dropped = (self.positions - center).norm(dim=1) <= self.dropout_radius
+            if bool(dropped.all()):
+                dropped = torch.zeros_like(dropped)
+            scores = scores.masked_fill(dropped[None, :], float("-inf"))
+        return torch.softmax(scores, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.weights(), x)
+
+
+class SubjectLayer(nn.Module):
+    """One (C, C) matrix per subject, initialised to the identity. ``subject=None`` uses their mean: the
+    natural choice for a subject the model never saw (leave-one-subject-out) and exact for one subject."""
+
+    def __init__(self, n_channels: int, n_subjects: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(n_channels).repeat(n_subjects, 1, 1))
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
+        if subject is None:
+            return torch.matmul(self.weight.mean(dim=0).T, x)
+        return torch.matmul(self.weight[subject].transpose(1, 2), x)
+
+
+class ConvBlock(nn.Module):
+    """Two residual dilated convs (BN, GELU) then an optional GLU-gated conv."""
+
+    def __init__(
+        self, c_in: int, hidden: int, kernel: int, dilations: tuple[int, int], glu: bool, dropout: float
+    ):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i, dil in enumerate(dilations):
+            self.convs.append(
+                nn.Conv1d(
+                    c_in if i == 0 else hidden, hidden, kernel, dilation=dil, padding=dil * (kernel // 2)
+                )
+            )
+            self.norms.append(nn.BatchNorm1d(hidden))
+        self.residual_first = c_in == hidden
+        self.dropout = nn.Dropout(dropout)
+        self.glu = nn.Conv1d(hidden, 2 * hidden, kernel, padding=kernel // 2) if glu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            y = self.dropout(functional.gelu(norm(conv(x))))
+            x = x + y if (i > 0 or self.residual_first) else y
+        if self.glu is not None:
+            x = functional.glu(self.glu(x), dim=1)
+        return x
+
+
+class TemporalAggregation(nn.Module):
+    def __init__(self, kind: str, n_times: int, channels: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "affine":
+            self.proj = nn.Linear(n_times, 1)
+        elif kind == "attention":
+            self.proj = nn.Conv1d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "affine":
+            return self.proj(x).squeeze(-1)
+        if self.kind == "gap":
+            return x.mean(dim=-1)
+        attn = torch.softmax(self.proj(x), dim=-1)  # (b, 1, t)
+        return (x * attn).sum(dim=-1)
+
+
+def _head(c_in: int, hidden: int | None, dim: int) -> nn.Module:
+    if hidden is None:
+        return nn.Sequential(nn.LayerNorm(c_in), nn.GELU(), nn.Linear(c_in, dim))
+    return nn.Sequential(
+        nn.LayerNorm(c_in), nn.GELU(), nn.Linear(c_in, hidden), nn.GELU(), nn.Linear(hidden, dim)
+    )
+
+
+class BrainModule(nn.Module):
+    """See the module docstring. ``forward(x, subject=None) -> (batch, dim)`` from the configured head;
+    ``forward_heads`` returns both heads for training."""
+
+    def __init__(self, config: BrainModuleConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.spatial = SpatialAttention(c.n_channels, c.spatial_channels, c.fourier_freqs, c.spatial_dropout)
+        if c.positions is not None:
+            self.spatial.positions.copy_(torch.tensor(c.positions, dtype=torch.float32))
+        self.initial = nn.Conv1d(c.spatial_channels, c.spatial_channels, 1)
+        self.subject_layer = SubjectLayer(c.spatial_channels, c.n_subjects)
+        blocks = []
+        for k in range(c.depth):
+            dil = (2 ** ((2 * k) % c.dilation_period), 2 ** ((2 * k + 1) % c.dilation_period))
+            blocks.append(
+                ConvBlock(
+                    c.spatial_channels if k == 0 else c.hidden, c.hidden, c.kernel_size, dil, c.glu, c.dropout
+                )
+            )
+        self.blocks = nn.Sequential(*blocks)
+        self.final = nn.Sequential(nn.Conv1d(c.hidden, c.out_channels, 1), nn.GELU())
+        self.aggregate = TemporalAggregation(c.aggregation, c.n_times, c.out_channels)
+        self.clip_head = _head(c.out_channels, c.head_hidden, c.dim)
+        self.mse_head = _head(c.out_channels, c.head_hidden, c.dim)
+
+    def trunk(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.initial(self.spatial(x))
+        x = self.subject_layer(x, subject)
+        x = self.final(self.blocks(x))
+        return self.aggregate(x)
+
+    def forward_heads(
+        self, x: torch.Tensor, subject: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.trunk(x, subject)
+        return self.clip_head(z), self.mse_head(z)
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.trunk(x, subject)
+        return self.clip_head(z) if self.config.output_head == "clip" else self.mse_head(z)
