@@ -1,0 +1,187 @@
+"""Recorder on real liblsl (loopback): streams, in-process streams, kill -9, disk full."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pylsl
+import pytest
+import pyxdf
+
+from models import xdf
+from realtime.lsl_info import make_stream_info
+from realtime.recording import Recorder, StreamHeader
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _outlets(name: str, n_ch: int = 3, sfreq: float = 200.0):
+    sig = pylsl.StreamOutlet(
+        make_stream_info(
+            name, "EEG", [f"E{i}" for i in range(n_ch)], sfreq, units=["V"] * n_ch, source_id=name
+        )
+    )
+    mrk = pylsl.StreamOutlet(
+        make_stream_info(
+            f"{name}-m", "Markers", ["marker"], 0, channel_format="string", source_id=f"{name}-m"
+        )
+    )
+    return sig, mrk
+
+
+def test_records_signal_markers_and_local_stream(tmp_path, unique_name):
+    sig_out, mrk_out = _outlets(unique_name)
+    path = tmp_path / "rec.xdf"
+    alarms = []
+    rec = Recorder(path, on_alarm=alarms.append).start()
+    try:
+        assert rec.add_stream(unique_name, timeout=5) == unique_name
+        rec.add_stream(f"{unique_name}-m", timeout=5)
+        emb = rec.add_local_stream(StreamHeader.local("embedding.s1", "Embedding", ["d0", "d1", "d2", "d3"]))
+        t0 = pylsl.local_clock()
+        data = np.arange(3 * 400, dtype=np.float32).reshape(400, 3).T  # (channels, times)
+        ts = t0 + np.arange(400) / 200.0
+        for k in range(0, 400, 40):
+            sig_out.push_chunk(np.ascontiguousarray(data[:, k : k + 40].T), list(ts[k : k + 40]))
+            mrk_out.push_sample([f"train/img{k}"], ts[k])
+            emb.push(np.full((4, 1), k, np.float32), [ts[k]])
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while rec.stats["streams"][unique_name]["samples"] < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        rec.stop()
+        del sig_out, mrk_out
+    assert alarms == [] and rec.alarms == []
+
+    f = xdf.read_xdf(path, synchronize_clocks=False)
+    s = f.stream(unique_name)
+    assert s.ch_names == ["E0", "E1", "E2"] and s.ch_units == ["V"] * 3 and s.nominal_srate == 200.0
+    np.testing.assert_array_equal(s.data, data)
+    np.testing.assert_allclose(s.timestamps, ts, atol=1e-9)
+    m = f.stream(f"{unique_name}-m")
+    assert m.markers == [f"train/img{k}" for k in range(0, 400, 40)]
+    np.testing.assert_allclose(m.timestamps, ts[::40], atol=1e-9)
+    e = f.stream("embedding.s1")
+    np.testing.assert_array_equal(e.data[0], np.arange(0, 400, 40))
+    assert s.clock_times.size >= 1 and all(st.footer for st in f.streams)  # clean close: footers
+
+    streams, header = pyxdf.load_xdf(path, verbose=False)
+    by_name = {st["info"]["name"][0]: st for st in streams}
+    np.testing.assert_array_equal(by_name[unique_name]["time_series"].T, data)
+    assert set(by_name) == {unique_name, f"{unique_name}-m", "embedding.s1"}
+    assert header["info"]["version"][0] == "1.0"
+
+
+def test_missing_stream_is_a_clear_error(tmp_path, unique_name):
+    with Recorder(tmp_path / "r.xdf") as rec, pytest.raises(LookupError, match="no LSL stream with name="):
+        rec.add_stream(unique_name, timeout=0.3)
+    with pytest.raises(ValueError, match=r"\.xdf"):
+        Recorder(tmp_path / "r.txt")
+
+
+def test_kill_9_keeps_everything_up_to_the_last_boundary(tmp_path, unique_name):
+    """A real `brainstream record` process is killed with SIGKILL mid-session; the file must load."""
+    sig_out, _ = _outlets(unique_name, n_ch=2, sfreq=500.0)
+    path = tmp_path / "crash.xdf"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime.cli", "record", str(path), "--stream", unique_name],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    counter = 0
+    try:
+        assert sig_out.wait_for_consumers(30), "the recording process never connected"
+        t_next = pylsl.local_clock()
+        t_connected = time.monotonic()
+        # push a counter at 500 Hz in 20 ms chunks until 1.5 s of it has been recorded
+        while time.monotonic() - t_connected < 1.5:
+            block = np.arange(counter, counter + 10, dtype=np.float32)
+            sig_out.push_chunk(np.stack([block, -block], 1), list(t_next + np.arange(10) / 500.0))
+            counter += 10
+            t_next += 0.02
+            time.sleep(max(0.0, t_next - pylsl.local_clock()))
+        t_kill = pylsl.local_clock()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        del sig_out
+    raw = path.read_bytes()
+    last_boundary = raw.rfind(xdf.BOUNDARY_UUID) + len(xdf.BOUNDARY_UUID)
+    assert last_boundary > len(xdf.BOUNDARY_UUID)
+    f = xdf.read_xdf(path, synchronize_clocks=False)
+    prefix = xdf.parse_xdf(raw[:last_boundary], synchronize_clocks=False).stream(unique_name)
+    s = f.stream(unique_name)
+    assert f.n_corrupt == 0 and not any(st.footer for st in f.streams)  # no clean close happened
+    assert s.n_samples >= prefix.n_samples > 0
+    # every sample the recorder got is there, in order, unchanged: a contiguous run of the counter
+    np.testing.assert_array_equal(s.data[0], np.arange(s.data[0][0], s.data[0][0] + s.n_samples))
+    np.testing.assert_array_equal(s.data[1], -s.data[0])
+    # a crash loses at most about the last second (flush every 0.5 s; slack for a busy machine)
+    assert s.timestamps[-1] > t_kill - 2.0
+    streams, _ = pyxdf.load_xdf(path, verbose=False)
+    got = {st["info"]["name"][0]: st for st in streams}[unique_name]["time_series"]
+    assert got.shape[0] >= prefix.n_samples
+
+
+DISK_FULL_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, signal, sys, threading, time
+    import numpy as np
+    from realtime.recording import Recorder, StreamHeader
+
+    # a real write failure from the kernel: writes past RLIMIT_FSIZE fail with EFBIG like a full disk
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+    alarmed = threading.Event()
+    rec = Recorder(sys.argv[1], flush_interval=0.1, on_alarm=lambda m: alarmed.set()).start()
+    h = rec.add_local_stream(StreamHeader.local("sig", "EEG", ["a", "b", "c", "d"], 1000.0))
+    pushed = 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 20 and not alarmed.is_set():
+        block = np.arange(pushed, pushed + 100, dtype=np.float32)
+        h.push(block[None].repeat(4, 0), block.astype(float))
+        pushed += 100
+        time.sleep(0.01)
+    for _ in range(20):  # the session goes on pushing after the alarm; nothing raises
+        h.push(np.zeros((4, 100), np.float32), np.arange(100.0))
+    rec.stop()
+    print(json.dumps({"alarms": rec.alarms, "failed": rec.failed, "pushed": pushed, "alive": True}))
+    """
+)
+
+
+def test_disk_full_stops_recording_with_alarm_and_keeps_the_file(tmp_path):
+    path = tmp_path / "full.xdf"
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_SCRIPT, str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["failed"] and result["alive"]
+    assert (
+        len(result["alarms"]) == 1
+        and "EFBIG" in result["alarms"][0]
+        and "free disk space" in result["alarms"][0]
+    )
+    assert os.path.getsize(path) <= 60_000
+    f = xdf.read_xdf(path)
+    s = f.stream("sig")
+    assert not f.truncated and f.n_corrupt == 0  # cut back to the last whole chunk
+    assert 0 < s.n_samples <= result["pushed"]
+    np.testing.assert_array_equal(s.data[0], np.arange(s.n_samples))
+    pyxdf.load_xdf(path, verbose=False)
