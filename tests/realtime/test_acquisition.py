@@ -1,0 +1,332 @@
+"""StreamReader / MarkerReader against real liblsl outlets on loopback.
+
+Each test uses its own stream name (``unique_name``) and stops its readers (closing the inlets) before it
+drops its outlets.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import numpy as np
+import pylsl
+import pytest
+
+from models.device_profile import load_device_profile
+from realtime.acquisition import (
+    AmbiguousStreamError,
+    MarkerEvent,
+    MarkerReader,
+    StreamMismatchError,
+    StreamNotFoundError,
+    StreamReader,
+)
+from realtime.acquisition.stats import counter_gaps, timestamp_gaps
+from realtime.lsl_info import make_stream_info
+
+
+def _outlet(name, ch_names, sfreq, source_id="", stype="EEG", ch_types=None, fmt="float32", chunk=10):
+    info = make_stream_info(
+        name, stype, ch_names, sfreq, ch_types=ch_types, source_id=source_id, channel_format=fmt
+    )
+    return pylsl.StreamOutlet(info, chunk_size=chunk)
+
+
+def _push_paced(outlet, chunks, period_s):
+    """Push ``chunks`` ((n, ch) arrays) at real-time pace, deadline-scheduled so sleeps do not drift."""
+    t_next = time.perf_counter()
+    for x in chunks:
+        outlet.push_chunk(x)
+        t_next += period_s
+        time.sleep(max(0.0, t_next - time.perf_counter()))
+
+
+def _wait_until(cond, timeout=5.0, step=0.01) -> bool:
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def _counter_chunks(start, n_chunks, chunk, n_signal, rng):
+    out = []
+    for k in range(n_chunks):
+        x = rng.standard_normal((chunk, n_signal + 1)).astype(np.float32)
+        x[:, -1] = np.arange(start + k * chunk, start + (k + 1) * chunk)
+        out.append(x)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+def test_gap_detectors():
+    ts = np.array([1.000, 1.001, 1.002, 1.006, 1.007, 1.007])
+    gaps, regress = timestamp_gaps(ts, prev_ts=0.999, period=0.001)
+    assert gaps.tolist() == [3] and regress.tolist() == [5]
+    gaps, _ = timestamp_gaps(ts[:3], prev_ts=0.990, period=0.001)
+    assert gaps.tolist() == [0]
+    pos, miss = counter_gaps(np.array([5.0, 6, 9, 10, 2]), prev=4)
+    assert pos.tolist() == [2, 4] and miss.tolist() == [2, -1]
+    pos, _ = counter_gaps(np.array([5.0, 6]), prev=None)
+    assert pos.size == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="at least one of name"):
+        StreamReader()
+    with pytest.raises(ValueError, match="unknown processing flag 'dejiter'"):
+        StreamReader(name="x", processing_flags=("clocksync", "dejiter"))
+    with pytest.raises(ValueError, match="buffer_seconds"):
+        StreamReader(name="x", buffer_seconds=0)
+    with pytest.raises(RuntimeError, match="not connected"):
+        _ = StreamReader(name="x").ch_names
+
+
+# ---------------------------------------------------------------------------------------------- the 10 s run
+def test_counter_stream_every_sample_exactly_once_in_order(unique_name):
+    """64 EEG channels + a counter at 1000 Hz for 10 s, pushed in 10-sample chunks."""
+    profile = load_device_profile("eeg64_1000hz")
+    names = list(profile.channels) + ["CNT"]
+    outlet = _outlet(unique_name, names, 1000.0, source_id=unique_name, ch_types=["EEG"] * 64 + ["MISC"])
+    rng = np.random.default_rng(1)
+    chunks = _counter_chunks(0, 1000, 10, 64, rng)
+    pushed = np.concatenate(chunks).T  # (65, 10000)
+    reader = StreamReader(name=unique_name, profile=profile, counter_channel="CNT", buffer_seconds=12)
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        _push_paced(outlet, chunks, 0.010)
+        assert _wait_until(lambda: reader.buffer.n_written >= pushed.shape[1], timeout=5.0)
+        time.sleep(0.1)  # nothing extra may arrive
+        stats = reader.stats
+        data, ts = reader.buffer.read_last(pushed.shape[1])
+    finally:
+        reader.stop()
+        del outlet
+
+    assert reader.buffer.n_written == pushed.shape[1] == stats.samples == 10_000
+    np.testing.assert_array_equal(data[reader.counter_index], np.arange(10_000))  # once each, in order
+    np.testing.assert_array_equal(data, pushed)  # the buffer holds exactly what was pushed
+    assert np.all(np.diff(ts) > 0)
+    assert (stats.gaps, stats.counter_gaps, stats.missing_samples, stats.nan_samples) == (0, 0, 0, 0)
+    assert stats.timestamp_regressions == 0 and stats.lost is False and stats.reconnects == 0
+    assert 800 < stats.effective_rate < 1250
+    assert reader.ch_names == names and reader.sfreq == 1000.0
+    assert reader.data_picks.tolist() == list(range(64))
+    info = reader.info
+    assert info["ch_names"] == names and info["sfreq"] == 1000.0
+    assert info.get_channel_types() == ["eeg"] * 64 + ["misc"]
+    assert reader.gaps == []
+
+
+# ---------------------------------------------------------------------------------------------- failures
+def test_outlet_destroyed_and_recreated_alarm_reconnect_gap(unique_name):
+    names = [f"C{i}" for i in range(4)] + ["CNT"]
+    rng = np.random.default_rng(2)
+    events = []
+    outlet = _outlet(unique_name, names, 500.0, source_id=unique_name)
+    reader = StreamReader(source_id=unique_name, counter_channel="CNT", buffer_seconds=10)
+    reader.add_alarm_callback(events.append)
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        _push_paced(outlet, _counter_chunks(0, 25, 10, 4, rng), 0.02)  # counter 0..249
+        assert _wait_until(lambda: reader.stats.samples == 250)
+        del outlet
+        gc.collect()
+        assert _wait_until(lambda: reader.stats.lost and reader.stats.stalled, timeout=3.0)
+        assert any("lost" in a for a in reader.alarms) and any("stalled" in a for a in reader.alarms)
+
+        # the device comes back under the same source_id; its counter kept running (300 samples missed)
+        outlet = _outlet(unique_name, names, 500.0, source_id=unique_name)
+        assert _wait_until(lambda: reader.stats.reconnects == 1, timeout=5.0)
+        assert outlet.wait_for_consumers(5.0)
+        _push_paced(outlet, _counter_chunks(550, 25, 10, 4, rng), 0.02)
+        assert _wait_until(lambda: reader.stats.samples == 500)
+        stats, gaps = reader.stats, reader.gaps
+        data, _ = reader.buffer.read_last(500)
+    finally:
+        reader.stop()
+        del outlet
+
+    assert not stats.lost and not stats.stalled and stats.reconnects == 1
+    assert len(gaps) == 1 and stats.gaps == 1
+    gap = gaps[0]
+    assert (gap.kind, gap.index, gap.n_missing) == ("reconnect", 250, 300)
+    assert gap.t_after > gap.t_before
+    counter = data[reader.counter_index]
+    np.testing.assert_array_equal(counter, np.r_[np.arange(250), np.arange(550, 800)])  # not spliced silently
+    kinds = [(e.kind, e.active) for e in events]
+    for expected in [
+        ("lost", True),
+        ("stalled", True),
+        ("lost", False),
+        ("reconnected", True),
+        ("gap", True),
+    ]:
+        assert expected in kinds
+    assert kinds.index(("lost", True)) < kinds.index(("reconnected", True)) < kinds.index(("gap", True))
+
+
+def test_stall_alarm_fires_fast_and_clears(unique_name):
+    """A silent (still alive) outlet raises ``stalled`` well before LSL's own 15 s watchdog."""
+    outlet = _outlet(unique_name, ["a", "b"], 1000.0)
+    raised = []
+    reader = StreamReader(name=unique_name)
+    reader.add_alarm_callback(
+        lambda a: raised.append((a, time.perf_counter())) if a.kind == "stalled" else None
+    )
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        _push_paced(outlet, [np.ones((10, 2), np.float32)] * 50, 0.01)
+        t_last_push = time.perf_counter()
+        assert reader.stall_timeout <= 0.5  # threshold meets max(0.5 s, 5 chunk periods) for 10 ms chunks
+        assert _wait_until(lambda: reader.stats.stalled, timeout=3.0)
+        alarm, t_alarm = [r for r in raised if r[0].active][-1]
+        # generous bound: the machine running the tests is shared; `bench acquisition` times it properly
+        assert t_alarm - t_last_push < 1.0
+        assert "stalled" in alarm.message and reader.alarms
+        outlet.push_chunk(np.ones((10, 2), np.float32))
+        assert _wait_until(lambda: not reader.stats.stalled)
+        assert raised[-1][0].active is False and not any("stalled" in a for a in reader.alarms)
+        assert reader.stats.stalls >= 1
+    finally:
+        reader.stop()
+        del outlet
+
+
+def test_nan_and_inf_samples_are_counted_not_fatal(unique_name):
+    outlet = _outlet(unique_name, ["a", "b", "c"], 100.0)
+    reader = StreamReader(name=unique_name)
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        x = np.zeros((10, 3), np.float32)
+        x[2, 0] = np.nan
+        x[5, 1] = np.inf
+        x[5, 2] = -np.inf
+        outlet.push_chunk(x)
+        outlet.push_chunk(np.ones((10, 3), np.float32))
+        assert _wait_until(lambda: reader.stats.samples == 20)
+        assert reader.stats.nan_samples == 2
+        assert any("NaN/Inf" in a for a in reader.alarms)
+        data, _ = reader.buffer.read_last(20)
+        assert np.isnan(data[0, 2]) and np.isposinf(data[1, 5]) and data[0, 19] == 1.0
+        assert reader.running  # kept going
+    finally:
+        reader.stop()
+        del outlet
+
+
+def test_timestamp_gap_without_counter(unique_name):
+    """Raw timestamps (no post-processing) skipping 5 samples give one gap of 5 at the right index."""
+    outlet = _outlet(unique_name, ["a"], 100.0)
+    reader = StreamReader(name=unique_name, processing_flags=())
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        t0 = pylsl.local_clock()
+        ts = t0 + np.r_[np.arange(10), np.arange(15, 25)] * 0.01
+        for i, t in enumerate(ts):
+            outlet.push_sample([float(i)], t)
+        assert _wait_until(lambda: reader.stats.samples == 20)
+        gaps = reader.gaps
+    finally:
+        reader.stop()
+        del outlet
+    assert len(gaps) == 1
+    assert (gaps[0].kind, gaps[0].index, gaps[0].n_missing) == ("timestamp", 10, 5)
+    assert gaps[0].t_after - gaps[0].t_before == pytest.approx(0.06)
+
+
+# ------------------------------------------------------------------------------------------- connect checks
+def test_profile_mismatch_names_both(unique_name):
+    profile = load_device_profile("eeg64_1000hz")
+    few = _outlet(unique_name + "-few", [f"C{i}" for i in range(10)], 1000.0)
+    slow = _outlet(unique_name + "-slow", list(profile.channels), 500.0)
+    renamed = _outlet(unique_name + "-renamed", ["Xx"] + list(profile.channels[1:]), 1000.0)
+    try:
+        with pytest.raises(StreamMismatchError, match=r"has 10 channels.*'eeg64-1000hz' expects 64"):
+            StreamReader(name=unique_name + "-few", profile=profile).connect()
+        with pytest.raises(StreamMismatchError, match=r"500 Hz.*'eeg64-1000hz' expects 1000 Hz"):
+            StreamReader(name=unique_name + "-slow", profile=profile).connect()
+        with pytest.raises(StreamMismatchError, match=r"\(0, 'Xx', 'Fp1'\)"):
+            StreamReader(name=unique_name + "-renamed", profile=profile).connect()
+        with pytest.raises(StreamMismatchError, match="counter channel 'CNT'"):
+            StreamReader(name=unique_name + "-few", counter_channel="CNT").connect()
+    finally:
+        del few, slow, renamed
+
+
+def test_resolution_errors_list_what_was_found(unique_name):
+    other = _outlet(unique_name + "-other", ["a"], 10.0, source_id="other-src")
+    twin_a = _outlet(unique_name + "-twin", ["a"], 10.0, source_id="twin-a")
+    twin_b = _outlet(unique_name + "-twin", ["a"], 10.0, source_id="twin-b")
+    markers = _outlet(unique_name + "-mk", ["m"], 0.0, stype="Markers", fmt="string")
+    try:
+        with pytest.raises(StreamNotFoundError) as err:
+            StreamReader(name=unique_name + "-absent", timeout=0.5).connect()
+        assert f"'{unique_name}-other'" in str(err.value) and "other-src" in str(err.value)
+        with pytest.raises(AmbiguousStreamError) as err:
+            StreamReader(name=unique_name + "-twin", timeout=2.0).connect()
+        assert "twin-a" in str(err.value) and "twin-b" in str(err.value) and "source_id" in str(err.value)
+        reader = StreamReader(name=unique_name + "-twin", source_id="twin-b").connect()
+        assert reader.source_id == "twin-b"
+        reader.stop()
+        with pytest.raises(ValueError, match="MarkerReader"):
+            StreamReader(name=unique_name + "-mk").connect()
+    finally:
+        del other, twin_a, twin_b, markers
+
+
+# ---------------------------------------------------------------------------------------------- markers
+def test_marker_reader_delivers_in_order_to_every_subscriber(unique_name):
+    outlet = _outlet(unique_name, ["marker"], 0.0, stype="Markers", fmt="string", chunk=1)
+    reader = MarkerReader(name=unique_name)
+    try:
+        reader.start()
+        q1, q2 = reader.subscribe(), reader.subscribe()
+        assert outlet.wait_for_consumers(5.0)
+        values = [f"train/img{i:03d}" for i in range(50)]
+        t0 = pylsl.local_clock()
+        got: list[MarkerEvent] = []
+        consumer = threading.Thread(target=lambda: got.extend(q2.get(timeout=5.0) for _ in values))
+        consumer.start()
+        for i, v in enumerate(values):
+            outlet.push_sample([v], t0 + i * 0.001)
+        consumer.join(timeout=10)
+        first = [q1.get(timeout=5.0) for _ in values]
+        assert q1.get(timeout=0.05) is None  # nothing more
+        late = reader.subscribe(replay=True)
+        assert [e.value for e in late.drain()] == values
+        assert reader.stats.markers == 50
+        window = reader.events_between(t0 + 0.0095, t0 + 0.0205)
+    finally:
+        reader.stop()
+        del outlet
+    for events in (first, got):
+        assert [e.value for e in events] == values
+        stamps = [ts for ts, _ in events]
+        np.testing.assert_allclose(stamps, t0 + np.arange(50) * 0.001, atol=1e-3)
+        assert stamps == sorted(stamps)
+    assert [e.value for e in window] == values[10:21]
+
+
+def test_numeric_marker_stream(unique_name):
+    outlet = _outlet(unique_name, ["code"], 0.0, stype="Markers", fmt="int32", chunk=1)
+    reader = MarkerReader(source_id=None, name=unique_name)
+    try:
+        reader.start()
+        q = reader.subscribe()
+        assert outlet.wait_for_consumers(5.0)
+        for code in (3, 1, 2):
+            outlet.push_sample([code])
+        vals = [q.get(timeout=5.0).value for _ in range(3)]
+    finally:
+        reader.stop()
+        del outlet
+    assert vals == [3, 1, 2]
