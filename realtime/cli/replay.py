@@ -1,0 +1,81 @@
+"""``brainstream replay FILE [--speed X] [--loop] [--name NAME] [--source-id ID] [--chunk-ms 10]
+[--no-markers] [--start S] [--duration S]``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+
+from realtime.cli import UserFacingError
+
+HELP = "play a recording (FIF, EDF, BDF, BrainVision, EEGLAB, BIDS, XDF) as real-time LSL streams"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "file", metavar="FILE", help="recording to play (a BIDS recording is read with its events)"
+    )
+    parser.add_argument(
+        "--speed", type=float, default=1.0, metavar="X", help="play X times faster (default 1)"
+    )
+    parser.add_argument("--loop", action="store_true", help="start over at the end until Ctrl-C")
+    parser.add_argument("--name", default=None, help="name of the signal outlet (default: the file name)")
+    parser.add_argument("--source-id", default=None, metavar="ID", help="LSL source id of the signal outlet")
+    parser.add_argument(
+        "--chunk-ms", type=float, default=10.0, help="milliseconds between pushes (default 10)"
+    )
+    parser.add_argument(
+        "--no-markers", action="store_true", help="do not replay annotations/events as markers"
+    )
+    parser.add_argument("--start", type=float, default=0.0, metavar="S", help="start S seconds into the file")
+    parser.add_argument("--duration", type=float, default=None, metavar="S", help="play only S seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from realtime.replay import Player, UnsupportedRecordingError
+
+    try:
+        player = Player(
+            args.file, speed=args.speed, loop=args.loop, start=args.start, duration=args.duration,
+            chunk_ms=args.chunk_ms, name=args.name, source_id=args.source_id, markers=not args.no_markers,
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise UserFacingError(f"{exc}; give the path of a recording file") from None
+    except UnsupportedRecordingError as exc:
+        raise UserFacingError(str(exc)) from None
+    except ValueError as exc:
+        raise UserFacingError(f"{exc}; check --speed, --chunk-ms, --start and --duration") from None
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    player.start()
+    for spec in player.specs:
+        kind = "markers" if spec.is_markers else f"{len(spec.ch_names)} ch @ {spec.sfreq:g} Hz"
+        print(f"outlet {spec.name!r} ({spec.stype}, {kind})", flush=True)
+    span = player.stop_s - player.start_s
+    t_wall = time.monotonic()
+    try:
+        with tqdm(total=None if args.loop else round(span, 1), unit="s", desc="replay", leave=False) as bar:
+            while not player.join(0.2) and not stop.is_set():
+                bar.n = (
+                    round(min(span, (time.monotonic() - t_wall) * player.speed), 1) if not args.loop else 0
+                )
+                bar.refresh()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        player.stop()
+        signal.signal(signal.SIGTERM, previous)
+        player.close()
+    st = player.stats
+    pushed = ", ".join(f"{k}: {v}" for k, v in st.samples.items())
+    print(
+        f"pushed {pushed}; {st.pushes} pushes, "
+        f"worst lag {st.worst_lag_ms:.2f} ms, mean {st.mean_lag_ms:.2f} ms"
+    )
+    if player.error is not None:
+        raise UserFacingError(f"replay stopped: {player.error}")
+    return 0

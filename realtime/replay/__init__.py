@@ -1,0 +1,22 @@
+"""Replay recordings (FIF, EDF, BDF, BrainVision, EEGLAB, BIDS, XDF) as real-time LSL outlets."""
+
+from realtime.replay.player import Player, PlayerStats
+from realtime.replay.sources import (
+    RawSource,
+    StreamSpec,
+    UnsupportedRecordingError,
+    XdfSource,
+    open_recording,
+    supported_formats,
+)
+
+__all__ = [
+    "Player",
+    "PlayerStats",
+    "RawSource",
+    "StreamSpec",
+    "UnsupportedRecordingError",
+    "XdfSource",
+    "open_recording",
+    "supported_formats",
+]

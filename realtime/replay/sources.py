@@ -1,0 +1,322 @@
+"""Recordings as sources of time-stamped blocks for the replay player.
+
+A source describes its streams (:class:`StreamSpec`) and hands out :class:`Block` objects: for a span of
+source time, the samples of every stream with their times in seconds from the start of the recording.
+The player slices blocks into pushes; it never needs the whole file in memory.
+
+- :class:`RawSource`: anything ``mne.io.read_raw`` reads (FIF, EDF, BDF, BrainVision, EEGLAB, CTF...),
+  opened with ``preload=False`` and read block by block; annotations become string markers stamped at
+  their sample, descriptions unchanged. A BIDS recording is opened through mne-bids, whose annotations come
+  from ``events.tsv``.
+- :class:`XdfSource`: every stream of an XDF file (pyxdf, clock-synchronised), relative timing kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# FIFF unit code -> LSL unit string
+_FIFF_UNITS = {112: "T", 201: "T/m", 107: "V", 202: "Am", 108: "K"}
+
+
+class UnsupportedRecordingError(ValueError):
+    """A file the replay cannot read; the message lists what it can."""
+
+
+def supported_formats() -> list[str]:
+    """File endings replay accepts (everything ``mne.io.read_raw`` reads, plus XDF and BIDS)."""
+    from mne.io._read_raw import _get_supported
+
+    return sorted({*_get_supported(), ".xdf", ".xdfz"})
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One outlet to create: what :func:`realtime.lsl_info.make_stream_info` needs."""
+
+    name: str
+    stype: str
+    ch_names: tuple[str, ...]
+    sfreq: float
+    channel_format: str
+    ch_types: tuple[str, ...]
+    units: tuple[str, ...]
+    source_id: str = ""
+
+    @property
+    def is_markers(self) -> bool:
+        return self.channel_format == "string"
+
+
+@dataclass
+class Block:
+    """Samples of every stream for source times ``[t_start, t_end)`` (seconds from the recording start).
+
+    ``values[k]`` is ``(n_channels, n)`` for numeric streams and a list of n samples (lists of str) for
+    string streams; ``times[k]`` holds the n sample times, sorted.
+    """
+
+    t_start: float
+    t_end: float
+    values: list
+    times: list[np.ndarray]
+
+
+class RawSource:
+    """An ``mne.io.Raw`` read block by block (``preload=False``), its annotations as markers.
+
+    Parameters
+    ----------
+    raw : mne.io.BaseRaw
+        An unloaded raw (the data stay on disk).
+    name : str
+        Signal outlet name; markers go to ``<name>-markers``.
+    source_id : str
+        Signal source id (markers: ``<source_id>-markers``).
+    markers : bool
+        Replay annotations as a marker stream.
+    channel_format : str | None
+        ``"float32"`` or ``"double64"``; default from the file's own sample format, so that values reach
+        the stream unchanged (float32 for single-precision FIF, double64 otherwise).
+    """
+
+    def __init__(
+        self,
+        raw,
+        *,
+        name: str,
+        source_id: str = "",
+        markers: bool = True,
+        channel_format: str | None = None,
+    ) -> None:
+        from realtime.lsl_info import MNE_TO_LSL_TYPE
+
+        self.raw = raw
+        self.sfreq = float(raw.info["sfreq"])
+        self.n_samples = int(raw.n_times)
+        self.duration = self.n_samples / self.sfreq
+        if channel_format is None:
+            channel_format = "float32" if getattr(raw, "orig_format", "double") == "single" else "double64"
+        types = raw.get_channel_types()
+        signal = StreamSpec(
+            name=name,
+            stype=_stream_type(types),
+            ch_names=tuple(raw.ch_names),
+            sfreq=self.sfreq,
+            channel_format=channel_format,
+            ch_types=tuple(MNE_TO_LSL_TYPE.get(t, "MISC") for t in types),
+            units=tuple(_FIFF_UNITS.get(int(ch["unit"]), "") for ch in raw.info["chs"]),
+            source_id=source_id,
+        )
+        self.streams = [signal]
+        self._dtype = np.float32 if channel_format == "float32" else np.float64
+        self.marker_samples, self.marker_values = _annotation_samples(raw)
+        self.has_markers = markers and self.marker_samples.size > 0
+        if markers and not self.has_markers:
+            logger.warning("%s has no annotations: no marker outlet", _describe(raw))
+        if self.has_markers:
+            mid = f"{source_id}-markers" if source_id else ""
+            self.streams.append(
+                StreamSpec(f"{name}-markers", "Markers", ("marker",), 0.0, "string", ("MARKERS",), ("",), mid)
+            )
+
+    def blocks(self, start: float, stop: float, block_s: float = 1.0) -> Iterator[Block]:
+        """Blocks covering ``[start, stop)`` seconds; each is read from disk when asked for."""
+        s0 = int(round(start * self.sfreq))
+        s1 = min(self.n_samples, int(round(stop * self.sfreq)))
+        step = max(1, int(round(block_s * self.sfreq)))
+        for i0 in range(s0, s1, step):
+            i1 = min(i0 + step, s1)
+            data = self.raw.get_data(start=i0, stop=i1).astype(self._dtype, copy=False)
+            values: list = [data]
+            times = [np.arange(i0, i1) / self.sfreq]
+            if self.has_markers:
+                sel = (self.marker_samples >= i0) & (self.marker_samples < i1)
+                values.append([[v] for v in self.marker_values[sel]])
+                times.append(self.marker_samples[sel] / self.sfreq)
+            yield Block(i0 / self.sfreq, i1 / self.sfreq, values, times)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class XdfSource:
+    """Every stream of an XDF file, clock-synchronised by pyxdf, times relative to the earliest sample."""
+
+    def __init__(
+        self, path: str | Path, *, rename_first_signal: str | None = None, markers: bool = True
+    ) -> None:
+        import pyxdf
+
+        streams, _ = pyxdf.load_xdf(str(path), verbose=False)
+        streams = [s for s in streams if len(s["time_stamps"]) and (markers or _fmt(s) != "string")]
+        if not streams:
+            raise UnsupportedRecordingError(f"{path} holds no samples in any stream; nothing to replay")
+        self.t_ref = min(float(s["time_stamps"][0]) for s in streams)
+        self.streams: list[StreamSpec] = []
+        self._values: list = []
+        self._times: list[np.ndarray] = []
+        renamed = False
+        for s in streams:
+            info = s["info"]
+            fmt = _fmt(s)
+            name = info["name"][0]
+            sfreq = float(info["nominal_srate"][0])
+            if rename_first_signal and not renamed and fmt != "string" and sfreq > 0:
+                name, renamed = rename_first_signal, True
+            n_ch = int(info["channel_count"][0])
+            labels, types, units = _xdf_channels(info, n_ch)
+            self.streams.append(
+                StreamSpec(name, info["type"][0], labels, sfreq, fmt, types, units, _first(info, "source_id"))
+            )
+            t = np.asarray(s["time_stamps"], dtype=float) - self.t_ref
+            order = np.argsort(t, kind="stable")
+            self._times.append(t[order])
+            if fmt == "string":
+                self._values.append([list(s["time_series"][i]) for i in order])
+            else:
+                self._values.append(np.asarray(s["time_series"]).T[:, order])
+        self.duration = max(float(t[-1]) for t in self._times) + max(
+            (1.0 / sp.sfreq for sp in self.streams if sp.sfreq > 0), default=0.0
+        )
+        self.sfreq = max((sp.sfreq for sp in self.streams), default=0.0)
+        self.has_markers = any(sp.is_markers for sp in self.streams)
+
+    def blocks(self, start: float, stop: float, block_s: float = 1.0) -> Iterator[Block]:
+        t = start
+        while t < stop:
+            t1 = min(t + block_s, stop)
+            values, times = [], []
+            for v, ts in zip(self._values, self._times, strict=True):
+                a, b = np.searchsorted(ts, [t, t1], side="left")
+                values.append(v[a:b] if isinstance(v, list) else v[:, a:b])
+                times.append(ts[a:b])
+            yield Block(t, t1, values, times)
+            t = t1
+
+    def close(self) -> None:
+        pass
+
+
+def open_recording(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    source_id: str | None = None,
+    markers: bool = True,
+) -> RawSource | XdfSource:
+    """Open any supported recording as a replay source.
+
+    ``name`` names the signal outlet (default: the file's stem; XDF streams keep their own names unless
+    ``name`` is given, which renames the first regularly sampled stream).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no recording at {path}")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() in (".xdf", ".xdfz") or suffixes == ".xdf.gz":
+        try:
+            return XdfSource(path, rename_first_signal=name, markers=markers)
+        except UnsupportedRecordingError:
+            raise
+        except Exception as exc:
+            raise UnsupportedRecordingError(f"{path} could not be read as XDF ({exc})") from exc
+    raw = _read_raw(path)
+    stem = path.name.split(".")[0]
+    name = name or stem
+    return RawSource(raw, name=name, source_id=source_id or f"brainstream-replay:{name}", markers=markers)
+
+
+def _read_raw(path: Path):
+    import mne
+
+    bids = _bids_path(path)
+    try:
+        if bids is not None:
+            from mne_bids import read_raw_bids
+
+            return read_raw_bids(bids, verbose="error")
+        return mne.io.read_raw(path, preload=False, verbose="error")
+    except Exception as exc:
+        raise UnsupportedRecordingError(
+            f"could not read {path} ({type(exc).__name__}: {exc}). Replay reads XDF, BIDS recordings and "
+            f"every format mne.io.read_raw reads: {', '.join(supported_formats())}"
+        ) from exc
+
+
+def _bids_path(path: Path):
+    """A ``BIDSPath`` when ``path`` is a recording inside a BIDS dataset, else None."""
+    root = next((p for p in path.resolve().parents if (p / "dataset_description.json").is_file()), None)
+    if root is None or not path.name.startswith("sub-"):
+        return None
+    from mne_bids import get_bids_path_from_fname
+
+    try:
+        bp = get_bids_path_from_fname(path, check=False, verbose=False)
+    except Exception:
+        return None
+    bp.update(root=root)
+    return bp
+
+
+def _annotation_samples(raw) -> tuple[np.ndarray, np.ndarray]:
+    """Sample index (0 = first sample of the data) and description of every annotation, by onset."""
+    ann = raw.annotations
+    if len(ann) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    # mne's own conversion (events_from_annotations) handles orig_time and first_samp; ask for all of them
+    import mne
+
+    descriptions = sorted(set(ann.description))
+    ids = {d: i + 1 for i, d in enumerate(descriptions)}
+    events, _ = mne.events_from_annotations(
+        raw, event_id=ids, regexp=None, use_rounding=True, verbose="error"
+    )
+    samples = events[:, 0] - raw.first_samp
+    values = np.array([descriptions[c - 1] for c in events[:, 2]], dtype=object)
+    keep = (samples >= 0) & (samples < raw.n_times)
+    order = np.argsort(samples[keep], kind="stable")
+    return samples[keep][order].astype(np.int64), values[keep][order]
+
+
+def _stream_type(types: list[str]) -> str:
+    if any(t in ("mag", "grad") for t in types):
+        return "MEG"
+    if "eeg" in types:
+        return "EEG"
+    return "MISC"
+
+
+def _describe(raw) -> str:
+    return str(raw.filenames[0]) if raw.filenames and raw.filenames[0] else "the recording"
+
+
+def _fmt(stream: dict) -> str:
+    return stream["info"]["channel_format"][0]
+
+
+def _first(info: dict, key: str) -> str:
+    v = info.get(key)
+    return v[0] if v and v[0] is not None else ""
+
+
+def _xdf_channels(info: dict, n_ch: int) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    labels, types, units = [], [], []
+    try:
+        for ch in info["desc"][0]["channels"][0]["channel"]:
+            labels.append((ch.get("label") or [""])[0] or "")
+            types.append((ch.get("type") or [""])[0] or "")
+            units.append((ch.get("unit") or [""])[0] or "")
+    except (KeyError, IndexError, TypeError):
+        pass
+    if len(labels) != n_ch:
+        stype = info["type"][0] or ""
+        return tuple(str(i) for i in range(n_ch)), (stype,) * n_ch, ("",) * n_ch
+    return tuple(labels), tuple(types), tuple(units)

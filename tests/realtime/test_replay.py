@@ -1,0 +1,207 @@
+"""Replay on real liblsl (loopback): FIF / XDF / BIDS → outlets → Recorder → XDF, compared to the source."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import pylsl
+import pytest
+import pyxdf
+
+from models import xdf
+from realtime.cli import main as cli_main
+from realtime.recording import Recorder, StreamHeader, XdfWriter
+from realtime.replay import Player, UnsupportedRecordingError, open_recording
+
+REPO = Path(__file__).resolve().parents[2]
+SFREQ = 250.0
+ONSETS = [0.5, 1.004, 1.5, 2.208]  # 1.004 and 2.208 fall on samples 251 and 552
+DESCRIPTIONS = ["train/img_a", "test/img_b", "BAD_blink", "catch/img c"]
+
+
+def _make_fif(path: Path, seconds: float = 3.0, annotations: bool = True) -> mne.io.Raw:
+    n = int(seconds * SFREQ)
+    rng = np.random.default_rng(1)
+    data = np.vstack([rng.standard_normal((3, n)) * 1e-5, np.arange(n)[None]])  # EEG + a sample counter
+    info = mne.create_info(["Fz", "Cz", "Oz", "COUNTER"], SFREQ, ["eeg", "eeg", "eeg", "misc"])
+    raw = mne.io.RawArray(data, info, verbose=False)
+    if annotations:
+        raw.set_annotations(mne.Annotations(ONSETS, [0.0] * 4, DESCRIPTIONS))
+    raw.save(path, overwrite=True, verbose=False)
+    return mne.io.read_raw_fif(path, preload=True, verbose=False)
+
+
+def _replay_and_record(player: Player, out: Path) -> Path:
+    """Record every outlet of ``player`` while it plays to the end; inlets closed before the outlets."""
+    player.open()
+    rec = Recorder(out).start()
+    try:
+        for name in player.outlet_names:
+            rec.add_stream(name, timeout=5.0, recover=False)
+        stats = player.run()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            rec.stats["streams"][k]["samples"] < n for k, n in stats.samples.items()
+        ):
+            time.sleep(0.05)
+    finally:
+        rec.stop()
+        player.close()
+    assert rec.alarms == []
+    return out
+
+
+def test_fif_round_trip_is_sample_identical(tmp_path, unique_name):
+    raw = _make_fif(tmp_path / "src_raw.fif")
+    speed = 4.0
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=speed, wait_for_consumers=5.0)
+    assert player.outlet_names == [unique_name, f"{unique_name}-markers"]
+    out = _replay_and_record(player, tmp_path / "rec.xdf")
+
+    streams, _ = pyxdf.load_xdf(out, dejitter_timestamps=False, verbose=False)
+    by_name = {s["info"]["name"][0]: s for s in streams}
+    sig, mrk = by_name[unique_name], by_name[f"{unique_name}-markers"]
+    # values, channel names, sample count: identical (the FIF holds float32, so does the stream)
+    np.testing.assert_array_equal(sig["time_series"].T, raw.get_data().astype(np.float32))
+    labels = [c["label"][0] for c in sig["info"]["desc"][0]["channels"][0]["channel"]]
+    assert labels == raw.ch_names
+    assert float(sig["info"]["nominal_srate"][0]) == SFREQ
+    # markers: descriptions unchanged, times at their samples (within one sample period)
+    assert [m[0] for m in mrk["time_series"]] == DESCRIPTIONS
+    t_rel = (np.asarray(mrk["time_stamps"]) - sig["time_stamps"][0]) * speed
+    assert np.all(np.abs(t_rel - np.asarray(ONSETS)) < 1.0 / SFREQ)
+    # relative timing of the signal: exactly 1/(sfreq*speed) apart
+    np.testing.assert_allclose(np.diff(sig["time_stamps"]), 1 / (SFREQ * speed), rtol=1e-6)
+    assert player.stats.worst_lag_ms < 1000  # sanity only; lag figures belong to `brainstream bench replay`
+
+
+def test_start_duration_and_no_markers(tmp_path, unique_name):
+    _make_fif(tmp_path / "src_raw.fif")
+    player = Player(
+        tmp_path / "src_raw.fif", name=unique_name, speed=8.0, start=1.0, duration=0.8, markers=False,
+        wait_for_consumers=5.0,
+    )  # fmt: skip
+    assert player.outlet_names == [unique_name]
+    out = _replay_and_record(player, tmp_path / "rec.xdf")
+    s = xdf.read_xdf(out).stream(unique_name)
+    np.testing.assert_array_equal(s.data[3], np.arange(250, 450, dtype=np.float32))
+
+
+def test_file_without_annotations_has_no_marker_outlet(tmp_path, unique_name, caplog):
+    _make_fif(tmp_path / "plain_raw.fif", annotations=False)
+    with caplog.at_level(logging.WARNING):
+        src = open_recording(tmp_path / "plain_raw.fif", name=unique_name)
+    assert [s.name for s in src.streams] == [unique_name]
+    said = [r for r in caplog.records if "no annotations" in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_multistream_xdf_from_our_recorder_replays_together(tmp_path, unique_name):
+    # a recording with two signals at different rates and a marker stream, offset from each other
+    src = tmp_path / "multi.xdf"
+    w = XdfWriter(src).open()
+    a = w.add_stream(StreamHeader.local(f"{unique_name}-a", "EEG", ["x", "y"], 100.0))
+    b = w.add_stream(StreamHeader.local(f"{unique_name}-b", "MISC", ["c"], 40.0, channel_format="int32"))
+    m = w.add_stream(StreamHeader.local(f"{unique_name}-m", "Markers", ["m"], 0.0, channel_format="string"))
+    t0 = 5000.0
+    va = np.vstack([np.arange(200), -np.arange(200)]).astype(np.float32)
+    w.write_samples(a, va, t0 + np.arange(200) / 100.0)
+    vb = np.arange(70, dtype=np.int32)[None]
+    w.write_samples(b, vb, t0 + 0.25 + np.arange(70) / 40.0)
+    w.write_samples(m, ["train/one", "test/two"], [t0 + 0.5, t0 + 1.23])
+    w.close()
+
+    player = Player(src, speed=5.0, wait_for_consumers=5.0)
+    assert sorted(player.outlet_names) == sorted([f"{unique_name}-{k}" for k in "abm"])
+    out = _replay_and_record(player, tmp_path / "again.xdf")
+    f = xdf.read_xdf(out, synchronize_clocks=False)
+    sa, sb, sm = (f.stream(f"{unique_name}-{k}") for k in "abm")
+    np.testing.assert_array_equal(sa.data, va)
+    np.testing.assert_array_equal(sb.data, vb)
+    assert sb.data.dtype == np.int32 and sa.ch_names == ["x", "y"]
+    assert sm.markers == ["train/one", "test/two"]
+    # relative timing across streams kept (compressed by the speed)
+    ref = sa.timestamps[0]
+    np.testing.assert_allclose((sb.timestamps[0] - ref) * 5.0, 0.25, atol=1e-6)
+    np.testing.assert_allclose((sm.timestamps - ref) * 5.0, [0.5, 1.23], atol=1e-6)
+
+
+def test_bids_recording_replays_events_tsv_as_markers(tmp_path, unique_name):
+    mne_bids = pytest.importorskip("mne_bids")
+    n = int(2.5 * SFREQ)
+    data = np.vstack([np.random.default_rng(2).standard_normal((3, n)) * 1e-12, np.arange(n)[None]])
+    info = mne.create_info(["MLC11", "MLC12", "MRO11", "UPPT001"], SFREQ, ["mag", "mag", "mag", "misc"])
+    raw = mne.io.RawArray(data, info, verbose=False)
+    raw.set_annotations(mne.Annotations([0.4, 1.2], [0.0, 0.0], ["train/img1", "test/img2"]))
+    raw.info["line_freq"] = 50.0
+    bids_root = tmp_path / "bids"
+    bp = mne_bids.BIDSPath(subject="01", task="view", run="1", datatype="meg", root=bids_root)
+    mne_bids.write_raw_bids(raw, bp, allow_preload=True, format="FIF", overwrite=True, verbose=False)
+    events_tsv = next(bids_root.rglob("*_events.tsv")).read_text()
+    assert "train/img1" in events_tsv
+    recording = next(bids_root.rglob("*_meg.fif"))
+
+    player = Player(recording, name=unique_name, speed=5.0, wait_for_consumers=5.0)
+    assert player.specs[0].stype == "MEG" and player.specs[0].units[:3] == ("T", "T", "T")
+    out = _replay_and_record(player, tmp_path / "rec.xdf")
+    f = xdf.read_xdf(out, synchronize_clocks=False)
+    s, m = f.stream(unique_name), f.stream(f"{unique_name}-markers")
+    assert m.markers == ["train/img1", "test/img2"]
+    np.testing.assert_allclose((m.timestamps - s.timestamps[0]) * 5.0, [0.4, 1.2], atol=1 / SFREQ)
+    assert s.ch_names == raw.ch_names
+    np.testing.assert_allclose(s.data[3], np.arange(n))  # the counter survives the BIDS copy
+
+
+def test_unknown_file_is_refused_naming_the_formats(tmp_path, capsys):
+    bad = tmp_path / "notes.xyz"
+    bad.write_text("hello")
+    with pytest.raises(UnsupportedRecordingError, match=r"\.fif.*\.xdf|\.xdf.*\.fif"):
+        open_recording(bad)
+    assert cli_main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "brainstream replay: error:" in err and ".edf" in err and ".xdf" in err
+    assert cli_main(["replay", str(tmp_path / "missing.fif")]) == 2
+
+
+def test_cli_replay_at_speed_10_keeps_order_and_timing(tmp_path, unique_name):
+    """`brainstream replay --speed 10 --loop` in a real subprocess, read back with a plain inlet."""
+    _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "realtime.cli", "replay", str(tmp_path / "src_raw.fif"), "--speed", "10",
+         "--loop", "--name", unique_name, "--chunk-ms", "10"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        found = pylsl.resolve_byprop("name", unique_name, minimum=1, timeout=30)
+        assert found, "the replay outlet never appeared"
+        inlet = pylsl.StreamInlet(found[0], recover=False, processing_flags=0)
+        inlet.open_stream(timeout=5)
+        counters, stamps = [], []
+        deadline = time.monotonic() + 10
+        while len(stamps) < 1000 and time.monotonic() < deadline:  # > 3 passes of the 250-sample file
+            chunk, ts = inlet.pull_chunk(timeout=0.2, max_samples=512)
+            counters += [c[3] for c in chunk]
+            stamps += ts
+        inlet.close_stream()
+        del inlet
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-2000:]
+    assert "worst lag" in out
+    counters = np.asarray(counters)
+    # in order, wrapping at the end of the file, no sample lost or repeated
+    expected = (counters[0] + np.arange(counters.size)) % 250
+    np.testing.assert_array_equal(counters, expected)
+    # timestamps 1/(250*10) s apart, also across the loop seam
+    np.testing.assert_allclose(np.diff(stamps), 1 / 2500, rtol=1e-6, atol=1e-9)
