@@ -1,0 +1,51 @@
+"""``brainstream decode --config configs/pipelines/FILE.yaml``: the decoder node on its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from realtime.cli import UserFacingError
+from realtime.cli._output import add_json_flag, print_json
+
+HELP = "run the decoder node: LSL stream → windows → encoder → embeddings on the bus"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="pipeline config (configs/pipelines/FILE.yaml)")
+    parser.add_argument("--checkpoint", default=None, help="override the config's encoder checkpoint folder")
+    parser.add_argument("--subject", default=None, help="override the config's subject id")
+    parser.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.config_base import ConfigError
+    from realtime.acquisition import StreamResolveError
+    from realtime.decoder.node import build_decoder_node
+    from realtime.pipeline_config import load_pipeline_config
+
+    try:
+        config = load_pipeline_config(args.config)
+    except ConfigError as exc:
+        raise UserFacingError(str(exc)) from None
+    if args.subject:
+        config = config.model_copy(update={"subject": args.subject})
+    try:
+        node = build_decoder_node(config, checkpoint=args.checkpoint)
+        node.start()
+    except (StreamResolveError, ValueError, FileNotFoundError) as exc:
+        raise UserFacingError(f"{exc}") from None
+    try:
+        node.wait(args.seconds)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
+        node.publisher.close()
+    summary = node.status()
+    if args.json:
+        print_json(summary)
+    else:
+        print(json.dumps(summary, indent=1, default=float))
+    return 0

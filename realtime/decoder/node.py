@@ -1,0 +1,331 @@
+"""The decoder node: acquisition → causal preprocessing → windows → encoder → ``embedding.<subject>``.
+
+Threads: the :class:`~realtime.acquisition.StreamReader` pulls LSL into a ring buffer; the node's loop
+sleeps on that buffer, feeds new samples and markers to the :class:`OnlineWindower`, encodes each ready
+window at batch size 1 and publishes it at once (DESIGN §3-4). A ``signal.<stream>`` preview and a
+``status.decoder`` message go out a few times per second for the display.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pylsl
+
+from models.preprocessing import PreprocessingConfig, RobustScaler
+from models.windowing import WindowSpec
+from realtime.decoder.online import OnlineWindower, ReadyWindow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyLog:
+    """Recent per-window latencies (ms), kept bounded."""
+
+    maxlen: int = 10_000
+    push_to_embedding: list[float] = field(default_factory=list)
+    encoder: list[float] = field(default_factory=list)
+
+    def add(self, total_ms: float, encoder_ms: float) -> None:
+        self.push_to_embedding.append(total_ms)
+        self.encoder.append(encoder_ms)
+        if len(self.push_to_embedding) > self.maxlen:
+            del self.push_to_embedding[: self.maxlen // 2]
+            del self.encoder[: self.maxlen // 2]
+
+    def summary(self) -> dict[str, float]:
+        def pct(values: list[float], q: float) -> float:
+            return float(np.percentile(values, q)) if values else float("nan")
+
+        return {
+            "p50_ms": pct(self.push_to_embedding, 50),
+            "p99_ms": pct(self.push_to_embedding, 99),
+            "encoder_p50_ms": pct(self.encoder, 50),
+            "encoder_p99_ms": pct(self.encoder, 99),
+        }
+
+
+class DecoderNode:
+    """Run one decoder over a live LSL stream and publish embeddings on the bus.
+
+    Parameters
+    ----------
+    reader : StreamReader
+        Connected signal reader (the node starts and stops it).
+    runtime : EncoderRuntime
+        The encoder, ready to run.
+    meta : CheckpointMeta
+        The checkpoint's metadata: channels, model rate, window, preprocessing, scaler, space.
+    publisher : realtime.bus.Publisher
+        Where embeddings, previews and status go.
+    subject : str
+        Used in the topic ``embedding.<subject>``.
+    markers : MarkerReader | None
+        Stimulus markers for event-locked windows (required in event mode).
+    mode : {"event", "sliding"}
+    stride_s, max_wait_s : float
+        See :class:`OnlineWindower`.
+    scaler : RobustScaler | None
+        Overrides the checkpoint's scaler (a subject profile's statistics).
+    subject_index : int
+        Subject layer of a multi-subject encoder.
+    preview_rate : float
+        Rate of the ``signal.*`` preview (Hz); ``preview_channels`` channels at most.
+    """
+
+    stage = "decoder"
+
+    def __init__(
+        self,
+        reader,
+        runtime,
+        meta,
+        publisher,
+        subject: str = "anonymous",
+        markers=None,
+        mode: str = "event",
+        stride_s: float = 0.05,
+        max_wait_s: float = 2.0,
+        scaler: RobustScaler | None = None,
+        subject_index: int = 0,
+        preview_rate: float = 60.0,
+        preview_channels: int = 32,
+        status_period: float = 0.5,
+    ) -> None:
+        if mode == "event" and markers is None:
+            raise ValueError(
+                "event-locked decoding needs a marker stream; configure input.markers or use "
+                "windowing.mode: sliding"
+            )
+        self.reader, self.runtime, self.meta, self.publisher = reader, runtime, meta, publisher
+        self.markers = markers
+        self.subject = subject
+        self.topic = f"embedding.{subject}"
+        self.mode = mode
+        self.stride_s, self.max_wait_s = stride_s, max_wait_s
+        self.scaler = scaler
+        self.subject_index = subject_index if getattr(runtime.signature, "with_subject", False) else None
+        self.preview_rate, self.preview_channels = preview_rate, preview_channels
+        self.status_period = status_period
+        self.latency = LatencyLog()
+        self.dropped_samples = 0
+        self.windower: OnlineWindower | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._marker_queue = None
+        self.error: BaseException | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> DecoderNode:
+        """Connect the readers, build the windower against the stream's real channels and start the loop."""
+        self.reader.start()
+        if self.markers is not None:
+            self._marker_queue = self.markers.subscribe()
+            self.markers.start()
+        self.windower = self._build_windower()
+        self.runtime.warmup()
+        self._thread = threading.Thread(target=self._loop, name="decoder", daemon=True)
+        self._thread.start()
+        logger.info(
+            "decoder running: %s, %s windows, runtime %s", self.reader.name, self.mode, self.runtime.name
+        )
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.markers is not None:
+            self.markers.stop()
+        self.reader.stop()
+
+    def wait(self, seconds: float | None = None) -> None:
+        """Block for ``seconds`` (or until stopped); re-raise an error of the loop thread."""
+        self._stop.wait(seconds)
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> DecoderNode:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def _build_windower(self) -> OnlineWindower:
+        meta = self.meta
+        scaler = self.scaler
+        if scaler is None and meta.scaler is not None:
+            scaler = RobustScaler.from_dict(meta.scaler)
+        preprocessing = PreprocessingConfig(**(meta.preprocessing or {}))
+        return OnlineWindower(
+            self.reader.ch_names,
+            self.reader.sfreq,
+            meta.ch_names,
+            preprocessing,
+            WindowSpec(meta.tmin, meta.tmax, meta.sfreq),
+            mode=self.mode,
+            scaler=scaler,
+            stride_s=self.stride_s,
+            max_wait_s=self.max_wait_s,
+        )
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        try:
+            self._run_loop()
+        except BaseException as exc:  # surfaced by wait(); the node must not die silently
+            logger.exception("decoder loop failed")
+            self.error = exc
+            self._stop.set()
+
+    def _run_loop(self) -> None:
+        buffer = self.reader.buffer
+        cursor = buffer.n_written
+        preview_cursor = self.windower.buffer.n_written
+        next_preview = next_status = pylsl.local_clock()
+        while not self._stop.is_set():
+            buffer.wait(cursor, timeout=0.02)
+            res = buffer.read_since(cursor)
+            cursor = res.cursor
+            self.dropped_samples += res.n_overwritten
+            self._drain_markers()
+            if res.data.shape[1]:
+                self.windower.push_samples(res.data, res.timestamps)
+            for window in self.windower.ready(now=pylsl.local_clock()):
+                self._encode_and_publish(window)
+            now = pylsl.local_clock()
+            if now >= next_preview:
+                preview_cursor = self._publish_preview(preview_cursor)
+                next_preview = now + 1.0 / 20
+            if now >= next_status:
+                self._publish_status()
+                next_status = now + self.status_period
+
+    def _drain_markers(self) -> None:
+        if self._marker_queue is None:
+            return
+        for event in self._marker_queue.drain():
+            value = str(event.value)
+            self.windower.push_marker(event.timestamp, value)
+            self.publisher.publish(
+                "marker", t_sample=event.timestamp, value=value, trace=[["marker", pylsl.local_clock()]]
+            )
+
+    def _encode_and_publish(self, window: ReadyWindow) -> None:
+        t_ready = pylsl.local_clock()
+        emb = self.runtime.run(window.data[None], subject=self.subject_index)[0]
+        t_encoded = pylsl.local_clock()
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        trace = [["decoder.window", t_ready], ["decoder.encoded", t_encoded]]
+        self.publisher.publish(
+            self.topic,
+            [emb],
+            t_sample=window.t_sample,
+            trace=trace,
+            space=self.meta.space,
+            stage=self.stage,
+            event=window.event,
+            image_id=window.image_id,
+            split=window.split,
+            window=window.kind,
+        )
+        t_published = pylsl.local_clock()
+        self.latency.add((t_published - window.t_sample) * 1e3, (t_encoded - t_ready) * 1e3)
+
+    def _publish_preview(self, cursor: int) -> int:
+        buf = self.windower.buffer
+        res = buf.read_since(max(cursor, buf.n_written - buf.capacity))
+        if res.data.shape[1] == 0:
+            return res.cursor
+        step = max(1, int(round(self.meta.sfreq / self.preview_rate)))
+        first = (-cursor) % step  # keep the decimation grid fixed across calls
+        data = np.ascontiguousarray(res.data[: self.preview_channels, first::step])
+        ts = np.ascontiguousarray(res.timestamps[first::step])
+        if ts.size:
+            self.publisher.publish(
+                f"signal.{self.reader.name}",
+                [data, ts],
+                t_sample=float(ts[-1]),
+                ch_names=self.meta.ch_names[: self.preview_channels],
+                sfreq=self.meta.sfreq / step,
+            )
+        return res.cursor
+
+    def status(self) -> dict:
+        stats = {
+            **self.windower.stats.as_dict(),
+            **self.latency.summary(),
+            "dropped_samples": self.dropped_samples,
+        }
+        reader_stats = getattr(self.reader, "stats", None)
+        if reader_stats is not None and hasattr(reader_stats, "as_dict"):
+            stats.update({f"stream_{k}": v for k, v in reader_stats.as_dict().items()})
+        return stats
+
+    def _publish_status(self) -> None:
+        alarms = list(getattr(self.reader, "alarms", []) or [])
+        stats = {
+            k: (float(v) if isinstance(v, float | np.floating) else v)
+            for k, v in self.status().items()
+            if isinstance(v, int | float | np.number)
+        }
+        self.publisher.publish(f"status.{self.stage}", state="running", alarms=alarms, stats=stats)
+
+
+def build_decoder_node(
+    config,
+    base_dir: Path | None = None,
+    publisher=None,
+    checkpoint: str | Path | None = None,
+    scaler: RobustScaler | None = None,
+) -> DecoderNode:
+    """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`."""
+    from models.device_profile import load_device_profile
+    from models.runtime import load_runtime
+    from realtime.acquisition import MarkerReader, StreamReader
+    from realtime.bus import Publisher
+
+    base_dir = Path(base_dir or ".")
+    profile = load_device_profile(config.input.device)
+    flags = [
+        f for f, on in (("clocksync", config.input.clocksync), ("dejitter", config.input.dejitter)) if on
+    ]
+    sel = config.input.signal
+    reader = StreamReader(
+        sel.name,
+        sel.type,
+        sel.source_id,
+        profile=profile,
+        buffer_seconds=config.input.buffer_s,
+        processing_flags=flags,
+        timeout=sel.timeout_s,
+    )
+    markers = None
+    if config.input.markers is not None and config.windowing.mode == "event":
+        m = config.input.markers
+        markers = MarkerReader(m.name, m.type, m.source_id, timeout=m.timeout_s)
+    ckpt = Path(checkpoint) if checkpoint else config.resolve_path(config.encoder.checkpoint, base_dir)
+    runtime, meta = load_runtime(ckpt, config.encoder.runtime)
+    if publisher is None:
+        publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
+    return DecoderNode(
+        reader,
+        runtime,
+        meta,
+        publisher,
+        subject=config.subject,
+        markers=markers,
+        mode=config.windowing.mode,
+        stride_s=config.windowing.stride_s,
+        max_wait_s=config.windowing.max_wait_s,
+        scaler=scaler,
+        subject_index=config.encoder.subject_index,
+        preview_rate=config.preview.rate_hz,
+        preview_channels=config.preview.max_channels,
+    )
