@@ -1,0 +1,36 @@
+"""The brainstream bus (DESIGN §3): ZeroMQ PUB/SUB through a broker, msgpack headers, zero-copy arrays.
+
+Start from Python::
+
+    from realtime.bus import Broker, Publisher, Subscriber
+
+    with Broker():                                    # tcp://127.0.0.1:5701 (XSUB) -> :5702 (XPUB)
+        pub = Publisher(name="decoder")
+        sub = Subscriber(topics=("embedding.",))
+        pub.publish("embedding.sub-01", [emb], t_sample=t, space="demo", event=None, image_id=None)
+        msg = sub.recv(timeout=1.0)                   # BusMessage | None
+"""
+
+from realtime.bus._socket import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+from realtime.bus.broker import Broker
+from realtime.bus.message import BusMessage, MalformedMessageError, decode, encode
+from realtime.bus.publisher import Publisher
+from realtime.bus.security import CurveKeys, InsecureBindError, KeysError, generate_keys
+from realtime.bus.subscriber import Subscriber
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_PUB_ENDPOINT",
+    "DEFAULT_SUB_ENDPOINT",
+    "Broker",
+    "BusMessage",
+    "CurveKeys",
+    "InsecureBindError",
+    "KeysError",
+    "MalformedMessageError",
+    "Publisher",
+    "Subscriber",
+    "decode",
+    "encode",
+    "generate_keys",
+]

@@ -1,0 +1,289 @@
+"""Subscriber: validated messages, per-source gap counting and publisher liveness from heartbeats."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+from pylsl import local_clock
+
+from realtime.bus._socket import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SUB_ENDPOINT, open_socket
+from realtime.bus.message import BusMessage, MalformedMessageError, decode
+from realtime.bus.security import CurveKeys, as_keys
+
+HEARTBEAT_PREFIX = "status."
+#: a publisher silent for this many of its heartbeat intervals is declared lost
+LOST_AFTER_INTERVALS = 3.0
+
+
+@dataclass
+class PublisherState:
+    """What a subscriber knows about one publisher (one ``src``)."""
+
+    src: str
+    name: str
+    last_seen: float
+    interval: float | None = None
+    stopped: bool = False
+    lost: bool = False
+
+    def state(self, now: float) -> str:
+        if self.stopped:
+            return "stopped"
+        if self.interval is not None and now - self.last_seen > LOST_AFTER_INTERVALS * self.interval:
+            return "lost"
+        return "alive"
+
+
+class Subscriber:
+    """Receive validated :class:`BusMessage` objects.
+
+    Parameters
+    ----------
+    endpoint : str
+        The broker's XPUB (default ``tcp://127.0.0.1:5702``), or a publisher's bound endpoint.
+    topics : sequence of str
+        Topic prefixes to receive (``""`` = everything).
+    bind : bool
+        Bind instead of connect (non-loopback needs ``keys``).
+    keys : path | CurveKeys | None
+        CURVE keys folder; see :mod:`realtime.bus.security`.
+    max_message_size : int
+        ``ZMQ_MAXMSGSIZE``: a peer sending anything larger is disconnected by ZeroMQ.
+    heartbeats : bool
+        Also listen to publishers' heartbeats (``status.<name>.heartbeat``) to track liveness and losses at
+        the tail of a stream. Heartbeats are consumed here and not returned by :meth:`recv` unless
+        ``deliver_heartbeats``.
+    context : zmq.Context | None
+        Defaults to the process-wide context (needed for ``inproc://``).
+
+    Notes
+    -----
+    Start order does not matter: connecting never blocks and ZeroMQ reconnects on its own; messages sent
+    before a subscription reached the publisher are not delivered (PUB/SUB's "slow joiner") and are not
+    counted as gaps, because counting starts at the first message seen from each source.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_SUB_ENDPOINT,
+        topics: Sequence[str] = ("",),
+        *,
+        bind: bool = False,
+        keys: str | Path | CurveKeys | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        heartbeats: bool = True,
+        deliver_heartbeats: bool = False,
+        hwm: int = DEFAULT_HWM,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if isinstance(topics, str):
+            raise TypeError(f"topics must be a sequence of prefixes, e.g. ({topics!r},), not a single string")
+        self.endpoint = endpoint
+        self.topics = tuple(topics)
+        self.deliver_heartbeats = deliver_heartbeats
+        self._subscriptions = set(self.topics)
+        if heartbeats and not any(HEARTBEAT_PREFIX.startswith(t) for t in self.topics):
+            self._subscriptions.add(HEARTBEAT_PREFIX)
+        self._socket_args = {
+            "bind": bind,
+            "keys": as_keys(keys),
+            "context": context,
+            "max_message_size": max_message_size,
+            "hwm": hwm,
+        }
+        self._opened = None
+        self._monitor: zmq.Socket | None = None
+        self._open()
+        self._last_seq: dict[tuple[str, str], int] = {}
+        self._publishers: dict[str, PublisherState] = {}
+        self._malformed: Counter[str] = Counter()
+        self._counts = Counter(
+            received=0, delivered=0, gaps=0, out_of_order=0, heartbeats=0, publishers_lost=0, reconnects=0
+        )
+
+    def _open(self) -> None:
+        self._opened = open_socket(zmq.SUB, self.endpoint, **self._socket_args)
+        for prefix in self._subscriptions:
+            self._opened.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
+        # ZeroMQ does not reconnect after a protocol error (e.g. a message over ZMQ_MAXMSGSIZE): watch for
+        # disconnects and then open a fresh socket, so one bad message cannot cut a node off for good
+        # (disconnect() + connect() on the same socket trips an assertion in libzmq 4.3.5).
+        if not self._socket_args["bind"]:
+            self._monitor = self._opened.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._poller = zmq.Poller()
+        self._poller.register(self._opened.socket, zmq.POLLIN)
+        if self._monitor is not None:
+            self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _close_socket(self) -> None:
+        opened, self._opened = self._opened, None
+        if opened is None:
+            return
+        if self._monitor is not None:
+            opened.socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+        opened.socket.linger = 0
+        opened.close()
+
+    # --------------------------------------------------------------- receiving
+    def recv(self, timeout: float | None = None) -> BusMessage | None:
+        """Next valid message on a subscribed topic, or None after ``timeout`` seconds (None: wait forever).
+
+        Malformed messages are dropped and counted in ``stats["malformed"]``; they never raise.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            socket = self._socket()
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(self._poller.poll(wait_ms))
+            if socket in ready:
+                message = self._accept(socket.recv_multipart(copy=False))
+                if message is not None:
+                    return message
+            elif self._monitor is not None and self._monitor in ready:
+                self._reconnect()
+            elif deadline is not None and time.monotonic() >= deadline:
+                self._update_liveness()
+                return None
+
+    def _reconnect(self) -> None:
+        # queued messages go with the old socket; what is lost shows up as gaps
+        self._close_socket()
+        self._open()
+        self._counts["reconnects"] += 1
+
+    def drain(self, timeout: float | None = None) -> list[BusMessage]:
+        """Wait up to ``timeout`` for one message, then take all already queued too (oldest first)."""
+        first = self.recv(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        while (more := self.recv(0)) is not None:
+            messages.append(more)
+        return messages
+
+    def recv_latest(self, timeout: float | None = None) -> tuple[BusMessage | None, int]:
+        """Newest queued message and how many older ones were skipped (for nodes that fall behind)."""
+        messages = self.drain(timeout)
+        if not messages:
+            return None, 0
+        return messages[-1], len(messages) - 1
+
+    def _accept(self, frames: list[Any]) -> BusMessage | None:
+        self._counts["received"] += 1
+        try:
+            message = decode(frames)
+        except MalformedMessageError as exc:
+            self._malformed[exc.reason] += 1
+            return None
+        now = local_clock()
+        header = message.header
+        publisher = self._publishers.get(message.src)
+        if publisher is None:
+            publisher = self._publishers[message.src] = PublisherState(
+                src=message.src, name=message.src.rsplit(":", 1)[0], last_seen=now
+            )
+        publisher.last_seen = now
+        publisher.lost = False
+        self._count_gap(message.src, message.topic, message.seq)
+        if message.is_heartbeat:
+            self._counts["heartbeats"] += 1
+            interval = header.get("interval")
+            if isinstance(interval, int | float) and interval > 0:
+                publisher.interval = float(interval)
+            publisher.stopped = header.get("state") == "stopped"
+            self._count_tail_losses(message.src, header.get("last_seq"))
+            if not self.deliver_heartbeats:
+                return None
+        if not self._wanted(message.topic):
+            return None
+        self._counts["delivered"] += 1
+        return message
+
+    def _wanted(self, topic: str) -> bool:
+        return any(topic.startswith(prefix) for prefix in self.topics)
+
+    def _count_gap(self, src: str, topic: str, seq: int) -> None:
+        key = (src, topic)
+        last = self._last_seq.get(key)
+        if last is not None:
+            if seq > last + 1:
+                self._counts["gaps"] += seq - last - 1
+            elif seq <= last:
+                self._counts["out_of_order"] += 1
+                return
+        self._last_seq[key] = seq
+
+    def _count_tail_losses(self, src: str, last_seq: Any) -> None:
+        # messages lost after the last one we saw show up only here (or when the next one arrives)
+        if not isinstance(last_seq, dict):
+            return
+        for topic, seq in last_seq.items():
+            key = (src, topic)
+            if key in self._last_seq and isinstance(seq, int) and seq > self._last_seq[key]:
+                self._counts["gaps"] += seq - self._last_seq[key]
+                self._last_seq[key] = seq
+
+    def _update_liveness(self) -> None:
+        now = local_clock()
+        for publisher in self._publishers.values():
+            if publisher.state(now) == "lost" and not publisher.lost:
+                publisher.lost = True
+                self._counts["publishers_lost"] += 1
+
+    # -------------------------------------------------------------- inspection
+    def publishers(self) -> dict[str, dict[str, Any]]:
+        """Per publisher heard from: ``name``, ``state`` (alive|lost|stopped), ``silent_s``, ``interval``."""
+        self._update_liveness()
+        now = local_clock()
+        return {
+            src: {
+                "name": p.name,
+                "state": p.state(now),
+                "silent_s": now - p.last_seen,
+                "interval": p.interval,
+            }
+            for src, p in self._publishers.items()
+        }
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: received, delivered, malformed (+ by reason), gaps, out_of_order, heartbeats, ..."""
+        states = Counter(p["state"] for p in self.publishers().values())
+        return {
+            **self._counts,
+            "malformed": sum(self._malformed.values()),
+            "malformed_by_reason": dict(self._malformed),
+            "publishers_alive": states["alive"],
+            "publishers_stopped": states["stopped"],
+            "publishers_silent": states["lost"],
+        }
+
+    # --------------------------------------------------------------- lifecycle
+    def _socket(self) -> zmq.Socket:
+        if self._opened is None:
+            raise RuntimeError("this subscriber is closed; create a new one")
+        return self._opened.socket
+
+    @property
+    def closed(self) -> bool:
+        return self._opened is None
+
+    def close(self) -> None:
+        self._close_socket()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.endpoint} topics={self.topics!r}>"
