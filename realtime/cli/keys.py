@@ -37,11 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"directory": str(keys.directory), "clients": list(clients), "authorized": authorized})
     else:
-        print(
-            f"keys in {keys.directory}: server.key(_secret), {', '.join(c + '.key(_secret)' for c in clients)}"
-        )
+        pairs = ", ".join(f"{c}.key(_secret)" for c in clients)
+        print(f"keys in {keys.directory}: server.key(_secret), {pairs}")
         print(f"authorised clients: {', '.join(authorized)} (remove DIR/{AUTHORIZED_DIR}/NAME.key to revoke)")
         print(
-            "binder (broker): --keys DIR; other hosts need DIR/server.key and their own NAME.key + NAME.key_secret"
+            "the broker host uses --keys DIR; every other host needs DIR/server.key + its NAME.key(_secret)"
         )
     return 0
