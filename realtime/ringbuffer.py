@@ -9,6 +9,11 @@ report how many samples the reader lost to overwriting.
 
 Samples are addressed by their absolute index ``0 .. n_written - 1``; the buffer holds the last
 ``capacity`` of them.
+
+Memory is time-major, ``(capacity, n_channels)``, like the ``(times, channels)`` chunks pylsl pulls, so a
+write is one contiguous block copy whatever the channel count (a channel-major write would touch one cache
+line per channel). Reads return ``(n_channels, n)`` as the transpose of a fresh time-major copy: a
+Fortran-ordered array; call ``np.ascontiguousarray`` where C order matters (ZeroMQ frames, ctypes).
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class RingBuffer:
             raise ValueError(f"capacity must be >= 1 sample, got {capacity}")
         self._n_channels = n_channels
         self._capacity = capacity
-        self._data = np.zeros((n_channels, capacity), dtype=dtype)
+        self._data = np.zeros((capacity, n_channels), dtype=dtype)
         self._ts = np.zeros(capacity, dtype=np.float64)
         # absolute index one past the newest complete sample (published after the copy)
         self._n_written = 0
@@ -150,18 +155,22 @@ class RingBuffer:
             return
         cap = self._capacity
         start = self._n_written
+        src = data.T  # (n, n_channels): contiguous when data is a transposed pull buffer
         if n > cap:
-            data = data[:, n - cap :]
+            src = src[n - cap :]
             timestamps = timestamps[n - cap :]
-        m = data.shape[1]
+        m = src.shape[0]
         first = start + n - m  # absolute index of the first sample actually stored
         self._reserved = start + n  # announce before touching memory (readers check it after copying)
         i0 = first % cap
-        k = min(m, cap - i0)
-        self._data[:, i0 : i0 + k] = data[:, :k]
-        self._ts[i0 : i0 + k] = timestamps[:k]
-        if k < m:
-            self._data[:, : m - k] = data[:, k:]
+        k = cap - i0
+        if m <= k:
+            self._data[i0 : i0 + m] = src
+            self._ts[i0 : i0 + m] = timestamps
+        else:
+            self._data[i0:] = src[:k]
+            self._ts[i0:] = timestamps[:k]
+            self._data[: m - k] = src[k:]
             self._ts[: m - k] = timestamps[k:]
         self._n_written = start + n
         if self._n_waiting:
@@ -177,22 +186,20 @@ class RingBuffer:
         """
         cap = self._capacity
         n = stop - start
-        data = np.empty((self._n_channels, n), dtype=self._data.dtype)
-        ts = np.empty(n, dtype=np.float64)
-        if n > 0:
-            i0 = start % cap
-            k = min(n, cap - i0)
-            data[:, :k] = self._data[:, i0 : i0 + k]
-            ts[:k] = self._ts[i0 : i0 + k]
-            if k < n:
-                data[:, k:] = self._data[:, : n - k]
-                ts[k:] = self._ts[: n - k]
+        i0 = start % cap
+        if i0 + n <= cap:
+            data = self._data[i0 : i0 + n].copy()
+            ts = self._ts[i0 : i0 + n].copy()
+        else:
+            k = cap - i0
+            data = np.concatenate((self._data[i0:], self._data[: n - k]))
+            ts = np.concatenate((self._ts[i0:], self._ts[: n - k]))
         # anything below oldest_valid may have been overwritten while we copied
         oldest_valid = self._reserved - cap
         if start < oldest_valid:
             drop = min(n, oldest_valid - start)
-            return data[:, drop:], ts[drop:], start + drop
-        return data, ts, start
+            return data[drop:].T, ts[drop:], start + drop
+        return data.T, ts, start
 
     def read_last(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The newest ``n`` samples.
