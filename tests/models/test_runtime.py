@@ -198,3 +198,30 @@ def test_compile_runtime_matches_torch_eager():
     rt.warmup(1, batch=2)
     assert _rel(rt.run(x, 1), ref) <= 1e-4
     assert CompileRuntime(model).mode == "default"  # inductor without CUDA graphs on CPU
+
+
+def test_export_cli_writes_a_reusable_onnx_file(tmp_path, capsys, monkeypatch):
+    import json
+
+    from models.checkpoint import CheckpointMeta, save_checkpoint
+    from realtime.cli import main
+
+    monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))
+    arch = {"name": "atm_s", "n_channels": 5, "n_times": 100, "dim": 8, "n_subjects": 2}
+    torch.manual_seed(5)
+    model = build_encoder(arch).eval()
+    meta = CheckpointMeta(
+        arch=arch, ch_names=[f"E{i}" for i in range(5)], sfreq=250.0, tmin=0.0, tmax=0.4, space="demo", dim=8
+    )
+    save_checkpoint(tmp_path / "ckpt", model, meta)
+    assert main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--backend", "onnx", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["path"] == str(tmp_path / "ckpt" / "model.onnx")
+    assert result["max_rel_err_vs_torch"] <= 1e-4 and result["signature"]["n_subjects"] == 2
+    rt, _ = load_runtime(tmp_path / "ckpt", "onnxruntime")
+    assert rt.path == tmp_path / "ckpt" / "model.onnx"  # no second export
+    assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--backend", "onnx"]) == 2
+    assert "checkpoint folder not found" in capsys.readouterr().err
+    if tensorrt_unavailable_reason() is not None:
+        assert main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--backend", "tensorrt"]) == 2
+        assert "export with --backend onnx" in capsys.readouterr().err
