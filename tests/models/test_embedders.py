@@ -1,0 +1,58 @@
+"""Image embedders: the weight-free demo convnet and the local-folder CLIP vision tower."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from models import stimuli
+from models.embedders import ImageEmbedder, get_embedder
+
+
+@pytest.fixture(scope="module")
+def demo() -> ImageEmbedder:
+    return get_embedder("demo", dim=64)
+
+
+def test_demo_embedder_contract(demo) -> None:
+    images = [img for _, img, _ in stimuli.procedural_images(6, seed=0, size=96)]
+    emb = demo.embed(images)
+    assert isinstance(demo, ImageEmbedder)
+    assert demo.space == "demo:randconv-v1:64" and demo.dim == 64
+    assert emb.shape == (6, 64) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # batch-invariant and deterministic across instances
+    one_by_one = np.concatenate([demo.embed([img]) for img in images])
+    np.testing.assert_allclose(emb, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(get_embedder("demo", dim=64).embed(images), emb, atol=1e-6)
+    assert demo.embed([]).shape == (0, 64)
+
+
+def test_demo_space_is_meaningful(demo) -> None:
+    """A slightly shifted or recoloured image is closer to its original than to any other image, and
+    unrelated images are spread out (not crowded in one cone)."""
+    specs = [stimuli.procedural_spec(5, i) for i in range(60)]
+    originals = demo.embed([stimuli.render_procedural(s, 96, 5, i) for i, s in enumerate(specs)])
+    sims = originals @ originals.T
+    off = sims[~np.eye(len(sims), dtype=bool)]
+    assert abs(off.mean()) < 0.15 and np.percentile(off, 95) < 0.8
+    for change in ({"x": 0.06}, {"hue": 0.04}, {"size": 0.03}):
+        variants = [
+            dataclasses.replace(s, **{k: getattr(s, k) + v for k, v in change.items()}) for s in specs
+        ]
+        emb = demo.embed([stimuli.render_procedural(s, 96, 5, i) for i, s in enumerate(variants)])
+        nearest = np.argmax(emb @ originals.T, axis=1)
+        assert (nearest == np.arange(len(specs))).mean() >= 0.95, change
+
+
+def test_demo_embedder_rejects_bad_images_and_dims(demo) -> None:
+    with pytest.raises(ValueError, match=r"image 1: expected an \(H, W, 3\) uint8"):
+        demo.embed([np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)])
+    with pytest.raises(ValueError, match="uint8"):
+        demo.embed([np.zeros((32, 32, 3), np.float32)])
+    with pytest.raises(ValueError, match="between 8 and 256"):
+        get_embedder("demo", dim=4)
+    with pytest.raises(ValueError, match="unknown embedder 'vgg'"):
+        get_embedder("vgg")
