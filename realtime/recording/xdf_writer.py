@@ -115,6 +115,8 @@ class XdfWriter:
         Seconds between flushes (write + fsync + Boundary) by the background flusher; at most 1 s.
     fsync : bool
         Force data to disk at each flush (leave on; off only to measure what fsync costs).
+    autoflush : bool
+        Flush from a background thread every ``flush_interval``; off when the caller flushes itself.
     on_alarm : callable(str) | None
         Called once with a message when writing fails and the recording stops.
 
@@ -129,6 +131,7 @@ class XdfWriter:
         segment_seconds: float | None = None,
         flush_interval: float = 0.5,
         fsync: bool = True,
+        autoflush: bool = True,
         on_alarm: Callable[[str], None] | None = None,
     ) -> None:
         if not 0 < flush_interval <= 1.0:
@@ -143,6 +146,7 @@ class XdfWriter:
         self.segment_seconds = segment_seconds
         self.flush_interval = float(flush_interval)
         self.do_fsync = fsync
+        self.autoflush = autoflush
         self.on_alarm = on_alarm
         self.paths: list[Path] = []
         self.alarms: list[str] = []

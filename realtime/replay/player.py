@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,11 @@ class PlayerStats:
     last_push: float | None = None
     samples_at_first_push: int = 0
     finished: bool = False
+    lags: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+
+    def lag_percentile(self, q: float) -> float:
+        """Percentile of push lag in ms over the last 100,000 pushes."""
+        return float(np.percentile(np.asarray(self.lags), q) * 1e3) if self.lags else float("nan")
 
     def effective_rate(self, stream: str) -> float:
         """Samples per second of ``stream`` as actually pushed (first to last push, wall clock)."""
@@ -272,6 +278,7 @@ class Player:
             now = pylsl.local_clock()
             lag = max(0.0, now - due)
             lag_sum += lag
+            self.stats.lags.append(lag)
             self.stats.worst_lag_ms = max(self.stats.worst_lag_ms, lag * 1e3)
             self.stats.pushes += 1
             if self.stats.first_push is None:

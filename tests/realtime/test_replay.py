@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -205,3 +206,16 @@ def test_cli_replay_at_speed_10_keeps_order_and_timing(tmp_path, unique_name):
     np.testing.assert_array_equal(counters, expected)
     # timestamps 1/(250*10) s apart, also across the loop seam
     np.testing.assert_allclose(np.diff(stamps), 1 / 2500, rtol=1e-6, atol=1e-9)
+
+
+def test_bench_replay_reports_the_issue_fields(capsys):
+    """The benchmark runs end to end on a small stream (its figures need a quiet machine, not judged here)."""
+    from realtime.cli import main
+
+    assert main(["bench", "replay", "--seconds", "2", "--channels", "8", "--sfreq", "250", "--json"]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out.strip().splitlines()[-1])
+    for key in ("rate_error_pct", "worst_lag_ms", "recorder_mb_s", "fsync_ms_p99"):
+        assert isinstance(result[key], float) and result[key] >= 0, key
+    assert result["recorder_mb_s"] > 0
+    assert result["baseline"]["replay_details"]["samples_received"] == 500
