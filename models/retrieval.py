@@ -1,0 +1,226 @@
+"""Nearest-gallery-image search for decoded embeddings (cosine similarity, top-k).
+
+``exact`` (default): one matrix product against the whole gallery, float32 or float16 storage; on a few
+hundred thousand images this is a few milliseconds. ``faiss-ivf`` / ``faiss-hnsw`` (the ``faiss`` extra) for
+galleries beyond that; on small galleries they return the same answers as exact search (IVF probes every list
+when the gallery is small, HNSW searches with a wide beam).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+Backend = Literal["exact", "faiss-ivf", "faiss-hnsw"]
+BACKENDS: tuple[str, ...] = ("exact", "faiss-ivf", "faiss-hnsw")
+# rows per chunk when a float16 gallery is searched: numpy has no fast float16 matmul, so chunks are upcast
+_F16_CHUNK = 65536
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _as_queries(queries: np.ndarray, dim: int) -> tuple[np.ndarray, bool]:
+    q = np.asarray(queries, dtype=np.float32)
+    single = q.ndim == 1
+    q = q[None, :] if single else q
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(
+            f"queries must have shape ({dim},) or (n, {dim}) to match the gallery; got {np.shape(queries)}. "
+            "Is the encoder trained for this gallery's embedding space?"
+        )
+    if not np.all(np.isfinite(q)):
+        raise ValueError("queries contain NaN or Inf; the encoder output is broken upstream")
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    return q / np.maximum(norms, 1e-12), single
+
+
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, scores.shape[1])
+    part = (
+        np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.argsort(-scores, axis=1)
+    )
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part_scores, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+class ExactIndex:
+    """Brute-force inner product over L2-normalised rows (= cosine similarity)."""
+
+    backend = "exact"
+
+    def __init__(self, embeddings: np.ndarray, dtype: Literal["float32", "float16"] = "float32") -> None:
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+        self.matrix = np.ascontiguousarray(embeddings, dtype=dtype)
+        self.dim = int(self.matrix.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """Cosine similarity of each query with every gallery row, ``(n, N)`` float32."""
+        q, _ = _as_queries(queries, self.dim)
+        if self.matrix.dtype == np.float32:
+            return q @ self.matrix.T
+        return np.concatenate(
+            [
+                q @ self.matrix[i : i + _F16_CHUNK].astype(np.float32).T
+                for i in range(0, len(self), _F16_CHUNK)
+            ],
+            axis=1,
+        )
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores (n, k) float32, indices (n, k) int64)``, best first."""
+        top_scores, top_idx = _top_k(self.scores(queries), k)
+        return top_scores.astype(np.float32), top_idx.astype(np.int64)
+
+
+class FaissIndex:
+    """FAISS inner-product index (``ivf``: IVF-Flat; ``hnsw``: HNSW-Flat)."""
+
+    def __init__(
+        self, embeddings: np.ndarray, kind: Literal["ivf", "hnsw"] = "ivf", nlist: int | None = None
+    ):
+        try:
+            import faiss
+        except ImportError:
+            raise ImportError(
+                "FAISS is not installed; install the extra with `pip install brainstream[faiss]` or use "
+                "backend='exact' (fast up to a few hundred thousand images)"
+            ) from None
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
+        n, self.dim = x.shape
+        self.backend = f"faiss-{kind}"
+        self._n = n
+        if kind == "ivf":
+            nlist = nlist or max(1, int(np.sqrt(n)))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            self.index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.train(x)
+            # small galleries: probe every list, which makes IVF exact; large ones: ~10 % of the lists
+            self.index.nprobe = nlist if n <= 100_000 else max(8, nlist // 10)
+        elif kind == "hnsw":
+            self.index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = 200
+            self.index.hnsw.efSearch = 256
+        else:
+            raise ValueError(f"FAISS index kind must be 'ivf' or 'hnsw', got {kind!r}")
+        self.index.add(x)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q, _ = _as_queries(queries, self.dim)
+        k = min(k, self._n)
+        scores, idx = self.index.search(q, k)
+        return scores.astype(np.float32), idx.astype(np.int64)
+
+
+def build_index(
+    embeddings: np.ndarray, backend: str = "exact", dtype: Literal["float32", "float16"] = "float32"
+) -> ExactIndex | FaissIndex:
+    """Make a search index over ``(n, dim)`` L2-normalised gallery rows."""
+    if backend == "exact":
+        return ExactIndex(embeddings, dtype)
+    if backend in ("faiss-ivf", "faiss-hnsw"):
+        return FaissIndex(embeddings, kind=backend.split("-", 1)[1])  # type: ignore[arg-type]
+    raise ValueError(f"unknown retrieval backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+@dataclass
+class RetrievalResult:
+    """Top-k gallery images for one embedding, best first."""
+
+    ids: list[str]
+    scores: np.ndarray  # (k,) float32 cosine similarities
+    indices: np.ndarray  # (k,) int64 gallery rows
+    paths: list[str]  # image files ("" where the gallery has none)
+    rank_of_true: int | None = None  # 0-based rank of the true image in the whole gallery, when known
+
+    def rank_of(self, image_id: str | None) -> int | None:
+        """0-based rank of ``image_id`` among the top k, None when absent."""
+        if image_id is None:
+            return None
+        return self.ids.index(image_id) if image_id in self.ids else None
+
+
+class Retriever:
+    """A gallery plus an index: ``search(embedding, k)`` in the gallery's space.
+
+    Parameters
+    ----------
+    gallery : models.gallery.Gallery
+        Anything with ``embeddings``, ``ids``, ``space`` and ``image_path(id)``.
+    backend : str
+        ``exact`` | ``faiss-ivf`` | ``faiss-hnsw``.
+    dtype : str
+        Storage of the exact index (``float16`` halves memory).
+    """
+
+    def __init__(
+        self, gallery, backend: str = "exact", dtype: Literal["float32", "float16"] = "float32"
+    ) -> None:
+        self.gallery = gallery
+        self.space: str = gallery.space
+        self.ids: list[str] = list(gallery.ids)
+        self.index = build_index(np.asarray(gallery.embeddings), backend, dtype)
+        self._paths = [self._path(i) for i in self.ids]
+
+    def _path(self, image_id: str) -> str:
+        try:
+            return str(Path(self.gallery.image_path(image_id)))
+        except Exception:  # a gallery without thumbnails still retrieves ids  # noqa: BLE001
+            return ""
+
+    def check_space(self, space: str | None) -> None:
+        """Refuse embeddings from another space, naming both (DESIGN §6)."""
+        from models.gallery import check_same_space
+
+        check_same_space(
+            self.space,
+            str(space),
+            what="embedding",
+            hint="use a gallery built with the encoder's embedder, or an encoder trained for this gallery",
+        )
+
+    def search(
+        self, embedding: np.ndarray, k: int = 5, space: str | None = None, true_id: str | None = None
+    ) -> RetrievalResult:
+        """Top-k gallery items for one ``(dim,)`` embedding; with ``space``, check it first.
+
+        With ``true_id`` (an id in the gallery), ``rank_of_true`` is its rank among ALL gallery items.
+        """
+        result = self.search_many(np.asarray(embedding)[None, :], k, space)[0]
+        if true_id is not None and true_id in self.gallery:
+            q, _ = _as_queries(embedding, self.index.dim)
+            if isinstance(self.index, ExactIndex):
+                all_scores = self.index.scores(q)[0]
+            else:
+                all_scores = q[0] @ np.asarray(self.gallery.embeddings, dtype=np.float32).T
+            result.rank_of_true = int(np.sum(all_scores > all_scores[self.gallery.index_of(true_id)]))
+        return result
+
+    def search_many(
+        self, embeddings: np.ndarray, k: int = 5, space: str | None = None
+    ) -> list[RetrievalResult]:
+        if space is not None:
+            self.check_space(space)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        scores, idx = self.index.search(embeddings, k)
+        return [
+            RetrievalResult([self.ids[j] for j in row], s, row, [self._paths[j] for j in row])
+            for s, row in zip(scores, idx, strict=True)
+        ]

@@ -1,0 +1,55 @@
+"""``brainstream retrieve --gallery DIR [--k 5]``: the retrieval node."""
+
+from __future__ import annotations
+
+import argparse
+
+from realtime.cli import UserFacingError
+
+HELP = "retrieval node: answer embeddings on the bus with their top-k gallery images"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+
+    parser.add_argument(
+        "--gallery", required=True, help="gallery folder, or 'demo' for the built-in demo gallery"
+    )
+    parser.add_argument("--k", type=int, default=5, help="images per answer (default 5)")
+    parser.add_argument(
+        "--backend", default="exact", choices=("exact", "faiss-ivf", "faiss-hnsw"), help="search backend"
+    )
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "float16"), help="exact-search storage"
+    )
+    parser.add_argument("--sub", default=DEFAULT_SUB_ENDPOINT, help="bus endpoint to read embeddings from")
+    parser.add_argument("--pub", default=DEFAULT_PUB_ENDPOINT, help="bus endpoint to publish answers to")
+    parser.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys folder (brainstream keys)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.gallery import GalleryError
+    from realtime.bus import InsecureBindError, KeysError
+    from realtime.services import RetrievalNode
+
+    try:
+        node = RetrievalNode(
+            args.gallery,
+            k=args.k,
+            backend=args.backend,
+            dtype=args.dtype,
+            sub_endpoint=args.sub,
+            pub_endpoint=args.pub,
+            keys=args.keys,
+        )
+    except (GalleryError, ImportError, ValueError) as exc:
+        raise UserFacingError(str(exc)) from None
+    print(
+        f"retrieval node: {len(node.retriever.ids)} images in {node.space!r}, top {node.k}, "
+        f"{args.backend}; embeddings from {args.sub}, answers to {args.pub}; Ctrl-C stops"
+    )
+    try:
+        node.run()
+    except (InsecureBindError, KeysError, OSError) as exc:
+        raise UserFacingError(str(exc)) from None
+    return 0

@@ -1,0 +1,16 @@
+"""Bus service nodes: retrieval (embedding → top-k gallery images) and generator (embedding → image).
+
+From Python (in-process, e.g. tests and ``brainstream demo``)::
+
+    from realtime.services import GeneratorNode, RetrievalNode
+
+    with RetrievalNode("demo", k=5), GeneratorNode("tiny"):   # default bus endpoints
+        ...                                                  # embeddings in, retrieval / image out
+
+As processes: ``brainstream retrieve --gallery DIR`` and ``brainstream generate --config FILE``.
+"""
+
+from realtime.services.base import LatencyStats, ServiceNode
+from realtime.services.retrieval_node import RetrievalNode
+
+__all__ = ["LatencyStats", "RetrievalNode", "ServiceNode"]

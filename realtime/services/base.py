@@ -1,0 +1,202 @@
+"""Common lifecycle of a bus service node: a worker thread that owns one subscriber and one publisher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pylsl import local_clock
+
+from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, Publisher, Subscriber
+
+log = logging.getLogger(__name__)
+
+STATUS_PERIOD_S = 1.0
+
+
+class LatencyStats:
+    """Rolling p50 / p99 of a duration in milliseconds (last ``size`` values)."""
+
+    def __init__(self, size: int = 2000) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, ms: float) -> None:
+        self._values.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        if not self._values:
+            return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
+        values = np.fromiter(self._values, dtype=np.float64)
+        return {
+            "n": len(values),
+            "p50_ms": float(np.percentile(values, 50)),
+            "p99_ms": float(np.percentile(values, 99)),
+        }
+
+
+class ServiceNode:
+    """Base of the retrieval and generator nodes.
+
+    Sockets are created, used and closed in the worker thread only (ZeroMQ sockets are not thread-safe).
+    ``start()`` returns once they are open and re-raises what went wrong if they could not be; ``stop()``
+    joins. ``run()`` starts and blocks (the CLI verbs, or a node run as its own process).
+    """
+
+    name = "node"
+    topics: tuple[str, ...] = ("embedding.",)
+
+    def __init__(
+        self,
+        *,
+        sub_endpoint: str = DEFAULT_SUB_ENDPOINT,
+        pub_endpoint: str = DEFAULT_PUB_ENDPOINT,
+        keys: str | Path | None = None,
+        heartbeat_interval: float | None = 1.0,
+        context: Any = None,
+    ) -> None:
+        self.sub_endpoint = sub_endpoint
+        self.pub_endpoint = pub_endpoint
+        self.keys = keys
+        self.heartbeat_interval = heartbeat_interval
+        self.context = context
+        self.alarms: list[str] = []
+        self.counts: dict[str, int] = {}
+        self.latency = LatencyStats()  # t_sample -> publication of this node's output
+        self.compute = LatencyStats()  # time spent in the node's own work
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.subscriber: Subscriber | None = None
+        self.publisher: Publisher | None = None
+        self._last_status = 0.0
+
+    # --------------------------------------------------------------- subclass API
+    def _setup(self) -> None:
+        """Load models etc. in the worker thread, before the sockets open."""
+
+    def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
+        raise NotImplementedError
+
+    def _status_stats(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ helpers
+    def count(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def alarm(self, text: str) -> None:
+        log.warning("%s: %s", self.name, text)
+        if text not in self.alarms:
+            self.alarms = [*self.alarms[-9:], text]
+
+    def record_latency(self, t_sample: float | None, t_start: float) -> None:
+        now = local_clock()
+        self.compute.add((now - t_start) * 1000.0)
+        if t_sample is not None:
+            self.latency.add((now - t_sample) * 1000.0)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        bus = self.subscriber.stats if self.subscriber is not None else {}
+        return {
+            **self.counts,
+            "latency_ms": self.latency.summary(),
+            "compute_ms": self.compute.summary(),
+            "bus_gaps": bus.get("gaps", 0),
+            "bus_malformed": bus.get("malformed", 0),
+            **self._status_stats(),
+        }
+
+    def _publish_status(self, publisher: Publisher, state: str) -> None:
+        stats = self.stats
+        flat = {k: v for k, v in stats.items() if isinstance(v, int | float)}
+        flat.update(
+            {f"{k}_p50_ms": v["p50_ms"] for k, v in stats.items() if isinstance(v, dict) and "p50_ms" in v}
+        )
+        publisher.publish(f"status.{self.name}", state=state, alarms=list(self.alarms), stats=flat)
+
+    # ---------------------------------------------------------------- lifecycle
+    def _serve(self) -> None:
+        try:
+            self._setup()
+            self.subscriber = Subscriber(
+                self.sub_endpoint, topics=self.topics, keys=self.keys, context=self.context
+            )
+            self.publisher = Publisher(
+                self.pub_endpoint,
+                name=self.name,
+                keys=self.keys,
+                heartbeat_interval=self.heartbeat_interval,
+                context=self.context,
+            )
+        except BaseException as exc:  # handed to start()'s caller
+            self._error = exc
+            self._close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                self._step(self.subscriber, self.publisher)
+                now = time.monotonic()
+                if now - self._last_status >= STATUS_PERIOD_S:
+                    self._last_status = now
+                    self._publish_status(self.publisher, "running")
+            self._publish_status(self.publisher, "stopped")
+        except BaseException as exc:
+            self._error = exc
+            log.exception("%s node failed", self.name)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        for sock in (self.subscriber, self.publisher):
+            if sock is not None:
+                sock.close()
+
+    def start(self):
+        """Open the sockets and serve in a background thread; raises if the node cannot start."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} node already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, name=f"{self.name}-node", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            self._thread = None
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout)
+
+    def run(self) -> None:
+        """Start and block until the node stops (:meth:`stop` from another thread, or Ctrl-C)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,127 @@
+"""Retrieval node: ``embedding.<subject>`` in, ``retrieval`` (top-k gallery images) out."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pylsl import local_clock
+
+from realtime.bus import BusMessage, Publisher, Subscriber
+from realtime.services.base import ServiceNode
+
+log = logging.getLogger(__name__)
+
+RECV_TIMEOUT_S = 0.1
+
+
+def resolve_gallery(gallery: Any):
+    """A ``Gallery`` from a Gallery, a folder, or ``"demo"`` (the cached demo gallery)."""
+    from models.gallery import Gallery
+
+    if isinstance(gallery, Gallery):
+        return gallery
+    if str(gallery) == "demo":
+        from models.stimuli import default_gallery_dir
+
+        gallery = default_gallery_dir()
+    return Gallery.load(Path(gallery))
+
+
+class RetrievalNode(ServiceNode):
+    """Answer every embedding with its top-k gallery images.
+
+    Parameters
+    ----------
+    gallery : Gallery | path | "demo"
+        The images to retrieve from, in one embedding space.
+    k : int
+        Number of images per answer.
+    backend : str
+        ``exact`` (one matrix product) | ``faiss-ivf`` | ``faiss-hnsw``.
+    dtype : str
+        ``float32`` or ``float16`` storage for exact search.
+    sub_endpoint, pub_endpoint, keys, heartbeat_interval, context
+        Bus settings (see :class:`realtime.bus.Subscriber` / :class:`realtime.bus.Publisher`).
+
+    Notes
+    -----
+    An embedding in another space than the gallery's is refused: dropped, counted (``space_mismatch``) and
+    raised as an alarm on ``status.retrieval`` naming both spaces. ``rank_of_true`` is the rank of the shown
+    image among ALL gallery images when the embedding names an ``image_id`` the gallery holds.
+    """
+
+    name = "retrieval"
+    topics = ("embedding.",)
+
+    def __init__(
+        self,
+        gallery: Any,
+        *,
+        k: int = 5,
+        backend: str = "exact",
+        dtype: str = "float32",
+        **bus: Any,
+    ) -> None:
+        super().__init__(**bus)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        from models.retrieval import Retriever
+
+        self.retriever = Retriever(resolve_gallery(gallery), backend=backend, dtype=dtype)
+        self.space = self.retriever.space
+        self.k = min(k, len(self.retriever.ids))
+        self.counts = {"embeddings": 0, "published": 0, "space_mismatch": 0, "bad_payload": 0}
+
+    def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
+        msg = subscriber.recv(timeout=RECV_TIMEOUT_S)
+        if msg is not None:
+            self.handle(msg, publisher)
+
+    def handle(self, msg: BusMessage, publisher: Publisher) -> bool:
+        """Answer one embedding message; False (and counted) when it was refused."""
+        t_start = local_clock()
+        self.count("embeddings")
+        if msg.space != self.space:
+            self.count("space_mismatch")
+            self.alarm(
+                f"embedding space mismatch: gallery in {self.space!r}, {msg.topic} in {msg.space!r}; "
+                "use a gallery built with the encoder's embedder"
+            )
+            return False
+        dim = self.retriever.index.dim
+        if len(msg.arrays) != 1 or msg.arrays[0].shape != (dim,) or msg.arrays[0].dtype != np.float32:
+            self.count("bad_payload")
+            shapes = [(a.dtype.str, a.shape) for a in msg.arrays]
+            self.alarm(f"{msg.topic}: expected one float32 ({dim},) embedding, got {shapes}")
+            return False
+        true_id = msg.get("image_id")
+        true_id = true_id if isinstance(true_id, str) else None
+        try:
+            result = self.retriever.search(msg.arrays[0], self.k, true_id=true_id)
+        except ValueError as exc:  # NaN / Inf in the embedding
+            self.count("bad_payload")
+            self.alarm(f"{msg.topic}: {exc}")
+            return False
+        publisher.publish(
+            "retrieval",
+            [result.scores],
+            t_sample=msg.t_sample,
+            trace=msg.trace,
+            space=self.space,
+            stage="retrieval",
+            ids=result.ids,
+            paths=result.paths,
+            true_image_id=true_id,
+            rank_of_true=result.rank_of_true,
+            event=msg.get("event"),
+            source_topic=msg.topic,
+        )
+        self.count("published")
+        self.record_latency(msg.t_sample, t_start)
+        return True
+
+    def _status_stats(self) -> dict[str, Any]:
+        return {"gallery_size": len(self.retriever.ids), "k": self.k}

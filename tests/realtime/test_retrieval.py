@@ -1,0 +1,164 @@
+"""Retrieval: exact and FAISS search, the space check, and the retrieval node on a real (inproc) bus."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.gallery import Gallery, SpaceMismatchError
+from models.retrieval import ExactIndex, Retriever, build_index
+from realtime.bus import Broker, Publisher, Subscriber
+from realtime.services import RetrievalNode
+
+SPACE = "test:random-64"
+
+
+def make_gallery(root: Path, n: int = 200, dim: int = 64, seed: int = 0, images: bool = True) -> Gallery:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = [f"img_{i:04d}" for i in range(n)]
+    pictures = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(n)] if images else None
+    return Gallery.save(root, embeddings=emb, ids=ids, space=SPACE, embedder="random", images=pictures)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> Gallery:
+    return make_gallery(tmp_path_factory.mktemp("gallery") / "g")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_own_embedding_retrieves_its_item_first(gallery: Gallery, dtype: str):
+    retriever = Retriever(gallery, dtype=dtype)
+    rng = np.random.default_rng(1)
+    for row in rng.choice(len(gallery), 20, replace=False):
+        image_id = gallery.ids[row]
+        # scaled and slightly noisy: the norm must not matter
+        noisy = gallery.embeddings[row] * 3.0 + 0.02 * rng.standard_normal(gallery.dim)
+        result = retriever.search(noisy.astype(np.float32), k=5, space=SPACE, true_id=image_id)
+        assert result.ids[0] == image_id and result.rank_of_true == 0
+        assert np.all(np.diff(result.scores) <= 1e-6)
+        assert Path(result.paths[0]).name == f"{image_id}.png" and Path(result.paths[0]).is_file()
+
+
+def test_rank_of_true_counts_better_items_in_the_whole_gallery(gallery: Gallery):
+    retriever = Retriever(gallery)
+    query = gallery.embeddings[0] + gallery.embeddings[1]
+    full = gallery.embeddings @ (query / np.linalg.norm(query))
+    target = gallery.ids[int(np.argsort(-full)[30])]  # far outside the top 5
+    result = retriever.search(query, k=5, true_id=target)
+    assert result.rank_of_true == 30 and target not in result.ids
+
+
+def test_exact_search_is_one_product_and_matches_argsort(gallery: Gallery):
+    index = build_index(gallery.embeddings)
+    assert isinstance(index, ExactIndex)
+    queries = np.random.default_rng(2).standard_normal((7, gallery.dim)).astype(np.float32)
+    scores, idx = index.search(queries, 10)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    expected = np.argsort(-(qn @ gallery.embeddings.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(idx, expected)
+    assert scores.shape == (7, 10) and scores.dtype == np.float32
+
+
+def test_space_mismatch_is_refused_naming_both_spaces(gallery: Gallery):
+    retriever = Retriever(gallery)
+    with pytest.raises(
+        SpaceMismatchError, match="openclip:ViT-H-14.*test:random-64|test:random-64.*openclip"
+    ):
+        retriever.search(gallery.embeddings[0], space="openclip:ViT-H-14")
+
+
+def test_wrong_query_shape_is_explained(gallery: Gallery):
+    with pytest.raises(ValueError, match=r"\(64,\)"):
+        Retriever(gallery).search(np.zeros(32, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["faiss-ivf", "faiss-hnsw"])
+def test_faiss_gives_the_exact_answers_on_a_small_gallery(gallery: Gallery, backend: str):
+    pytest.importorskip("faiss", reason="FAISS is an optional extra: pip install brainstream[faiss]")
+    exact, approx = Retriever(gallery), Retriever(gallery, backend=backend)
+    queries = np.random.default_rng(3).standard_normal((25, gallery.dim)).astype(np.float32)
+    for q in queries:
+        a, b = exact.search(q, k=5), approx.search(q, k=5)
+        assert a.ids == b.ids
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def _endpoints() -> tuple[str, str]:
+    tag = uuid.uuid4().hex
+    return f"inproc://retr-front-{tag}", f"inproc://retr-back-{tag}"
+
+
+def _publish_until(pub: Publisher, sub: Subscriber, topic: str, emb: np.ndarray, timeout: float = 10, **kw):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pub.publish(topic, [emb], **kw)
+        msg = sub.recv(timeout=0.1)
+        if msg is not None:
+            return msg
+    return None
+
+
+def test_retrieval_node_answers_on_the_bus_and_extends_the_trace(gallery: Gallery):
+    front, back = _endpoints()
+    row = 17
+    with (
+        Broker(front, back),
+        RetrievalNode(gallery, k=3, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None) as node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("retrieval",)) as sub,
+    ):
+        msg = _publish_until(
+            pub,
+            sub,
+            "embedding.sub-01",
+            gallery.embeddings[row],
+            t_sample=100.0,
+            trace=[["decoder", 100.01]],
+            space=SPACE,
+            event=f"test/{gallery.ids[row]}",
+            image_id=gallery.ids[row],
+            split="test",
+            window="event",
+        )
+        assert msg is not None, "no retrieval answer"
+        assert msg.get("ids")[0] == gallery.ids[row] and len(msg.get("ids")) == 3
+        assert msg.arrays[0].dtype == np.float32 and msg.arrays[0].shape == (3,)
+        assert msg.get("true_image_id") == gallery.ids[row] and msg.get("rank_of_true") == 0
+        assert Path(msg.get("paths")[0]).is_file()
+        assert [stage for stage, _ in msg.trace] == ["decoder", "retrieval"]
+        assert msg.t_sample == 100.0 and msg.space == SPACE
+        deadline = time.monotonic() + 2  # the node counts right after sending
+        while node.stats["published"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def test_retrieval_node_refuses_another_space_and_raises_an_alarm(gallery: Gallery):
+    front, back = _endpoints()
+    with (
+        Broker(front, back),
+        RetrievalNode(gallery, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None) as node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("retrieval", "status.retrieval")) as sub,
+    ):
+        deadline = time.monotonic() + 10
+        while node.stats["space_mismatch"] == 0 or node.stats["bad_payload"] == 0:
+            pub.publish("embedding.s", [gallery.embeddings[0]], space="openclip:ViT-H-14")
+            pub.publish("embedding.s", [np.zeros(3, np.float32)], space=SPACE)  # wrong size
+            time.sleep(0.05)
+            assert time.monotonic() < deadline
+        status = None
+        while status is None and time.monotonic() < deadline:
+            msg = sub.recv(timeout=0.2)
+            assert msg is None or msg.topic != "retrieval", "a refused embedding was answered"
+            if msg is not None and msg.topic == "status.retrieval" and msg.get("alarms"):
+                status = msg
+        assert status is not None
+        assert any("openclip:ViT-H-14" in a and SPACE in a for a in status.get("alarms"))
+        assert node.stats["published"] == 0
