@@ -69,9 +69,11 @@ class _LslStreamRecorder(threading.Thread):
         chunk_interval: float,
         clock_offset_interval: float,
         timeout: float,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name=f"record-{info.name()}", daemon=True)
         self.writer = writer
+        self.on_error = on_error
         self.chunk_interval = chunk_interval
         self.clock_offset_interval = clock_offset_interval
         self.stop_event = threading.Event()
@@ -92,6 +94,8 @@ class _LslStreamRecorder(threading.Thread):
         except Exception as exc:  # a lost stream or a liblsl error must not take the session down
             self.error = f"recording of stream {self.name!r} stopped: {type(exc).__name__}: {exc}"
             logger.error(self.error)
+            if self.on_error is not None:
+                self.on_error(self.error)
         finally:
             self.ready.set()
 
@@ -259,7 +263,7 @@ class Recorder:
             raise ValueError(f"{len(found)} LSL streams match {pred} (source ids {ids}); pass source_id")
         rec = _LslStreamRecorder(
             found[0], self.writer, recover=recover, chunk_interval=self.chunk_interval,
-            clock_offset_interval=self.clock_offset_interval, timeout=timeout,
+            clock_offset_interval=self.clock_offset_interval, timeout=timeout, on_error=self._stream_alarm,
         )  # fmt: skip
         with self._lock:
             self._lsl.append(rec)
@@ -289,8 +293,15 @@ class Recorder:
         # the writer is off now: stop pulling (the inlets are closed by stop())
         for rec in self._lsl:
             rec.stop_event.set()
+        self._stream_alarm(msg)
+
+    def _stream_alarm(self, msg: str) -> None:
+        # one stream lost: the others keep recording
         if self._on_alarm is not None:
-            self._on_alarm(msg)
+            try:
+                self._on_alarm(msg)
+            except Exception:
+                logger.exception("on_alarm callback failed")
 
     @property
     def paths(self) -> list[Path]:

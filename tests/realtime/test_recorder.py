@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -185,3 +186,86 @@ def test_disk_full_stops_recording_with_alarm_and_keeps_the_file(tmp_path):
     assert 0 < s.n_samples <= result["pushed"]
     np.testing.assert_array_equal(s.data[0], np.arange(s.n_samples))
     pyxdf.load_xdf(path, verbose=False)
+
+
+def test_lost_stream_raises_an_alarm_and_the_rest_keeps_recording(tmp_path, unique_name):
+    sig_out, _ = _outlets(unique_name)
+    keep_out, _ = _outlets(f"{unique_name}-keep")
+    alarms: list[str] = []
+    rec = Recorder(tmp_path / "lost.xdf", on_alarm=alarms.append).start()
+    try:
+        rec.add_stream(unique_name, timeout=5, recover=False)
+        rec.add_stream(f"{unique_name}-keep", timeout=5, recover=False)
+        del sig_out  # the device goes away
+        deadline = time.monotonic() + 10
+        while not alarms and time.monotonic() < deadline:
+            keep_out.push_chunk(np.ones((10, 3), np.float32))
+            time.sleep(0.05)
+        assert len(alarms) == 1 and unique_name in alarms[0] and "LostError" in alarms[0]
+        n_before = rec.stats["streams"][f"{unique_name}-keep"]["samples"]
+        for _ in range(10):
+            keep_out.push_chunk(np.ones((10, 3), np.float32))
+            time.sleep(0.05)
+        time.sleep(0.4)
+        assert rec.stats["streams"][f"{unique_name}-keep"]["samples"] > n_before
+    finally:
+        rec.stop()
+        del keep_out
+    assert rec.alarms == alarms and not rec.failed
+
+
+def test_record_cli_json_and_segments(tmp_path, unique_name, capsys):
+    from realtime.cli import main
+
+    sig_out, _ = _outlets(unique_name)
+    stop = threading.Event()
+
+    def pump(outlet: pylsl.StreamOutlet) -> None:
+        k = 0
+        while not stop.is_set():
+            outlet.push_chunk(np.full((10, 3), k, np.float32))
+            k += 1
+            time.sleep(0.05)
+
+    pusher = threading.Thread(target=pump, args=(sig_out,), daemon=True)
+    pusher.start()
+    try:
+        rc = main(
+            ["record", str(tmp_path / "cli.xdf"), "--stream", unique_name, "--duration", "1.5", "--json"]
+        )
+    finally:
+        stop.set()
+        pusher.join()
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["paths"] == [str(tmp_path / "cli.xdf")] and result["alarms"] == []
+    assert result["streams"][unique_name] > 0
+    s = xdf.read_xdf(tmp_path / "cli.xdf").stream(unique_name)
+    assert s.n_samples == result["streams"][unique_name]
+    assert np.all(np.diff(s.data[0]) >= 0)  # in order
+
+    # the same stream into half-second segments: every segment is a complete XDF file
+    rec = Recorder(tmp_path / "seg.xdf", segment_seconds=0.5, flush_interval=0.25).start()
+    try:
+        rec.add_stream(unique_name, timeout=5)
+        for k in range(30):
+            sig_out.push_chunk(np.full((10, 3), k, np.float32))
+            time.sleep(0.05)
+        time.sleep(0.4)
+    finally:
+        rec.stop()
+        del sig_out
+    assert len(rec.paths) >= 2 and rec.paths[0].name == "seg_001.xdf"
+    parts = [xdf.read_xdf(p).stream(unique_name) for p in rec.paths]
+    assert all(p.footer for p in parts)  # each segment closed with footers
+    values = np.concatenate([p.data[0] for p in parts])
+    np.testing.assert_array_equal(values, np.repeat(np.arange(30), 10).astype(np.float32))
+
+
+def test_record_cli_missing_stream_is_a_user_error(tmp_path, unique_name, capsys, monkeypatch):
+    from realtime.cli import main, record
+
+    monkeypatch.setattr(record, "RESOLVE_TIMEOUT_S", 0.3)
+    assert main(["record", str(tmp_path / "x.xdf"), "--stream", unique_name]) == 2
+    err = capsys.readouterr().err
+    assert "no LSL stream with name=" in err and "brainstream streams" in err
