@@ -269,3 +269,45 @@ def test_record_cli_missing_stream_is_a_user_error(tmp_path, unique_name, capsys
     assert main(["record", str(tmp_path / "x.xdf"), "--stream", unique_name]) == 2
     err = capsys.readouterr().err
     assert "no LSL stream with name=" in err and "brainstream streams" in err
+
+
+def test_bus_outputs_are_recorded(tmp_path, unique_name):
+    """Embeddings and retrievals off a real ZeroMQ bus (inproc) land in the XDF as arrays and JSON."""
+    from realtime.bus import Publisher
+    from realtime.recording.bus_recorder import BusRecorder
+
+    endpoint = f"inproc://{unique_name}"
+    pub = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
+    rec = Recorder(tmp_path / "bus.xdf").start()
+    bus = BusRecorder(rec, endpoint, topics=("embedding.", "retrieval")).start()
+    sent = []
+    try:
+        deadline = time.monotonic() + 10
+        k = 0
+        while bus.n_messages < 5 and time.monotonic() < deadline:  # PUB/SUB slow joiner: keep sending
+            emb = np.full(8, k, np.float32)
+            t = 100.0 + k
+            pub.publish(
+                "embedding.sub-01", [emb], t_sample=t, space="demo", event=f"train/img{k}", image_id=None
+            )
+            pub.publish("retrieval", [np.array([0.9, 0.1], np.float32)], t_sample=t, ids=["a", "b"])
+            sent.append(k)
+            k += 1
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        bus.stop()
+        rec.stop()
+        pub.close()
+    f = xdf.read_xdf(tmp_path / "bus.xdf")
+    e = f.stream("bus:embedding.sub-01")
+    assert e.channel_count == 8 and e.n_samples >= 3
+    first = int(e.data[0, 0])
+    np.testing.assert_array_equal(e.data, np.repeat(np.arange(first, first + e.n_samples)[None], 8, 0))
+    np.testing.assert_allclose(e.timestamps, 100.0 + e.data[0])  # stamped with t_sample
+    log = [json.loads(m) for m in f.stream("bus").markers]
+    topics = {m["topic"] for m in log}
+    assert topics == {"embedding.sub-01", "retrieval"}
+    retrieval = next(m for m in log if m["topic"] == "retrieval")
+    assert retrieval["ids"] == ["a", "b"] and retrieval["arrays"] == [{"dtype": "float32", "shape": [2]}]
+    assert next(m for m in log if m["topic"].startswith("embedding"))["event"].startswith("train/img")

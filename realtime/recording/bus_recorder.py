@@ -1,0 +1,125 @@
+"""Record the decoder's own outputs from the bus into the session's XDF recording.
+
+Each subscribed message becomes one sample of a one-channel string stream ``bus`` holding the message's
+header as JSON (topic, seq, src, t_sample, trace, space and extras such as ``event``, ``ids``, scores);
+``embedding.<subject>`` messages also become samples of a numeric stream ``bus:embedding.<subject>``
+(float32, one channel per dimension), so embeddings load as arrays. Samples are stamped with the message's
+``t_sample`` (the LSL time of the data it describes), or the receive time when it has none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pylsl
+
+from realtime.recording.recorder import LocalStream, Recorder
+from realtime.recording.xdf_writer import StreamHeader
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOPICS = ("embedding.", "retrieval", "marker", "image")
+
+
+class BusRecorder:
+    """Subscribe to bus topics and push what arrives into a running :class:`Recorder`.
+
+    Parameters
+    ----------
+    recorder : Recorder
+        A started recorder.
+    endpoint : str | None
+        Subscriber endpoint (default: the broker's XPUB, ``realtime.bus.DEFAULT_SUB_ENDPOINT``).
+    topics : sequence of str
+        Topic prefixes to record. ``signal.`` previews are better recorded from LSL at full rate.
+    subscriber_kwargs
+        Passed to :class:`realtime.bus.Subscriber` (``keys``, ``context`` for ``inproc://``...).
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        endpoint: str | None = None,
+        topics: Sequence[str] = DEFAULT_TOPICS,
+        **subscriber_kwargs: Any,
+    ) -> None:
+        from realtime.bus import DEFAULT_SUB_ENDPOINT, Subscriber
+
+        self.recorder = recorder
+        self.subscriber = Subscriber(
+            endpoint or DEFAULT_SUB_ENDPOINT, topics=tuple(topics), **subscriber_kwargs
+        )
+        self._log = recorder.add_local_stream(
+            StreamHeader.local("bus", "BusMessages", ["message"], 0.0, channel_format="string")
+        )
+        self._arrays: dict[str, LocalStream] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.n_messages = 0
+        self.n_skipped = 0
+
+    def start(self) -> BusRecorder:
+        self._thread = threading.Thread(target=self._run, name="bus-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.subscriber.close()
+
+    def __enter__(self) -> BusRecorder:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.subscriber.recv(timeout=0.1)
+            if msg is not None:
+                try:
+                    self.record(msg)
+                except Exception:  # one odd message must not end the recording of the others
+                    self.n_skipped += 1
+                    logger.exception("could not record bus message on %s", msg.topic)
+
+    def record(self, msg) -> None:
+        """Record one :class:`realtime.bus.BusMessage` (also usable without the thread)."""
+        t = msg.t_sample if msg.t_sample is not None else pylsl.local_clock()
+        entry = {"topic": msg.topic, **msg.header}
+        entry["arrays"] = [{"dtype": str(a.dtype), "shape": list(a.shape)} for a in msg.arrays]
+        entry.pop("frames", None)
+        self._log.push([json.dumps(entry, default=_jsonable, ensure_ascii=False)], [t])
+        if msg.topic.startswith("embedding.") and msg.arrays:
+            emb = np.asarray(msg.arrays[0], dtype=np.float32).reshape(-1)
+            stream = self._arrays.get(msg.topic)
+            if stream is None:
+                header = StreamHeader.local(
+                    f"bus:{msg.topic}", "Embedding", [f"d{i}" for i in range(emb.size)], 0.0,
+                    source_id=f"bus:{msg.topic}:{msg.space or ''}",
+                )  # fmt: skip
+                stream = self._arrays[msg.topic] = self.recorder.add_local_stream(header)
+            if stream.header.channel_count != emb.size:
+                self.n_skipped += 1
+                logger.warning("%s changed dimension (%d -> %d); not recorded", msg.topic,
+                               stream.header.channel_count, emb.size)  # fmt: skip
+            else:
+                stream.push(emb[:, None], [t])
+        self.n_messages += 1
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, bytes):
+        return obj.hex()
+    return str(obj)
