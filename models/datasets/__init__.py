@@ -1,0 +1,71 @@
+"""Dataset loaders: recordings → ``EpochsDataset`` through the online preprocessing chain.
+
+Sources: simulated FIF recordings (``load_simulated``), THINGS-MEG in BIDS (``load_things_meg``), the
+THINGS-EEG2 preprocessed release (``load_things_eeg2``) and our own XDF calibration recordings
+(``load_xdf_recording``). ``load_dataset(kind, path, ...)`` dispatches by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.datasets.epochs import SPLITS, DataLeakError, DatasetError, EpochsDataset
+
+__all__ = [
+    "LOADERS",
+    "SPLITS",
+    "DataLeakError",
+    "DatasetError",
+    "EpochsDataset",
+    "load_dataset",
+    "load_simulated",
+    "load_things_eeg2",
+    "load_things_meg",
+    "load_xdf_recording",
+]
+
+LOADERS = {
+    "simulated": "models.datasets.simulated:load_simulated",
+    "things_meg": "models.datasets.things_meg:load_things_meg",
+    "things_eeg2": "models.datasets.things_eeg2:load_things_eeg2",
+    "xdf": "models.datasets.xdf_recording:load_xdf_recording",
+}
+
+
+def _loader(kind: str):
+    import importlib
+
+    if kind not in LOADERS:
+        raise DatasetError(f"unknown dataset kind {kind!r}; expected one of {sorted(LOADERS)}")
+    module, name = LOADERS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_dataset(kind: str, path: Any, subject: Any = None, **kwargs: Any) -> EpochsDataset:
+    """Load one recording / one subject with the loader named ``kind`` (see ``LOADERS``).
+
+    For ``things_meg`` / ``things_eeg2``, ``path`` is the dataset root and ``subject`` is required; for
+    ``simulated`` / ``xdf`` it is the recording file and ``subject`` overrides the subject id.
+    """
+    loader = _loader(kind)
+    if kind in ("things_meg", "things_eeg2"):
+        if subject is None:
+            raise DatasetError(f"{kind} needs a subject (e.g. subject='1')")
+        return loader(path, subject, **kwargs)
+    return loader(path, subject=subject, **kwargs)
+
+
+def load_simulated(*args: Any, **kwargs: Any) -> EpochsDataset:
+    return _loader("simulated")(*args, **kwargs)
+
+
+def load_things_meg(*args: Any, **kwargs: Any) -> EpochsDataset:
+    return _loader("things_meg")(*args, **kwargs)
+
+
+def load_things_eeg2(*args: Any, **kwargs: Any) -> EpochsDataset:
+    return _loader("things_eeg2")(*args, **kwargs)
+
+
+def load_xdf_recording(*args: Any, **kwargs: Any) -> EpochsDataset:
+    return _loader("xdf")(*args, **kwargs)

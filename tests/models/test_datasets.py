@@ -1,0 +1,181 @@
+"""Dataset loaders on small files written here in the real layouts, and the honest-splitting rules."""
+
+from __future__ import annotations
+
+import json
+
+import mne
+import numpy as np
+import pytest
+
+from models.datasets import DataLeakError, DatasetError, EpochsDataset, load_dataset, load_simulated
+from models.embedders import l2_normalise
+from models.gallery import Gallery, SpaceMismatchError
+from models.preprocessing import PreprocessingConfig, Preprocessor
+from models.windowing import WindowSpec, cut_window
+
+SPACE = "test:datasets:8"
+PRE = {"l_freq": 0.5, "h_freq": 30.0, "sfreq_out": 100.0}
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> Gallery:
+    rng = np.random.default_rng(1)
+    ids = [f"img{i:02d}" for i in range(30)]
+    root = tmp_path_factory.mktemp("gal") / "g"
+    return Gallery.save(
+        root, embeddings=l2_normalise(rng.normal(size=(30, 8))), ids=ids, space=SPACE, embedder="t"
+    )
+
+
+def _events(n_train: int = 24, n_test: int = 6, reps: int = 3, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    events = [("train", f"img{i:02d}") for i in range(n_train)]
+    events += [("test", f"img{n_train + i:02d}") for i in range(n_test) for _ in range(reps)]
+    return [events[i] for i in rng.permutation(len(events))]
+
+
+def write_sim_fif(path, gallery: Gallery, events, sfreq=500.0, meta=None, crop=0.0, amp=2e-6) -> dict:
+    """A small EEG recording in the simulator's FIF layout: evoked amplitude = embedding dim 0."""
+    rng = np.random.default_rng(0)
+    ch_names = ["O1", "Oz", "O2", "Pz", "Cz", "Fz"]
+    soa = 0.9
+    n = int(sfreq * (2.0 + soa * len(events) + 2.0))
+    data = rng.normal(size=(len(ch_names), n)) * 0.5e-6
+    onsets = 2.0 + soa * np.arange(len(events))
+    for onset, (_, image_id) in zip(onsets, events, strict=True):
+        s = int(round(onset * sfreq))
+        bump = np.hanning(int(0.2 * sfreq))
+        gain = gallery.embeddings_for([image_id])[0, 0] if image_id in gallery else 0.0
+        data[:3, s + int(0.1 * sfreq) : s + int(0.3 * sfreq)] += amp * gain * bump
+    info = mne.create_info(ch_names, sfreq, "eeg")
+    meta = {"gallery": str(gallery.root), "space": gallery.space, "seed": 7} if meta is None else meta
+    info["description"] = json.dumps(meta)
+    raw = mne.io.RawArray(data, info, verbose=False)
+    raw.set_meas_date(1_700_000_000.0)
+    raw.set_annotations(mne.Annotations(onsets, 0.5, [f"{s}/{i}" for s, i in events]))
+    if crop:  # first_samp > 0: annotation times must still line up with the data
+        raw.crop(tmin=crop)
+    raw.save(path, overwrite=True, verbose=False)
+    return {"data": data, "onsets": onsets, "sfreq": sfreq, "ch_names": ch_names}
+
+
+# ----------------------------------------------------------------------------------------- EpochsDataset
+def _toy(n_train=20, n_test=4, reps=3) -> EpochsDataset:
+    ids = [f"a{i}" for i in range(n_train)] + [f"t{i}" for i in range(n_test) for _ in range(reps)]
+    splits = ["train"] * n_train + ["test"] * (n_test * reps)
+    X = np.random.default_rng(0).normal(size=(len(ids), 3, 5)).astype(np.float32)
+    return EpochsDataset(X, ids, np.array(splits), np.zeros(len(ids), int), ["a", "b", "c"], 100.0, -0.1)
+
+
+def test_train_val_split_is_by_image_seeded_and_excludes_test() -> None:
+    ds = _toy()
+    ds.image_ids[1] = "a0"  # image a0 shown twice in training
+    ds = EpochsDataset(ds.X, ds.image_ids, ds.splits, ds.subject_ids, ds.ch_names, ds.sfreq, ds.tmin)
+    train, val = ds.train_val_split(val_fraction=0.25, seed=3)
+    assert not set(train.image_ids) & set(val.image_ids)
+    assert len(set(val.image_ids)) == round(0.25 * 19)
+    assert set(train.splits) == {"train"} == set(val.splits)
+    assert len(train) + len(val) == 20
+    again = ds.train_val_split(val_fraction=0.25, seed=3)[1]
+    other = ds.train_val_split(val_fraction=0.25, seed=4)[1]
+    assert again.image_ids == val.image_ids and set(other.image_ids) != set(val.image_ids)
+
+
+def test_test_split_averages_repetitions() -> None:
+    ds = _toy(reps=3)
+    test = ds.test()
+    assert len(test) == 4 and list(test.n_repetitions) == [3, 3, 3, 3]
+    rows = [i for i, x in enumerate(ds.image_ids) if x == "t2"]
+    np.testing.assert_allclose(test.X[test.image_ids.index("t2")], ds.X[rows].mean(0), rtol=1e-6)
+    assert len(ds.test(average=False)) == 12
+
+
+def test_leaks_and_empty_splits_are_refused() -> None:
+    ds = _toy()
+    with pytest.raises(DataLeakError, match=r"test image\(s\) also appear in training.*'t0'"):
+        EpochsDataset(ds.X, ["t0", *ds.image_ids[1:]], ds.splits, ds.subject_ids, ds.ch_names, 100.0, 0.0)
+    only_train = ds.subset(ds.splits == "train")
+    with pytest.raises(DatasetError, match=r"'test' split is empty.*'train': 20"):
+        only_train.test()
+    with pytest.raises(DatasetError, match="at least 2 distinct training images"):
+        ds.subset(np.arange(len(ds)) >= 19).train_val_split()
+    with pytest.raises(DatasetError, match="no gallery"):
+        ds.embeddings_for()
+    with pytest.raises(DatasetError, match="NaN"):
+        EpochsDataset(ds.X * np.nan, ds.image_ids, ds.splits, ds.subject_ids, ds.ch_names, 100.0, 0.0)
+
+
+def test_concatenate_checks_compatibility() -> None:
+    a, b = _toy(), _toy()
+    b.subject_ids[:] = 1
+    both = EpochsDataset.concatenate([a, b])
+    assert len(both) == 2 * len(a) and set(both.subject_ids.tolist()) == {0, 1}
+    assert len(both.test()) == 8  # averaged per subject and image
+    c = _toy()
+    c.ch_names = ["x", "y", "z"]
+    with pytest.raises(DatasetError, match="different channels"):
+        EpochsDataset.concatenate([a, c])
+
+
+# ---------------------------------------------------------------------------------------- simulated FIF
+@pytest.mark.parametrize("crop", [0.0, 1.0])
+def test_load_simulated_runs_the_online_chain(tmp_path, gallery, crop) -> None:
+    events = _events()
+    rec = write_sim_fif(tmp_path / "sim_raw.fif", gallery, events, crop=crop)
+    ds = load_simulated(tmp_path / "sim_raw.fif", preprocessing=PRE, tmin=-0.2, tmax=0.6)
+    assert len(ds) == len(events) and ds.subject_ids[0] == 7 and ds.space == SPACE
+    assert ds.X.shape == (len(events), 6, 80) and ds.sfreq == 100.0 and ds.modality == "eeg"
+    assert [f"{s}/{i}" for s, i in zip(ds.splits, ds.image_ids, strict=True)] == [
+        f"{s}/{i}" for s, i in events
+    ]
+    assert ds.positions is not None and ds.positions.shape == (6, 2)
+    # the evoked bump follows embedding dim 0: the events were aligned with the data
+    evoked = ds.X[:, :3, 30:50].mean(axis=(1, 2))
+    assert np.corrcoef(evoked, ds.embeddings_for()[:, 0])[0, 1] > 0.9
+    # parity: the window equals what the online Preprocessor + cut_window produce for the same samples
+    config = PreprocessingConfig(**PRE)
+    pre = Preprocessor(config, rec["ch_names"], rec["sfreq"], ds.scaler)
+    start = int(round(crop * rec["sfreq"]))
+    raw = rec["data"][:, start:]
+    ts = np.arange(raw.shape[1]) / rec["sfreq"]
+    outs = [pre.process(raw[:, i : i + 37], ts[i : i + 37]) for i in range(0, raw.shape[1], 37)]
+    out, out_ts = np.concatenate([o for o, _ in outs], 1), np.concatenate([t for _, t in outs])
+    k = len(events) // 2
+    online = cut_window(out, out_ts, rec["onsets"][k] - crop, WindowSpec(-0.2, 0.6, 100.0), config.baseline)
+    np.testing.assert_allclose(ds.X[k], online.data, atol=1e-5)
+
+
+def test_scaler_is_fitted_on_training_windows_only(tmp_path, gallery) -> None:
+    events = _events()
+    write_sim_fif(tmp_path / "a_raw.fif", gallery, events)
+    ds = load_simulated(tmp_path / "a_raw.fif", preprocessing=PRE, tmin=-0.2, tmax=0.6)
+    # the same recording with the test trials' labels dropped gives the same scaler; with test turned
+    # into train (and no test left), a different one
+    assert ds.scaler.is_fitted and ds.scaler.ch_names == ds.ch_names
+    relabelled = [("train", i) if s == "test" else ("catch", i) for s, i in events]
+    write_sim_fif(tmp_path / "b_raw.fif", gallery, relabelled)
+    other = load_simulated(tmp_path / "b_raw.fif", preprocessing=PRE, tmin=-0.2, tmax=0.6)
+    assert not np.allclose(other.scaler.center, ds.scaler.center)
+    assert set(other.splits) == {"train"}  # catch trials are not loaded
+
+
+def test_load_simulated_errors(tmp_path, gallery) -> None:
+    with pytest.raises(DatasetError, match="brainstream simulate"):
+        load_simulated(tmp_path / "missing_raw.fif")
+    events = _events()
+    write_sim_fif(
+        tmp_path / "s_raw.fif", gallery, events, meta={"gallery": str(gallery.root), "space": "demo:x:8"}
+    )
+    with pytest.raises(SpaceMismatchError, match=r"demo:x:8.*test:datasets:8"):
+        load_simulated(tmp_path / "s_raw.fif", preprocessing=PRE)
+    write_sim_fif(tmp_path / "u_raw.fif", gallery, [*events, ("train", "stranger")], meta={})
+    with pytest.raises(KeyError, match="stranger"):
+        load_simulated(tmp_path / "u_raw.fif", gallery=gallery.root, preprocessing=PRE)
+    write_sim_fif(tmp_path / "g_raw.fif", gallery, events, meta={"gallery": str(tmp_path / "elsewhere")})
+    with pytest.raises(DatasetError, match="does not exist here; pass gallery=DIR"):
+        load_simulated(tmp_path / "g_raw.fif", preprocessing=PRE)
+    ds = load_dataset("simulated", tmp_path / "g_raw.fif", subject=3, gallery=gallery, preprocessing=PRE)
+    assert set(ds.subject_ids.tolist()) == {3}
+    with pytest.raises(DatasetError, match="unknown dataset kind"):
+        load_dataset("things_fmri", tmp_path)
