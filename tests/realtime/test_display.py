@@ -1,0 +1,370 @@
+"""The live display: real bus sockets (a broker on free loopback ports), real Qt (offscreen), real traffic.
+
+Only the decoder's answers are simulated (``TrafficGenerator`` ranks the true image by chance with a fixed
+probability): the messages, sockets, threads, widgets and screenshots are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pylsl
+import pytest
+import zmq
+
+from realtime.bus import Broker, BusMessage, Publisher, Subscriber
+from realtime.display.state import DisplayState
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------- helpers
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def bus_endpoints():
+    front, back = _free_ports(2)
+    return f"tcp://127.0.0.1:{front}", f"tcp://127.0.0.1:{back}"
+
+
+def _msg(topic: str, arrays=(), **header) -> BusMessage:
+    header.setdefault("seq", 0)
+    header.setdefault("src", "test:0")
+    return BusMessage(topic, header, list(arrays))
+
+
+def _retrieval(true_id: str | None, ids: list[str], t_sample: float, rank=None) -> BusMessage:
+    scores = np.linspace(0.9, 0.5, len(ids)).astype(np.float32)
+    return _msg(
+        "retrieval",
+        [scores],
+        ids=ids,
+        paths=[f"/nowhere/{i}.png" for i in ids],
+        true_image_id=true_id,
+        rank_of_true=rank,
+        t_sample=t_sample,
+        trace=[["decoder", t_sample + 0.01], ["retrieval", t_sample + 0.02]],
+    )
+
+
+class _Clock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _open_display(qtbot, state, sub_endpoint, pub_endpoint, **kw):
+    from PySide6 import QtWidgets
+
+    from realtime.display.bus_thread import BusThread
+    from realtime.display.panels import apply_dark_theme
+    from realtime.display.window import DisplayWindow
+
+    apply_dark_theme(QtWidgets.QApplication.instance())
+    bus = BusThread(state, endpoint=sub_endpoint, publish_endpoint=pub_endpoint, status_interval=0.5).start()
+    window = DisplayWindow(state, endpoint=sub_endpoint, **kw)
+    qtbot.addWidget(window)
+    window.show()
+    return bus, window
+
+
+def _drawn(state: DisplayState, kind: str) -> int:
+    return state.draw_latencies(whole_run=True)[kind]["n"]
+
+
+# ---------------------------------------------------------------------- state (no Qt)
+def test_state_keeps_newest_per_topic_and_counts_undrawn_supersedes():
+    clock = _Clock()
+    state = DisplayState(clock=clock)
+    for i in range(3):
+        assert state.ingest(
+            _retrieval("a", ["a", "b", "c", "d", "e"], 99.0 + i, rank=0), t_received=100.0 + i
+        )
+    latest = state.latest("retrieval")
+    assert latest.msg.header["t_sample"] == 101.0
+    assert state.counts()["retrieval"]["superseded"] == 2
+    clock.t = 101.25
+    assert state.record_draw("retrieval", latest) == pytest.approx(250.0)
+    assert state.record_draw("retrieval", latest) is None  # drawn once, counted once
+    assert state.draw_records()[0]["image_id"] == "a"
+    state.ingest(_retrieval(None, ["x"], 102.0), t_received=102.0)
+    assert state.counts()["retrieval"]["superseded"] == 2  # the drawn one was not lost
+
+
+def test_state_running_accuracy_and_stage_latency_dedup():
+    clock = _Clock(50.0)
+    state = DisplayState(clock=clock, latency_window_s=5.0)
+    ids = ["i0", "i1", "i2", "i3", "i4", "i5"]
+    for t, (true_id, rank) in enumerate([("i0", 0), ("i3", 3), ("zz", None), ("i1", 1)]):
+        state.ingest(_retrieval(true_id, ids, 45.0 + t, rank=rank), t_received=45.5 + t)
+    state.ingest(_retrieval(None, ids, 49.0), t_received=49.1)  # no ground truth: not counted
+    acc, history = state.accuracy()
+    assert acc == {"n": 4, "top1": 0.25, "top5": 0.75}
+    assert len(history) == 4
+    # an embedding and the retrieval derived from it share the decoder entry: it counts once
+    trace = [["decoder", 49.53]]
+    state.ingest(_msg("embedding.s1", [np.zeros(4, np.float32)], t_sample=49.5, trace=trace), 49.6)
+    state.ingest(_msg("image", [np.zeros((4, 4, 3), np.uint8)], t_sample=49.5, trace=trace + [["gen", 49.6]]))
+    stages = state.stage_latencies()
+    assert stages["decoder"]["n"] == 6  # 5 retrievals + 1 shared by the embedding and its image
+    assert stages["gen"]["p50_ms"] == pytest.approx(100.0)
+    clock.t = 60.0  # everything is older than the 5 s window now
+    assert state.stage_latencies() == {}
+    assert any("no bus messages" in a for a in state.alarms())
+
+
+def test_state_rejects_bad_payloads_without_raising():
+    state = DisplayState()
+    bad = [
+        _msg("signal.eeg", [np.zeros(10, np.float32)], sfreq=100.0),
+        _msg("signal.eeg", [np.zeros((2, 10), np.float32), np.zeros(9)], sfreq=100.0),
+        _msg("signal.eeg", [np.zeros((2, 3), np.float32), np.zeros(3)], sfreq=-1, ch_names=["a", "b"]),
+        _msg("signal.eeg", [np.zeros((2, 3), np.float32), np.zeros(3)], sfreq=10.0, ch_names=["a"]),
+        _msg("retrieval", [np.zeros(3, np.float32)], ids=["a", "b"]),
+        _msg("retrieval", [np.zeros(2, np.float32)], ids=["a", "b"], rank_of_true="first"),
+        _msg("image", [np.zeros((4, 4, 3), np.float32)]),
+        _msg("image", [np.zeros((4, 4), np.uint8)]),
+        _msg("marker", value=3),
+        _msg("status.x", state="ok", alarms="oops", stats={}),
+        BusMessage("retrieval", "not a map", []),  # type: ignore[arg-type]
+    ]
+    assert not any(state.ingest(m) for m in bad)
+    assert state.dropped()["invalid_payload"] == len(bad)
+    assert state.latest("retrieval") is None and state.latest("image") is None
+    assert state.signal_streams() == []
+    assert any("last bad message" in a for a in state.alarms())
+
+
+def test_state_signal_history_scrolls_and_resets_on_new_channels():
+    state = DisplayState(signal_seconds=1.0)
+    sfreq, names = 50.0, ["a", "b"]
+    for k in range(7):  # 7 chunks of 20 samples wrap the 51-sample history twice
+        ts = (k * 20 + np.arange(20)) / sfreq
+        data = np.vstack([ts, -ts]).astype(np.float32)
+        state.ingest(_msg("signal.eeg", [data, ts], sfreq=sfreq, ch_names=names))
+    view = state.signal_view("eeg")
+    assert view.data.shape == (2, 51)
+    assert np.all(np.diff(view.timestamps) > 0) and view.timestamps[-1] == pytest.approx(139 / sfreq)
+    np.testing.assert_allclose(view.data[0], view.timestamps, rtol=1e-6)
+    ts = np.arange(5) / sfreq
+    state.ingest(_msg("signal.eeg", [np.ones((3, 5), np.float32), ts], sfreq=sfreq, ch_names=["x", "y", "z"]))
+    view = state.signal_view("eeg")
+    assert view.ch_names == ["x", "y", "z"] and view.data.shape == (3, 5)
+
+
+# ---------------------------------------------------------------------- the window on real traffic
+def test_screenshot_after_traffic_shows_every_panel(qtbot, tmp_path, bus_endpoints):
+    from PySide6 import QtGui
+
+    from realtime.display.traffic import TrafficGenerator
+
+    front, back = bus_endpoints
+    state = DisplayState()
+    with Broker(front, back), TrafficGenerator(tmp_path / "gallery", endpoint=front, n_channels=40):
+        watcher = Subscriber(back, topics=("status.display",))
+        bus, window = _open_display(qtbot, state, back, front)
+        try:
+            qtbot.waitUntil(
+                lambda: _drawn(state, "retrieval") >= 3 and _drawn(state, "image") >= 3, timeout=20_000
+            )
+            window.traces.page_by(+1)  # second page: channels 17-32 of 40
+            qtbot.wait(300)
+            shot = window.screenshot(tmp_path / "display.png")
+            # the display reports its own draw latency on the bus
+            status = _recv_topic(
+                watcher, "status.display", timeout=5.0, where=lambda m: m.get("stats")["retrieval_drawn"] > 0
+            )
+        finally:
+            watcher.close()
+            bus.stop()
+    image = QtGui.QImage(str(shot))
+    assert (image.width(), image.height()) == (window.width(), window.height())
+    pixels = _as_array(image)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 200  # not blank
+    for panel in (window.traces, window.retrieval, window.generated, window.latency, window.accuracy):
+        top_left = panel.mapTo(window, panel.rect().topLeft())
+        region = pixels[
+            top_left.y() : top_left.y() + panel.height(), top_left.x() : top_left.x() + panel.width()
+        ]
+        assert panel.isVisible() and panel.width() > 200 and panel.height() > 150, type(panel).__name__
+        assert region.std() > 10, f"{type(panel).__name__} looks empty in the screenshot"
+    assert "ch 17–32 of 40" in window.traces.subtitle.text()
+    assert any(
+        line.isVisible() and line.label.format.startswith("img") for line in window.traces.marker_lines
+    )
+    assert all(not tile.image.pixmap().isNull() for tile in window.retrieval.tiles)
+    assert window.retrieval.cache.misses >= 5 and "score" in window.retrieval.tiles[0].caption.text()
+    assert window.retrieval.true_tile.caption.text().startswith("seen img")
+    assert window.generated.image.pixmap().width() > 100
+    assert "%" in window.accuracy.top1.text()
+    assert window.latency.table.rowCount() >= 6  # 4 pipeline stages + received + 2 drawn kinds
+    s2d = state.summary()["sample_to_display"]
+    assert 0 < s2d["retrieval"]["p50_ms"] < 5_000 and s2d["image"]["n"] >= 3
+    assert status.get("state") == "running" and status.get("stats")["retrieval_to_display_p50_ms"] > 0
+
+
+def _recv_topic(sub: Subscriber, topic: str, timeout: float, where=lambda msg: True) -> BusMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = sub.recv(timeout=0.2)
+        if msg is not None and msg.topic == topic and where(msg):
+            return msg
+    raise AssertionError(f"no matching {topic} message within {timeout} s")
+
+
+def _as_array(image) -> np.ndarray:
+    from PySide6 import QtGui
+
+    image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
+    # copy while the converted image is alive: the array must not point into a freed QImage
+    buf = np.frombuffer(image.constBits(), np.uint8, image.sizeInBytes()).copy()
+    return buf.reshape(image.height(), image.bytesPerLine())[:, : image.width() * 3].reshape(
+        image.height(), image.width(), 3
+    )
+
+
+def test_display_survives_malformed_messages_and_the_bus_going_away(qtbot, tmp_path, bus_endpoints):
+    from realtime.display.traffic import TrafficGenerator
+
+    front, back = bus_endpoints
+    state = DisplayState(silence_alarm_s=1.0)
+    broker = Broker(front, back).start()
+    traffic = TrafficGenerator(tmp_path / "gallery", endpoint=front, event_interval=0.4).start()
+    bus, window = _open_display(qtbot, state, back, front)
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.connect(front)
+    try:
+        qtbot.waitUntil(lambda: _drawn(state, "retrieval") >= 1, timeout=20_000)
+        with Publisher(front, name="vandal") as vandal:
+            qtbot.wait(300)  # let the new publishers' connections settle (PUB/SUB slow joiner)
+            for _ in range(5):
+                raw.send_multipart([b"retrieval", os.urandom(40)])  # header is not msgpack
+                raw.send_multipart([b"image"])  # no header at all
+                raw.send_multipart([b"signal.x", b"\x80", b"\x00" * 7])
+                vandal.publish("retrieval", [np.zeros(3, np.float32)], ids=["only-one"])
+                vandal.publish("image", [np.zeros((8, 8), np.float64)])
+                vandal.publish("signal.sim-eeg", [np.zeros((2, 4), np.float32)], sfreq=200.0)
+                vandal.publish("marker", value=None)
+            qtbot.waitUntil(
+                lambda: state.dropped()["invalid_payload"] >= 20 and state.dropped()["bus_malformed"] >= 10,
+                timeout=10_000,
+            )
+        n_before = _drawn(state, "retrieval")
+        qtbot.waitUntil(lambda: _drawn(state, "retrieval") > n_before + 1, timeout=10_000)  # still drawing
+
+        traffic.stop()
+        broker.stop()  # the bus goes away
+        frames = state.summary()["frames"]["n"]
+        qtbot.waitUntil(lambda: any("no bus messages" in a for a in state.alarms()), timeout=10_000)
+        qtbot.wait(500)
+        assert state.summary()["frames"]["n"] > frames + 10, (
+            "the GUI must keep redrawing while the bus is down"
+        )
+        window.latency.update_from(state, 10.0)
+        assert "no bus messages" in window.latency.alarms.text()
+        assert bus.running
+
+        n_before = _drawn(state, "retrieval")
+        broker = Broker(front, back).start()  # the bus comes back: the display picks it up by itself
+        traffic = TrafficGenerator(tmp_path / "gallery2", endpoint=front, event_interval=0.4).start()
+        qtbot.waitUntil(lambda: _drawn(state, "retrieval") > n_before, timeout=20_000)
+        window.screenshot(tmp_path / "after-outage.png")
+    finally:
+        raw.close(linger=0)
+        bus.stop()
+        traffic.stop()
+        broker.stop()
+
+
+def test_cli_display_runs_as_a_process_and_reports_draw_latency(tmp_path, bus_endpoints):
+    from realtime.display.traffic import TrafficGenerator
+
+    front, back = bus_endpoints
+    shot, summary_path = tmp_path / "cli.png", tmp_path / "summary.json"
+    cmd = [
+        sys.executable, "-m", "realtime.cli", "display", "--bus", back, "--publish", front, "--seconds", "6",
+        "--screenshot", str(shot), "--after", "5", "--summary", str(summary_path), "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    with Broker(front, back), TrafficGenerator(tmp_path / "gallery", endpoint=front, event_interval=0.5):
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["screenshot"] == str(shot) and shot.stat().st_size > 10_000
+    assert out["sample_to_display"]["retrieval"]["n"] >= 2
+    assert out["sample_to_display"]["retrieval"]["p50_ms"] > 0
+    records = json.loads(summary_path.read_text())["draw_records"]
+    assert {r["topic"] for r in records} == {"retrieval", "image"}
+    assert all(r["t_drawn"] > r["t_received"] >= r["t_sample"] > 0 for r in records)
+    assert all(r["t_drawn"] <= pylsl.local_clock() for r in records)
+
+
+def test_cli_display_refuses_bad_arguments(tmp_path):
+    from realtime.cli import main
+
+    assert main(["display", "--seconds", "0"]) == 2
+    assert main(["display", "--gallery", str(tmp_path / "missing")]) == 2
+
+
+# ---------------------------------------------------------------------- soak
+SOAK_S = float(os.environ.get("BRAINSTREAM_DISPLAY_SOAK_S", "120"))
+
+
+def test_memory_stays_flat_over_a_two_minute_run(qtbot, tmp_path, bus_endpoints):
+    """2 minutes of traffic ~10x a live session's rate (20 windows/s, 400 distinct thumbnails, 64 channels).
+
+    After a 30 s warm-up (histories, pixmap cache and marker pool full) resident memory must stop growing.
+    """
+    from realtime.display.traffic import TrafficGenerator
+
+    front, back = bus_endpoints
+    state = DisplayState()
+    proc = psutil.Process()
+    samples: list[tuple[float, float]] = []
+    with (
+        Broker(front, back),
+        TrafficGenerator(
+            tmp_path / "gallery",
+            endpoint=front,
+            n_images=400,
+            n_channels=64,
+            event_interval=0.05,
+            chunk_s=0.02,
+        ),
+    ):
+        bus, window = _open_display(qtbot, state, back, front)
+        t0 = time.monotonic()
+        try:
+            while (t := time.monotonic() - t0) < SOAK_S:
+                qtbot.wait(2000)
+                samples.append((t, proc.memory_info().rss / 2**20))
+        finally:
+            bus.stop()
+    window.screenshot(tmp_path / "soak.png")
+    warm = [m for t, m in samples if t >= min(30.0, SOAK_S / 4)]
+    t_late = np.array([t for t, _ in samples if t >= min(30.0, SOAK_S / 4)])
+    slope = np.polyfit(t_late, warm, 1)[0]  # MB/s
+    summary = state.summary()
+    assert summary["messages"]["retrieval"]["received"] > 10 * SOAK_S  # the rate was really high
+    assert _drawn(state, "retrieval") > 2 * SOAK_S
+    assert max(warm) - warm[0] < 25, f"RSS grew {max(warm) - warm[0]:.1f} MB after warm-up: {samples}"
+    assert slope < 0.1, f"RSS keeps growing at {slope * 60:.1f} MB/min: {samples}"
+    assert len(window.retrieval.cache) <= window.retrieval.cache.capacity
