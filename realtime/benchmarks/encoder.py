@@ -2,11 +2,11 @@
 
 For each model the floating-point operations of one window are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add, matmuls and convolutions; input-independent
-work excluded); the floor is
-those FLOPs divided by the fp32 matrix-multiply rate measured in the same run with the same thread count
-(the best of several timed 1024² / 2048² products, since contention only ever slows a run down). Torch
-eager is the baseline; ONNX Runtime (and, when asked, torch.compile / TensorRT) run the same weights.
-Weights are random: latency does not depend on them.
+work excluded). The floor is those FLOPs divided by the fp32 matrix-multiply rate measured in the same run
+with the same thread count (the best of several timed 1024² / 2048² products, since contention only ever
+slows a run down). Torch eager is the baseline; ONNX Runtime (and, when asked, torch.compile / TensorRT) run
+the same weights, which are random (latency does not depend on them). ``x_floor_paired`` divides each run by
+the floor implied by a matmul timed just before it: robust to colleagues' load on a shared machine.
 """
 
 from __future__ import annotations
@@ -93,21 +93,49 @@ def measure_peak_gflops(repeats: int = 7) -> float:
     return best
 
 
-def time_runtime(runtime: Any, x: np.ndarray, iters: int, max_seconds: float) -> dict[str, float]:
-    """p50 / p99 / min latency of ``runtime.run(x)`` in ms (after a warm-up)."""
+def _matmul_rate() -> float:
+    """One timed 1024² fp32 product: the machine's matmul rate (GFLOP/s) right now."""
+    import torch
+
+    a, b = _PROBE
+    t0 = time.perf_counter()
+    torch.matmul(a, b)
+    return 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+
+
+_PROBE: tuple = ()
+
+
+def time_runtime(
+    runtime: Any, x: np.ndarray, iters: int, max_seconds: float, gflop: float
+) -> dict[str, float]:
+    """p50 / p99 / min latency of ``runtime.run(x)`` in ms (after a warm-up).
+
+    ``x_floor_paired`` is the median over runs of latency ÷ (FLOPs ÷ matmul rate measured just before that
+    run): on a shared machine it compares each run with the CPU share it actually had.
+    """
+    global _PROBE
+    import torch
+
+    _PROBE = (torch.randn(1024, 1024), torch.randn(1024, 1024))
     runtime.warmup(3)
     times: list[float] = []
+    ratios: list[float] = []
     deadline = time.perf_counter() + max_seconds
     while len(times) < iters and (len(times) < 10 or time.perf_counter() < deadline):
+        rate = _matmul_rate()
         t0 = time.perf_counter()
         runtime.run(x)
-        times.append(time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        ratios.append(dt / (gflop / rate))
     ms = np.asarray(times) * 1e3
     return {
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "min_ms": float(ms.min()),
         "n": int(ms.size),
+        "x_floor_paired": float(np.median(ratios)),
     }
 
 
@@ -166,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             x = np.random.default_rng(0).standard_normal((1, arch["n_channels"], arch["n_times"]), np.float32)
             for backend in backends:
                 rt = _make_runtime(backend, model, device, threads, Path(tmp))
-                entry[backend] = time_runtime(rt, x, args.iters, args.max_seconds)
+                entry[backend] = time_runtime(rt, x, args.iters, args.max_seconds, gflop)
                 entry[backend]["x_floor"] = entry[backend]["p50_ms"] / entry["floor_ms"]
                 rt.close()
             result["models"][name] = entry
@@ -179,7 +207,10 @@ def _print_row(name: str, entry: dict[str, Any], backends: list[str]) -> None:
         f"\n{name}: {entry['gflop']:.3f} GFLOP/window, floor {entry['floor_ms']:.2f} ms, "
         f"{entry['params_m']:.2f} M params"
     )
-    print(f"  {'backend':<12} {'p50 ms':>9} {'p99 ms':>9} {'min ms':>9} {'p50/floor':>10}")
+    print(f"  {'backend':<12} {'p50 ms':>9} {'p99 ms':>9} {'min ms':>9} {'p50/floor':>10} {'paired':>8}")
     for b in backends:
         e = entry[b]
-        print(f"  {b:<12} {e['p50_ms']:9.2f} {e['p99_ms']:9.2f} {e['min_ms']:9.2f} {e['x_floor']:10.2f}")
+        print(
+            f"  {b:<12} {e['p50_ms']:9.2f} {e['p99_ms']:9.2f} {e['min_ms']:9.2f} {e['x_floor']:10.2f} "
+            f"{e['x_floor_paired']:8.2f}"
+        )
