@@ -186,6 +186,19 @@ class InletReader:
         """Every alarm raised and cleared since start (:class:`~realtime.acquisition.alarms.Alarm`)."""
         return self._alarms.log
 
+    @property
+    def state(self) -> str:
+        """``"stopped"``, ``"lost"``, ``"stalled"`` or ``"running"``."""
+        if not self.running:
+            return "stopped"
+        if self._lost:
+            return "lost"
+        return "stalled" if getattr(self, "_stalled", False) else "running"
+
+    def status(self) -> dict:
+        """``{"state", "alarms", "stats"}``: the extras of a ``status.<node>`` bus message."""
+        return {"state": self.state, "alarms": self.alarms, "stats": self.stats.as_dict()}
+
     def add_alarm_callback(self, callback: AlarmCallback) -> None:
         """Call ``callback(alarm)`` on every alarm raised or cleared, from the reader's threads."""
         self._alarms.add_callback(callback)

@@ -51,9 +51,14 @@ class AlarmBoard:
         self._callbacks.append(callback)
 
     def raise_(self, kind: str, message: str, *, transient: bool = False) -> None:
+        """Raise (or refresh) an alarm. Refreshing an active one updates its message quietly, so a
+        condition that recurs every chunk (NaNs) is logged and notified once, not 100 times a second."""
         now = pylsl.local_clock()
         with self._lock:
+            prev = self._active.get(kind)
             self._active[kind] = (message, now + self.hold_s if transient else None)
+            if prev is not None and (prev[1] is None or prev[1] > now):
+                return
             alarm = Alarm(kind, message, now, True, self.source)
             self._log.append(alarm)
         log.warning("%s: %s", self.source, message)

@@ -105,6 +105,10 @@ class AcquisitionStats:
         return {k: int(v) if isinstance(v, bool) else v for k, v in asdict(self).items()}
 
 
+_NONE = np.empty(0, np.intp)
+_NONE.flags.writeable = False
+
+
 def timestamp_gaps(ts: np.ndarray, prev_ts: float | None, period: float) -> tuple[np.ndarray, np.ndarray]:
     """Positions in ``ts`` that follow a jump > 1.5 periods, and the positions that did not advance.
 
@@ -125,9 +129,15 @@ def timestamp_gaps(ts: np.ndarray, prev_ts: float | None, period: float) -> tupl
         Index ``i`` whose timestamp is <= the previous one.
     """
     if ts.size == 0:
-        return np.empty(0, np.intp), np.empty(0, np.intp)
+        return _NONE, _NONE
+    # fast path (every chunk of a healthy stream): a few reductions instead of diff/prepend/flatnonzero
+    limit = 1.5 * period
+    step = ts[1:] - ts[:-1]
+    first_ok = prev_ts is None or 0 < ts[0] - prev_ts <= limit
+    if first_ok and (step.size == 0 or (step.min() > 0 and step.max() <= limit)):
+        return _NONE, _NONE
     dt = np.diff(ts, prepend=ts[0] if prev_ts is None else prev_ts)
-    gap_pos = np.flatnonzero(dt > 1.5 * period)
+    gap_pos = np.flatnonzero(dt > limit)
     regress_pos = np.flatnonzero(dt <= 0)
     if prev_ts is None and regress_pos.size and regress_pos[0] == 0:
         regress_pos = regress_pos[1:]
@@ -144,9 +154,12 @@ def counter_gaps(counter: np.ndarray, prev: int | None) -> tuple[np.ndarray, np.
     n_missing : int array
         ``counter[i] - counter[i - 1] - 1``; -1 where the counter went backwards or repeated.
     """
+    if counter.size == 0:
+        return _NONE, np.empty(0, np.int64)
+    step = counter[1:] - counter[:-1]
+    if (prev is None or counter[0] == prev + 1) and (step.size == 0 or step.min() == step.max() == 1):
+        return _NONE, np.empty(0, np.int64)  # fast path: contiguous
     c = np.rint(counter).astype(np.int64)
-    if c.size == 0:
-        return np.empty(0, np.intp), np.empty(0, np.int64)
     d = np.diff(c, prepend=c[0] - 1 if prev is None else prev)
     pos = np.flatnonzero(d != 1)
     missing = d[pos] - 1

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pylsl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.device_profile import load_device_profile
 from realtime.acquisition import (
@@ -74,6 +76,31 @@ def test_gap_detectors():
     assert pos.size == 0
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([1, 1, 1, 1, 2, 5, 0, -3]), min_size=1, max_size=30),
+    prev=st.one_of(st.none(), st.integers(-5, 5)),
+)
+def test_gap_detectors_match_a_plain_reference(steps, prev):
+    counter = np.cumsum(steps).astype(np.float32)
+    pos, miss = counter_gaps(counter, prev)
+    ref = [
+        (i, int(c - b - 1) if c - b - 1 >= 0 else -1)
+        for i, (b, c) in enumerate(
+            zip([prev if prev is not None else counter[0] - 1, *counter[:-1]], counter, strict=True)
+        )
+        if c - b != 1
+    ]
+    assert list(zip(pos.tolist(), miss.tolist(), strict=True)) == ref
+    period = 0.01
+    ts = counter.astype(np.float64) * period
+    prev_ts = None if prev is None else prev * period
+    gaps, regress = timestamp_gaps(ts, prev_ts, period)
+    pairs = list(enumerate(zip([prev_ts, *ts[:-1]], ts, strict=True)))
+    assert gaps.tolist() == [i for i, (b, t) in pairs if b is not None and t - b > 0.015]
+    assert regress.tolist() == [i for i, (b, t) in pairs if b is not None and t - b <= 0]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="at least one of name"):
         StreamReader()
@@ -102,6 +129,7 @@ def test_counter_stream_every_sample_exactly_once_in_order(unique_name):
         assert _wait_until(lambda: reader.buffer.n_written >= pushed.shape[1], timeout=5.0)
         time.sleep(0.1)  # nothing extra may arrive
         stats = reader.stats
+        status = reader.status()
         data, ts = reader.buffer.read_last(pushed.shape[1])
     finally:
         reader.stop()
@@ -120,6 +148,7 @@ def test_counter_stream_every_sample_exactly_once_in_order(unique_name):
     assert info["ch_names"] == names and info["sfreq"] == 1000.0
     assert info.get_channel_types() == ["eeg"] * 64 + ["misc"]
     assert reader.gaps == []
+    assert status["state"] == "running" and status["stats"]["samples"] == 10_000
 
 
 # ---------------------------------------------------------------------------------------------- failures
@@ -139,6 +168,8 @@ def test_outlet_destroyed_and_recreated_alarm_reconnect_gap(unique_name):
         gc.collect()
         assert _wait_until(lambda: reader.stats.lost and reader.stats.stalled, timeout=3.0)
         assert any("lost" in a for a in reader.alarms) and any("stalled" in a for a in reader.alarms)
+        status = reader.status()
+        assert status["state"] == "lost" and status["stats"]["lost"] == 1 and status["alarms"]
 
         # the device comes back under the same source_id; its counter kept running (300 samples missed)
         outlet = _outlet(unique_name, names, 500.0, source_id=unique_name)
