@@ -196,8 +196,9 @@ def render_procedural(
         ramp = (0.6 + 0.8 * (np.cos(spec.texture_angle) * xx + np.sin(spec.texture_angle) * yy))[..., None]
         background = np.clip(bg_rgb * ramp / 1.2, 0, 1)
     else:
-        grain = rng.normal(0, 0.08, (size // 4, size // 4)).astype(np.float32)
-        grain = np.kron(grain, np.ones((4, 4), dtype=np.float32))[..., None]
+        cells = -(-size // 4)
+        grain = rng.normal(0, 0.08, (cells, cells)).astype(np.float32)
+        grain = np.kron(grain, np.ones((4, 4), dtype=np.float32))[:size, :size, None]
         background = np.clip(bg_rgb + grain, 0, 1)
     fg = _hsv(spec.hue, spec.saturation, spec.value) * _texture(spec, xx, yy, rng)[..., None]
     mask = _shape_mask(spec, xx, yy, px=1.0 / size)[..., None]

@@ -56,3 +56,51 @@ def test_demo_embedder_rejects_bad_images_and_dims(demo) -> None:
         get_embedder("demo", dim=4)
     with pytest.raises(ValueError, match="unknown embedder 'vgg'"):
         get_embedder("vgg")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    """A tiny randomly initialised CLIP vision tower saved like IP-Adapter's image_encoder folder
+    (config + safetensors, no preprocessor config): real transformers code, no download."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        projection_dim=24,
+    )
+    folder = tmp_path_factory.mktemp("clip") / "image_encoder"
+    CLIPVisionModelWithProjection(config).save_pretrained(folder)
+    return folder
+
+
+def test_clip_embedder_from_local_folder(tiny_clip_dir) -> None:
+    clip = get_embedder("clip", model_dir=tiny_clip_dir, space="test:tiny-clip:24")
+    assert isinstance(clip, ImageEmbedder) and clip.dim == 24 and clip.space == "test:tiny-clip:24"
+    images = [img for _, img, _ in stimuli.procedural_images(5, seed=0, size=80)]
+    emb = clip.embed(images)
+    assert emb.shape == (5, 24) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(clip.embed(images[2:3])[0], emb[2], atol=1e-5)
+    assert np.abs(emb @ emb.T - np.eye(5)).max() > 1e-3  # different images, different embeddings
+    # the same weights give the same space whatever the input size (resize + centre crop to 32 px)
+    big = [np.kron(img, np.ones((2, 2, 1), dtype=np.uint8)) for img in images]
+    assert np.mean(np.sum(clip.embed(big) * emb, axis=1)) > 0.95
+
+
+def test_clip_space_from_folder_file_and_errors(tiny_clip_dir, tmp_path) -> None:
+    with pytest.raises(ValueError, match="space of .* is unknown: pass space"):
+        get_embedder("clip", model_dir=tiny_clip_dir)
+    (tiny_clip_dir / "brainstream.yaml").write_text("space: 'test:from-file:24'\n")
+    try:
+        assert get_embedder("clip", model_dir=tiny_clip_dir).space == "test:from-file:24"
+    finally:
+        (tiny_clip_dir / "brainstream.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        get_embedder("clip", model_dir=tmp_path / "nowhere", space="x")

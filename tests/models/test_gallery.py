@@ -110,3 +110,60 @@ def test_save_refuses_bad_input_and_non_empty_folders(tmp_path) -> None:
     _make(tmp_path, images=False)
     with pytest.raises(GalleryError, match="not empty"):
         _make(tmp_path, images=False)
+
+
+# --------------------------------------------------------------------------------------------- the CLI
+def _write_images(folder, n=6):
+    from PIL import Image
+
+    from models.stimuli import procedural_images
+
+    for k, (image_id, img, _) in enumerate(procedural_images(n, seed=9, size=150)):
+        sub = folder / ("concept_a" if k % 2 else "concept_b")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(sub / f"{image_id}{'.jpg' if k % 3 == 0 else '.png'}")
+
+
+def test_cli_gallery_build_demo_embedder(tmp_path, capsys) -> None:
+    from realtime.cli import main
+
+    _write_images(tmp_path / "imgs")
+    (tmp_path / "imgs" / "notes.txt").write_text("not an image")
+    rc = main(["gallery", "build", str(tmp_path / "imgs"), "--embedder", "demo", "--dim", "32",
+               "--out", str(tmp_path / "out"), "--json"])  # fmt: skip
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 6 and result["dim"] == 32 and result["space"] == "demo:randconv-v1:32"
+    g = Gallery.load(tmp_path / "out", space="demo:randconv-v1:32")
+    assert sorted(g.ids) == [f"proc-{i:05d}" for i in range(6)]
+    assert max(g.load_image("proc-00001").shape[:2]) == 128
+    # rebuilding from the same files gives the same embeddings (determinism end to end)
+    assert main(["gallery", "build", str(tmp_path / "imgs"), "--embedder", "demo", "--dim", "32",
+                 "--out", str(tmp_path / "out2")]) == 0  # fmt: skip
+    np.testing.assert_array_equal(Gallery.load(tmp_path / "out2").embeddings, g.embeddings)
+    assert main(["gallery", "info", str(tmp_path / "out"), "--json"]) == 0
+
+
+def test_cli_gallery_errors_are_user_facing(tmp_path, capsys) -> None:
+    from realtime.cli import main
+
+    _write_images(tmp_path / "imgs", n=2)
+    (tmp_path / "imgs" / "concept_c").mkdir()
+    (tmp_path / "imgs" / "concept_a" / "proc-00001.png").rename(
+        tmp_path / "imgs" / "concept_c" / "proc-00000.png"
+    )
+    args = ["gallery", "build", str(tmp_path / "imgs"), "--embedder", "demo", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "rename one of them" in capsys.readouterr().err
+    assert (
+        main(["gallery", "build", str(tmp_path / "none"), "--embedder", "demo", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "image folder not found" in capsys.readouterr().err
+    assert (
+        main(["gallery", "build", str(tmp_path / "imgs"), "--embedder", "clip", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "--model-dir" in capsys.readouterr().err
+    assert main(["gallery", "info", str(tmp_path / "nothing")]) == 2
+    assert "brainstream gallery build" in capsys.readouterr().err
