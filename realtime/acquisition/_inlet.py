@@ -279,7 +279,9 @@ class InletReader:
         if now - self._last_reconnect_try < 0.5:
             return None
         self._last_reconnect_try = now
-        found = pylsl.resolve_byprop("source_id", sid, minimum=2 if require_new else 1, timeout=0.3)
+        # wait for more answers than the outlets we would skip, or the skipped ones could end the wait
+        minimum = (2 if require_new else 1) + len(self._rejected_uids)
+        found = pylsl.resolve_byprop("source_id", sid, minimum=minimum, timeout=0.3)
         candidates = [i for i in found if i.uid() != self._uid and i.uid() not in self._rejected_uids]
         return candidates[0] if candidates else None
 

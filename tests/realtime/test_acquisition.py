@@ -361,3 +361,53 @@ def test_numeric_marker_stream(unique_name):
         reader.stop()
         del outlet
     assert vals == [3, 1, 2]
+
+
+def test_returning_outlet_with_other_layout_is_refused_then_right_one_accepted(unique_name):
+    names = ["a", "b", "CNT"]
+    rng = np.random.default_rng(3)
+    outlet = _outlet(unique_name, names, 200.0, source_id=unique_name)
+    reader = StreamReader(source_id=unique_name, counter_channel="CNT")
+    wrong = None
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        _push_paced(outlet, _counter_chunks(0, 5, 10, 2, rng), 0.05)
+        assert _wait_until(lambda: reader.stats.samples == 50)
+        del outlet
+        gc.collect()
+        assert _wait_until(lambda: reader.stats.lost, timeout=3.0)
+        wrong = _outlet(unique_name, ["a", "b", "c", "CNT"], 200.0, source_id=unique_name)
+        assert _wait_until(lambda: any("different channel count" in a for a in reader.alarms), timeout=5.0)
+        assert reader.stats.reconnects == 0 and reader.stats.lost
+        outlet = _outlet(unique_name, names, 200.0, source_id=unique_name)
+        assert _wait_until(lambda: reader.stats.reconnects == 1, timeout=5.0)
+        assert not any("different channel count" in a for a in reader.alarms)
+    finally:
+        reader.stop()
+        del outlet, wrong
+
+
+def test_silent_outlet_replaced_by_new_one_with_same_source_id(unique_name):
+    """The old outlet stays alive but silent (its host's connection has not broken): the watchdog finds the
+    new outlet with the same source_id and the reader switches to it, recording the gap."""
+    names = ["a", "CNT"]
+    rng = np.random.default_rng(4)
+    old = _outlet(unique_name, names, 200.0, source_id=unique_name)
+    reader = StreamReader(source_id=unique_name, counter_channel="CNT")
+    new = None
+    try:
+        reader.start()
+        assert old.wait_for_consumers(5.0)
+        _push_paced(old, _counter_chunks(0, 5, 10, 1, rng), 0.05)
+        assert _wait_until(lambda: reader.stats.samples == 50)
+        new = _outlet(unique_name, names, 200.0, source_id=unique_name)
+        assert _wait_until(lambda: reader.stats.reconnects == 1, timeout=8.0)
+        assert new.wait_for_consumers(5.0)
+        _push_paced(new, _counter_chunks(150, 5, 10, 1, rng), 0.05)
+        assert _wait_until(lambda: reader.stats.samples == 100)
+        gaps = reader.gaps
+    finally:
+        reader.stop()
+        del old, new
+    assert [(g.kind, g.index, g.n_missing) for g in gaps] == [("reconnect", 50, 100)]
