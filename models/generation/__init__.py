@@ -1,0 +1,48 @@
+"""Image generation from embeddings (DESIGN §4): one :class:`Generator` interface, two backends.
+
+``sdxl-turbo-ipadapter`` (production, local weights) and ``tiny`` (random tiny weights, CPU tests)::
+
+    from models.generation import load_generator
+
+    gen = load_generator("tiny")                      # or a path / a GeneratorConfig
+    image = gen.generate(embedding, space=gen.space)  # (H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.generation.base import Generator, GeneratorError
+from models.generation.config import GeneratorConfig, TinySizes
+
+
+def load_generator_config(name_or_path: str | Path) -> GeneratorConfig:
+    """A config under ``configs/generator/`` by name (``tiny``) or a YAML path."""
+    from models.config_base import load_config
+
+    return load_config(name_or_path, GeneratorConfig, kind="generator")
+
+
+def load_generator(config: GeneratorConfig | str | Path, **overrides) -> Generator:
+    """Build the generator a config describes (``overrides`` replace config keys, e.g. ``device="cpu"``)."""
+    if not isinstance(config, GeneratorConfig):
+        config = load_generator_config(config)
+    if overrides:
+        config = GeneratorConfig.model_validate({**config.model_dump(), **overrides})
+    if config.backend == "tiny":
+        from models.generation.tiny import build_tiny_generator
+
+        return build_tiny_generator(config)
+    from models.generation.sdxl_ipadapter import IPAdapterTurboGenerator
+
+    return IPAdapterTurboGenerator.from_config(config)
+
+
+__all__ = [
+    "Generator",
+    "GeneratorConfig",
+    "GeneratorError",
+    "TinySizes",
+    "load_generator",
+    "load_generator_config",
+]

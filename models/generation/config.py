@@ -1,0 +1,79 @@
+"""Generator configs (``configs/generator/*.yaml``), validated (registered as
+``models.generation.config:GeneratorConfig``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from models.config_base import StrictModel
+
+
+class TinySizes(StrictModel):
+    """Sizes of the random-weight test pipeline (``backend: tiny``)."""
+
+    block_out_channels: tuple[int, ...] = (16, 32)
+    cross_attention_dim: int = Field(default=32, gt=0)
+    pooled_dim: int = Field(default=16, gt=0, description="pooled text-embedding size (text_embeds)")
+    addition_time_embed_dim: int = Field(default=8, gt=0)
+    text_tokens: int = Field(default=8, gt=0, description="length of the stored empty-prompt embeddings")
+    weight_std: float = Field(default=0.2, gt=0, description="std of the random IP-Adapter weights")
+    weights_seed: int = 0
+
+
+class GeneratorConfig(StrictModel):
+    """Embedding → image generator: SDXL-Turbo + IP-Adapter (production) or its tiny random twin (tests)."""
+
+    name: str = "generator"
+    backend: Literal["tiny", "sdxl-turbo-ipadapter"]
+    space: str | None = Field(
+        description="embedding space the generator accepts (e.g. openclip:ViT-H-14:laion2b_s32b_b79k); "
+        "null only for the tiny test generator, which then accepts any space of the right size"
+    )
+    embed_dim: int = Field(default=1024, gt=0)
+    steps: int = Field(default=1, ge=1, le=4, description="denoising steps (SDXL-Turbo: 1-4)")
+    guidance_scale: float = Field(default=0.0, description="SDXL-Turbo runs without guidance: must be 0")
+    height: int = Field(default=512, ge=8)
+    width: int = Field(default=512, ge=8)
+    seed: int = Field(default=0, description="fixed initial noise, so consecutive frames are stable")
+    ip_adapter_scale: float = Field(default=1.0, ge=0.0)
+    embed_norm: float | None = Field(
+        default=None,
+        gt=0,
+        description="L2 norm the adapter was trained with (unnormalised image-encoder output); decoded "
+        "embeddings are unit norm and are rescaled to it. null: use the embedding as it comes",
+    )
+    decoder: Literal["vae", "taesdxl"] = "taesdxl"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float16", "float32"] = Field(default="auto", description="auto: fp16 on GPU")
+    compile: Literal["none", "torch-compile", "torch-tensorrt"] = "none"
+    cpu_threads: int | None = Field(
+        default=None, ge=1, description="torch threads while generating on CPU (null: torch's default)"
+    )
+    # local folders (production); nothing is ever downloaded
+    model_dir: str | None = Field(default=None, description="local SDXL-Turbo folder (diffusers layout)")
+    ip_adapter_dir: str | None = Field(default=None, description="local IP-Adapter folder (h94/IP-Adapter)")
+    ip_adapter_subfolder: str = "sdxl_models"
+    ip_adapter_weight: str = "ip-adapter_sdxl_vit-h.safetensors"
+    taesd_dir: str | None = Field(default=None, description="local TAESDXL folder (AutoencoderTiny)")
+    prompt_embeds: str | None = Field(
+        default=None,
+        description="safetensors file of the precomputed empty-prompt embeddings; made once from "
+        "model_dir's text encoders when missing",
+    )
+    tiny: TinySizes = TinySizes()
+
+    @model_validator(mode="after")
+    def _check(self) -> GeneratorConfig:
+        if self.guidance_scale != 0.0:
+            raise ValueError("guidance_scale must be 0: SDXL-Turbo is distilled to run without guidance")
+        if self.height % 8 or self.width % 8:
+            raise ValueError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
+        if self.backend == "sdxl-turbo-ipadapter":
+            missing = [k for k in ("model_dir", "ip_adapter_dir", "space") if getattr(self, k) is None]
+            if self.decoder == "taesdxl" and self.taesd_dir is None:
+                missing.append("taesd_dir")
+            if missing:
+                raise ValueError(f"backend sdxl-turbo-ipadapter needs {', '.join(missing)} (local folders)")
+        return self

@@ -1,0 +1,163 @@
+"""The tiny generator: SDXL pipeline classes from tiny configs with random weights, for CPU tests.
+
+Nothing is special-cased: the random UNet/VAE are saved as a diffusers folder, the random IP-Adapter as an
+``ip-adapter_sdxl_vit-h.safetensors``-style file (``image_proj.*`` + ``ip_adapter.<k>.to_{k,v}_ip.weight``)
+and the empty-prompt embeddings as safetensors, all in a temporary folder, then loaded through exactly the
+local-folder path production uses (:func:`models.generation.sdxl_ipadapter.load_local_pipeline`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from models.generation.config import GeneratorConfig, TinySizes
+from models.generation.sdxl_ipadapter import (
+    IPAdapterTurboGenerator,
+    load_local_pipeline,
+    load_prompt_embeds,
+    resolve_device_dtype,
+    save_prompt_embeds,
+)
+
+IP_ADAPTER_TOKENS = 4  # plain IP-Adapter: the embedding becomes 4 cross-attention tokens
+
+
+def _tiny_unet(sizes: TinySizes):
+    from diffusers import UNet2DConditionModel
+
+    n = len(sizes.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=sizes.block_out_channels,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        attention_head_dim=tuple(max(1, c // 8) for c in sizes.block_out_channels),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=sizes.addition_time_embed_dim,
+        projection_class_embeddings_input_dim=6 * sizes.addition_time_embed_dim + sizes.pooled_dim,
+        cross_attention_dim=sizes.cross_attention_dim,
+        norm_num_groups=8,
+    )
+
+
+def _tiny_vae(sizes: TinySizes):
+    from diffusers import AutoencoderKL
+
+    n = len(sizes.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=sizes.block_out_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def _tiny_taesd(sizes: TinySizes):
+    from diffusers import AutoencoderTiny
+
+    n = len(sizes.block_out_channels)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16,) * n,
+        decoder_block_out_channels=(16,) * n,
+        num_encoder_blocks=(1,) * n,
+        num_decoder_blocks=(1,) * n,
+        latent_channels=4,
+    )
+
+
+def random_ip_adapter_state_dict(unet, embed_dim: int, std: float, seed: int) -> dict:
+    """A random IP-Adapter in the released file layout, sized for ``unet``.
+
+    ``ip_adapter.<k>`` numbers every attention processor of the UNet in order and the adapter holds only the
+    cross-attention ones (k = 1, 3, 5, ...), as diffusers' loader expects.
+    """
+    import torch
+
+    gen = torch.Generator("cpu").manual_seed(seed)
+    cross = unet.config.cross_attention_dim
+    blocks = list(unet.config.block_out_channels)
+    state = {
+        "image_proj.proj.weight": torch.randn(cross * IP_ADAPTER_TOKENS, embed_dim, generator=gen) * std,
+        "image_proj.proj.bias": torch.randn(cross * IP_ADAPTER_TOKENS, generator=gen) * std,
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = blocks[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(blocks))[int(name[len("up_blocks.")])]
+        else:
+            hidden = blocks[int(name[len("down_blocks.")])]
+        for proj in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{key_id}.{proj}.weight"] = torch.randn(hidden, cross, generator=gen) * std
+        key_id += 2
+    return state
+
+
+def write_tiny_folders(config: GeneratorConfig, root: str | Path) -> dict[str, Path]:
+    """Write the tiny model, TAESD, IP-Adapter and prompt-embedding files under ``root``; return the paths."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from safetensors.torch import save_file
+
+    sizes = config.tiny
+    root = Path(root)
+    torch.manual_seed(sizes.weights_seed)
+    unet, vae = _tiny_unet(sizes), _tiny_vae(sizes)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing"
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=None,
+        tokenizer=None,
+        tokenizer_2=None,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    paths = {"model_dir": root / "model", "ip_adapter_dir": root / "ip_adapter", "taesd_dir": root / "taesd"}
+    pipe.save_pretrained(paths["model_dir"], safe_serialization=True)
+    _tiny_taesd(sizes).save_pretrained(paths["taesd_dir"], safe_serialization=True)
+    weight = paths["ip_adapter_dir"] / config.ip_adapter_subfolder / config.ip_adapter_weight
+    weight.parent.mkdir(parents=True)
+    state = random_ip_adapter_state_dict(unet, config.embed_dim, sizes.weight_std, sizes.weights_seed)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weight))
+    gen = torch.Generator("cpu").manual_seed(sizes.weights_seed + 1)
+    paths["prompt_embeds"] = root / "empty_prompt.safetensors"
+    save_prompt_embeds(
+        paths["prompt_embeds"],
+        torch.randn(1, sizes.text_tokens, sizes.cross_attention_dim, generator=gen),
+        torch.randn(1, sizes.pooled_dim, generator=gen),
+    )
+    return paths
+
+
+def build_tiny_generator(config: GeneratorConfig) -> IPAdapterTurboGenerator:
+    """Random tiny SDXL + IP-Adapter, written to a temporary folder and loaded like production."""
+    device, dtype = resolve_device_dtype(config)
+    with tempfile.TemporaryDirectory(prefix="brainstream-tiny-generator-") as tmp:
+        paths = write_tiny_folders(config, tmp)
+        pipe = load_local_pipeline(
+            config,
+            model_dir=paths["model_dir"],
+            ip_adapter_dir=paths["ip_adapter_dir"],
+            taesd_dir=paths["taesd_dir"],
+            device=device,
+            dtype=dtype,
+        )
+        prompt_embeds, pooled = load_prompt_embeds(paths["prompt_embeds"])
+    return IPAdapterTurboGenerator(pipe, config, prompt_embeds, pooled, device, dtype)
