@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-time", type=float, default=0.2, help="seconds of timing per measurement repeat (default 0.2)"
     )
     parser.add_argument("--repeats", type=int, default=5, help="repeats; the median is reported (default 5)")
+    parser.add_argument(
+        "--no-real",
+        action="store_true",
+        help="skip the cross-check against a real StreamLSL reading a real outlet (printed, not in the JSON)",
+    )
 
 
 class _MneLslBuffer:
@@ -117,6 +122,49 @@ def _case(n_channels: int, buffer_s: float, min_time: float, repeats: int) -> di
     }
 
 
+def _available(inlet) -> int:
+    n = inlet.samples_available
+    return int(n() if callable(n) else n)
+
+
+def _real_acquire_case(n_channels: int, buffer_s: float, iters: int) -> tuple[float, float]:
+    """Median seconds of one real ``StreamLSL.acquire()`` and of our ``StreamReader`` pull + write, each
+    pulling one 10-sample chunk a real outlet has just pushed (no post-processing on either side)."""
+    import uuid
+
+    import pylsl
+    from mne_lsl.stream import StreamLSL
+
+    from realtime.acquisition import StreamReader
+    from realtime.lsl_info import make_stream_info
+
+    name = f"bench-rb-{uuid.uuid4().hex[:8]}"
+    names = [f"ch{i}" for i in range(n_channels)]
+    outlet = pylsl.StreamOutlet(make_stream_info(name, "EEG", names, SFREQ, source_id=name), chunk_size=CHUNK)
+    chunk = np.random.default_rng(0).standard_normal((CHUNK, n_channels)).astype(np.float32)
+    theirs = StreamLSL(bufsize=buffer_s, name=name, source_id=name).connect(acquisition_delay=None, timeout=5)
+    ours = StreamReader(name=name, buffer_seconds=buffer_s, processing_flags=None).connect()
+
+    def timed(pull: Callable[[], object], inlet) -> float:
+        outlet.push_chunk(chunk)
+        end = time.perf_counter() + 2.0
+        while _available(inlet) < CHUNK and time.perf_counter() < end:
+            time.sleep(0.0002)
+        t0 = time.perf_counter()
+        pull()
+        return time.perf_counter() - t0
+
+    try:
+        outlet.wait_for_consumers(5.0)
+        t_theirs = [timed(theirs.acquire, theirs._inlet) for _ in range(iters)]
+        t_ours = [timed(ours._pull, ours._inlet) for _ in range(iters)]
+    finally:
+        theirs.disconnect()  # inlets close before the outlet goes
+        ours.stop()
+        outlet = None
+    return float(np.median(t_theirs[2:])), float(np.median(t_ours[2:]))
+
+
 def run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
@@ -132,4 +180,10 @@ def run(args: argparse.Namespace) -> dict:
     print("  ".join(f"{h:>15}" for h in header))
     for c in cases:
         print("  ".join(f"{c[h]:>15.4g}" for h in header))
+    if not args.no_real and "not installed" not in note:
+        print("cross-check, real liblsl outlet -> pull one 10-sample chunk -> buffer (median of 20):")
+        print(f"{'channels':>8} {'buffer_s':>8} {'StreamLSL.acquire_us':>21} {'StreamReader_pull_us':>21}")
+        for c, b in combos:
+            theirs, ours = _real_acquire_case(c, b, iters=22)
+            print(f"{c:>8} {b:>8g} {theirs * 1e6:>21.1f} {ours * 1e6:>21.1f}")
     return {"cases": cases}
