@@ -105,7 +105,7 @@ def _ours(path: Path, args: argparse.Namespace) -> dict:
     from realtime.replay import Player
 
     name = f"bench-replay-{uuid.uuid4().hex[:6]}"
-    player = Player(path, name=name, chunk_ms=args.chunk_ms).open()
+    player = Player(path, name=name, chunk_ms=args.chunk_ms, markers=False).open()
     rx = _Receiver(name, args.channels)
     rx.start()
     stats = player.run()

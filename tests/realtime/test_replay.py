@@ -219,3 +219,27 @@ def test_bench_replay_reports_the_issue_fields(capsys):
         assert isinstance(result[key], float) and result[key] >= 0, key
     assert result["recorder_mb_s"] > 0
     assert result["baseline"]["replay_details"]["samples_received"] == 500
+
+
+def test_memory_does_not_grow_with_file_length(tmp_path, unique_name):
+    """A 60 s file streams from disk: the player's peak allocation stays far below the file's size."""
+    import tracemalloc
+
+    n_ch, sfreq, seconds = 64, 1000.0, 60
+    info = mne.create_info(n_ch, sfreq, "eeg")
+    data = np.random.default_rng(3).standard_normal((n_ch, int(sfreq * seconds))).astype(np.float32) * 1e-5
+    mne.io.RawArray(data.astype(np.float64), info, verbose=False).save(
+        tmp_path / "long_raw.fif", verbose=False
+    )
+    del data
+    file_bytes = (tmp_path / "long_raw.fif").stat().st_size
+    player = Player(tmp_path / "long_raw.fif", name=unique_name, speed=200.0, chunk_ms=20.0, markers=False)
+    tracemalloc.start()
+    try:
+        stats = player.run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        player.close()
+    assert stats.samples[unique_name] == int(sfreq * seconds)
+    assert peak < file_bytes / 3, f"peak {peak / 1e6:.1f} MB for a {file_bytes / 1e6:.1f} MB file"
