@@ -179,3 +179,81 @@ def test_load_simulated_errors(tmp_path, gallery) -> None:
     assert set(ds.subject_ids.tolist()) == {3}
     with pytest.raises(DatasetError, match="unknown dataset kind"):
         load_dataset("things_fmri", tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- THINGS-EEG2
+def _write_eeg2_release(
+    root, gallery: Gallery, n_train=12, n_test=4, n_rep_train=4, n_rep_test=5, bare_pickle=False
+):
+    """A mini THINGS-EEG2 preprocessed release: pickled dicts exactly as the real one stores them."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    ch_names = ["Pz", "P3", "P7", "O1", "Oz", "O2", "P4", "P8"]
+    times = np.round(np.arange(-0.2, 0.8, 0.01), 2)  # 100 Hz, 100 samples
+    concepts = [f"{i:05d}_thing{i}" for i in range(n_train + n_test)]
+    files = gallery.ids[: n_train + n_test]
+    (root / "sub-02").mkdir(parents=True)
+    for stem, sl, n_rep in (
+        ("preprocessed_eeg_training", slice(0, n_train), n_rep_train),
+        ("preprocessed_eeg_test", slice(n_train, n_train + n_test), n_rep_test),
+    ):
+        n = sl.stop - sl.start
+        data = rng.normal(size=(n, n_rep, len(ch_names), times.size))
+        data[..., 30:50] += 3 * gallery.embeddings_for(files[sl])[:, 0][:, None, None, None]
+        content = {"preprocessed_eeg_data": data, "ch_names": ch_names, "times": times}
+        path = root / "sub-02" / f"{stem}.npy"
+        if bare_pickle:
+            path.write_bytes(pickle.dumps(content, protocol=4))
+        else:
+            np.save(path, content, allow_pickle=True)
+    meta = {
+        "train_img_concepts": concepts[:n_train],
+        "train_img_files": [f"{f}.jpg" for f in files[:n_train]],
+        "test_img_concepts": concepts[n_train:],
+        "test_img_files": [f"{f}.jpg" for f in files[n_train:]],
+    }
+    np.save(root / "image_metadata.npy", meta, allow_pickle=True)
+
+
+@pytest.mark.parametrize("bare_pickle", [False, True])
+def test_things_eeg2_release_is_converted_safely_then_loaded(tmp_path, gallery, bare_pickle) -> None:
+    from models.datasets import things_eeg2
+
+    _write_eeg2_release(tmp_path, gallery, bare_pickle=bare_pickle)
+    with pytest.raises(DatasetError, match="pickled file.*python -m models.datasets.things_eeg2 convert"):
+        load_dataset("things_eeg2", tmp_path, subject=2, gallery=gallery)
+    assert things_eeg2.main(["convert", str(tmp_path)]) == 0
+    assert np.load(tmp_path / "sub-02" / "preprocessed_eeg_training_data.npy", allow_pickle=False).shape == (
+        12, 4, 8, 100,
+    )  # fmt: skip
+    ds = load_dataset("things_eeg2", tmp_path, subject="sub-02", gallery=gallery)
+    assert ds.X.shape == (12 * 4 + 4 * 5, 8, 100) and ds.sfreq == 100.0 and ds.tmin == pytest.approx(-0.2)
+    assert ds.image_ids[:5] == [gallery.ids[0]] * 4 + [gallery.ids[1]]
+    assert set(ds.subject_ids.tolist()) == {2} and ds.info["train_serve_parity"] is False
+    assert len(ds.test()) == 4 and set(ds.test().n_repetitions.tolist()) == {5}
+    # image i's rows carry image i's response: the id ↔ data alignment survived the conversion
+    evoked = ds.X[:, :, 30:50].mean(axis=(1, 2))
+    assert np.corrcoef(evoked, ds.embeddings_for()[:, 0])[0, 1] > 0.8
+    avg = load_dataset(
+        "things_eeg2", tmp_path, subject=2, gallery=gallery, average_train=True, tmin=0.0, tmax=0.5
+    )
+    assert avg.X.shape == (12 + 20, 8, 50) and avg.tmin == 0.0 and avg.n_repetitions[0] == 4
+
+
+def test_things_eeg2_converter_refuses_code_in_pickles(tmp_path) -> None:
+    import pickle
+
+    from models.datasets import things_eeg2
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    (tmp_path / "sub-01").mkdir()
+    (tmp_path / "sub-01" / "preprocessed_eeg_training.npy").write_bytes(pickle.dumps({"x": Exploit()}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle builtins.print"):
+        things_eeg2.convert_release(tmp_path)
+    assert things_eeg2.main(["convert", str(tmp_path)]) == 2
+    with pytest.raises(DatasetError, match=r"subjects found under .*\['sub-01'\]"):
+        load_dataset("things_eeg2", tmp_path, subject=3)
