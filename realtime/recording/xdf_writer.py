@@ -191,6 +191,11 @@ class XdfWriter:
             if self._fd is not None:
                 self._write_footers()
                 self._flush_locked()
+                if self._fd is not None and self.do_fsync:
+                    try:
+                        os.fsync(self._fd)  # the closing Boundary too
+                    except OSError:
+                        logger.exception("final fsync of %s failed", self.current_path)
                 self._close_fd()
         self.closed = True
 
