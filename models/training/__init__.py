@@ -1,0 +1,7 @@
+"""Training of brain → image-embedding encoders: config schema, trainer, DistributedDataParallel entry."""
+
+from __future__ import annotations
+
+from models.training.config import TrainingConfig, load_training_config
+
+__all__ = ["TrainingConfig", "load_training_config"]

@@ -1,0 +1,130 @@
+"""Load the trials a training config (or a checkpoint) asks for, through the dataset loaders.
+
+The loaders (``models.datasets``) run the causal online preprocessing chain over continuous recordings and
+cut windows around the stimulus markers, so the encoder trains on exactly what it sees live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from models.training.data import DataError, EncodingData, concatenate, from_epochs_dataset, load_encoding_data
+
+
+def _load_one(kind: str, path: str | None, subject: str | None, common: dict[str, Any]) -> EncodingData:
+    from models import datasets
+
+    if kind == "simulated":
+        ds = datasets.load_simulated(path, **common)
+    elif kind == "xdf":
+        ds = datasets.load_xdf_recording(path, **common)
+    elif kind == "things_meg":
+        ds = datasets.load_things_meg(path, subject, **common)
+    elif kind == "things_eeg2":
+        ds = datasets.load_things_eeg2(path, subject, **common)
+    else:
+        raise DataError(f"unknown data kind '{kind}'")
+    return from_epochs_dataset(ds)
+
+
+def load_recordings(
+    kind: str,
+    paths: list[str],
+    subjects: list[str] | None,
+    preprocessing: Any,
+    tmin: float,
+    tmax: float,
+    gallery: str | None = None,
+    options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> EncodingData:
+    """One :class:`EncodingData` from several recordings (simulated/xdf: one path per subject; THINGS: one
+    root and several subjects; npz: trials saved by ``save_encoding_data``)."""
+    if not paths:
+        raise DataError("no data given: set data.paths in the config or pass --data PATH")
+    for p in paths:
+        if not Path(p).exists():
+            raise DataError(f"data not found: {p}")
+    if kind == "npz":
+        return concatenate([load_encoding_data(p) for p in paths])
+    common: dict[str, Any] = {"preprocessing": preprocessing, "tmin": tmin, "tmax": tmax, **(options or {})}
+    if gallery is not None:
+        common["gallery"] = gallery
+    if kind in ("things_meg", "things_eeg2"):
+        if len(paths) != 1 or not subjects:
+            raise DataError(f"{kind}: give one dataset root in data.paths and the subjects in data.subjects")
+        parts = [_load_one(kind, paths[0], s, common) for s in subjects]
+    else:
+        parts = [_load_one(kind, p, None, common) for p in paths]
+    return concatenate(parts)
+
+
+def load_data(config, progress: bool = True) -> EncodingData:
+    """The trials ``config.data`` names, preprocessed and cut as the config says."""
+    d = config.data
+    return load_recordings(
+        d.kind,
+        d.paths,
+        d.subjects,
+        config.preprocessing,
+        config.window.tmin,
+        config.window.tmax,
+        d.gallery,
+        d.loader_options,
+        progress,
+    )
+
+
+def infer_kind(paths: list[str]) -> str:
+    suffixes = {Path(p).suffix.lower() for p in paths}
+    if suffixes <= {".fif"}:
+        return "simulated"
+    if suffixes <= {".xdf"}:
+        return "xdf"
+    if suffixes <= {".npz"}:
+        return "npz"
+    raise DataError(
+        f"cannot tell the data kind of {paths}; pass --kind (simulated, xdf, things_meg, things_eeg2)"
+    )
+
+
+def load_for_checkpoint(
+    meta, paths, kind: str = "auto", subjects=None, progress: bool = True
+) -> EncodingData:
+    """Trials preprocessed and windowed exactly as the checkpoint ``meta`` expects."""
+    from models.preprocessing import PreprocessingConfig
+
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    paths = [str(p) for p in paths]
+    train_cfg = (meta.training or {}).get("config") or {}
+    data_cfg = train_cfg.get("data") or {}
+    if kind == "auto":
+        kind = (
+            data_cfg.get("kind")
+            if data_cfg.get("kind") and infer_kind_safe(paths) is None
+            else infer_kind(paths)
+        )
+    pre = (
+        PreprocessingConfig.model_validate(meta.preprocessing)
+        if meta.preprocessing
+        else PreprocessingConfig()
+    )
+    return load_recordings(
+        kind,
+        paths,
+        subjects or data_cfg.get("subjects"),
+        pre,
+        meta.tmin,
+        meta.tmax,
+        data_cfg.get("gallery"),
+        data_cfg.get("loader_options"),
+        progress,
+    )
+
+
+def infer_kind_safe(paths: list[str]) -> str | None:
+    try:
+        return infer_kind(paths)
+    except DataError:
+        return None

@@ -1,0 +1,77 @@
+"""``brainstream evaluate --checkpoint DIR --data PATH [...] [--json]``: zero-shot retrieval."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from realtime.cli import UserFacingError
+from realtime.cli._output import add_json_flag, print_json
+
+HELP = "evaluate a checkpoint: N-way zero-shot retrieval with chance and the ridge baseline, time-resolved"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="encoder checkpoint folder")
+    parser.add_argument("--data", nargs="+", required=True, help="recording file(s) or dataset root")
+    parser.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "simulated", "things_meg", "things_eeg2", "xdf"],
+        help="data loader (auto: from the checkpoint's training config, else from the file suffix)",
+    )
+    parser.add_argument("--subjects", nargs="*", default=None, help="subjects to load (THINGS datasets)")
+    parser.add_argument("--n-way", type=int, default=200, help="candidates per retrieval trial (default 200)")
+    parser.add_argument(
+        "--plot", default=None, help="time-resolved plot PNG (default: CHECKPOINT/time_resolved.png)"
+    )
+    parser.add_argument(
+        "--no-time-resolved", action="store_true", help="skip the sliding/growing-window analysis"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.config_base import ConfigError
+    from models.evaluation import evaluate_checkpoint
+    from models.training.data import DataError
+    from realtime.cli.train import format_metrics
+
+    progress = not args.quiet
+    try:
+        model, meta = load_checkpoint(args.checkpoint)
+        plot = (
+            None if args.no_time_resolved else Path(args.plot or Path(args.checkpoint) / "time_resolved.png")
+        )
+        report = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            kind=args.kind,
+            subjects=args.subjects,
+            n_way=args.n_way,
+            time_resolved_plot=plot,
+            progress=progress,
+            loaded=(model, meta),
+        )
+    except (CheckpointError, DataError, ConfigError, FileNotFoundError) as exc:
+        raise UserFacingError(str(exc)) from None
+    if not args.json or progress:
+        print(
+            f"checkpoint {args.checkpoint} ({meta.arch['name']}, space {meta.space}); "
+            f"ridge: {report['ridge_source']}"
+        )
+        print(format_metrics(report, label="all subjects"))
+        ws = report["whole_set"]
+        print(
+            f"whole test set ({ws['n_way']}-way): top-1 {100 * ws['top1']:.1f} %, "
+            f"top-5 {100 * ws['top5']:.1f} %"
+        )
+        for name, m in report.get("per_subject", {}).items():
+            print(format_metrics(m, label=f"subject {name} ({m['mode']})"))
+        if report.get("time_resolved_plot"):
+            print(f"time-resolved plot: {report['time_resolved_plot']}")
+    if args.json:
+        print_json(report)
+    return 0

@@ -1,0 +1,189 @@
+"""Trainer: selection on validation only, checkpoint + metrics.json, determinism, bad input, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from models.checkpoint import load_checkpoint
+from models.config_base import CONFIG_ROOT, load_config
+from models.training.config import TrainingConfig
+from models.training.data import DataError, carve_validation, save_encoding_data
+from models.training.ddp import parameter_digest
+from models.training.trainer import train
+from realtime.cli import main as cli_main
+from tests.models.encoding_fixtures import synthetic, tiny_config
+
+ISSUE_KEYS = {"n_way", "top1", "top5", "median_rank", "chance_top1", "chance_top5", "ridge", "averaged"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic()
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "model"
+    return train(tiny_config(selection={"lambdas": [0.0, 1.0]}), out, data=data, progress=False)
+
+
+def test_train_writes_checkpoint_and_beats_chance(trained, data):
+    out = trained.out_dir
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "metrics.json",
+        "model.safetensors",
+        "model.yaml",
+        "ridge",
+        "train_images.json",
+        "training.json",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == ISSUE_KEYS
+    assert set(metrics["ridge"]) == {"top1", "top5"} and set(metrics["averaged"]) == {"top1", "top5", "ridge"}
+    assert metrics["n_way"] == 30 and metrics["chance_top5"] == pytest.approx(5 / 30)  # 200-way capped at 30
+    assert metrics["top5"] > 2 * metrics["chance_top5"]
+    assert metrics["ridge"]["top5"] > metrics["chance_top5"]
+    model, meta = load_checkpoint(out)
+    x = torch.from_numpy(data.X[:4])
+    assert torch.allclose(
+        model(x, torch.zeros(4, dtype=torch.long)), trained.model(x, torch.zeros(4, dtype=torch.long))
+    )
+    assert meta.space == "test:synthetic" and meta.subjects == ["sub-01"] and meta.metrics == metrics
+    assert meta.training["chosen_lambda"] in (0.0, 1.0)
+    ridge, _ = load_checkpoint(out / "ridge")
+    assert ridge.config.name == "ridge"
+    trained_on = set(json.loads((out / "train_images.json").read_text()))
+    assert trained_on == set(data.image_ids[data.splits == "train"])
+
+
+def test_lambda_selection_on_validation(trained):
+    sel = trained.details["selection"]
+    assert [c["lambda"] for c in sel["candidates"]] == [0.0, 1.0]
+    best = min(sel["candidates"], key=lambda c: c["val_score"])
+    assert sel["chosen_lambda"] == best["lambda"]
+    assert trained.meta.arch["output_head"] == ("mse" if best["lambda"] == 0 else "clip")
+    assert trained.details["n_val_images"] == 20  # 10 % of 200 training images, none from the test set
+
+
+def test_validation_carved_from_training_images_only(data):
+    tr, va = carve_validation(data, 0.1, seed=0)
+    assert set(tr.image_ids).isdisjoint(va.image_ids)
+    assert set(va.splits) == {"train"} and set(tr.splits) == {"train"}
+    assert set(va.image_ids).isdisjoint(data.image_ids[data.splits == "test"])
+
+
+def test_training_never_reads_the_test_split(data):
+    poisoned = data.subset(np.ones(len(data.X), bool))
+    poisoned.X = poisoned.X.copy()
+    poisoned.X[poisoned.splits == "test"] = np.nan
+    cfg = tiny_config(optim={"max_epochs": 2})
+    result = train(cfg, None, data=poisoned, progress=False, evaluate_test=False)  # works: test never read
+    assert result.metrics == {}
+    with pytest.raises(DataError, match="NaN"):
+        train(cfg, None, data=poisoned, progress=False)
+
+
+def test_deterministic_on_cpu(data):
+    cfg = tiny_config(optim={"max_epochs": 2})
+    a = train(cfg, None, data=data, progress=False, evaluate_test=False)
+    b = train(cfg, None, data=data, progress=False, evaluate_test=False)
+    assert parameter_digest(a.model) == parameter_digest(b.model)
+    c = train(
+        tiny_config(optim={"max_epochs": 2}, seed=1), None, data=data, progress=False, evaluate_test=False
+    )
+    assert parameter_digest(c.model) != parameter_digest(a.model)
+
+
+def test_bad_input_refused(data):
+    cfg = tiny_config(optim={"max_epochs": 1})
+    leaky = data.subset(np.ones(len(data.X), bool))
+    leaky.image_ids = leaky.image_ids.copy()
+    leaky.image_ids[0] = leaky.image_ids[leaky.splits == "test"][0]
+    with pytest.raises(DataError, match="test images also appear in training"):
+        train(cfg, None, data=leaky, progress=False)
+    with pytest.raises(DataError, match="training split is empty"):
+        train(cfg, None, data=data.split("test"), progress=False)
+    with pytest.raises(DataError, match="test split is empty"):
+        train(cfg, None, data=data.split("train"), progress=False)
+
+
+def test_multi_subject_training(tmp_path):
+    two = synthetic(n_train_images=120, n_test_images=20, n_subjects=2)
+    result = train(tiny_config(optim={"max_epochs": 3}), tmp_path / "m", data=two, progress=False)
+    assert result.meta.subjects == ["sub-01", "sub-02"]
+    assert result.model.subject_layer.weight.shape[0] == 2
+    assert set(result.details["per_subject"]) == {"sub-01", "sub-02"}
+
+
+def test_config_schema_and_shipped_configs():
+    for path in sorted((CONFIG_ROOT / "training").glob("*.yaml")):
+        load_config(path, TrainingConfig)
+    with pytest.raises(ValueError, match="come from the data"):
+        tiny_config(model={"name": "brain_module", "n_channels": 3})
+    with pytest.raises(ValueError, match="ridge is fitted as the baseline"):
+        tiny_config(model={"name": "ridge"})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        tiny_config(selection={"lambdas": [1.5]})
+
+
+def test_train_and_evaluate_cli(tmp_path, data, capsys):
+    save_encoding_data(tmp_path / "trials.npz", data)
+    cfg = tiny_config(optim={"max_epochs": 3}).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "ckpt"
+    rc = cli_main(["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "trials.npz"),
+                   "--out", str(out), "--json", "--quiet"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report["metrics"]) == ISSUE_KEYS and (out / "metrics.json").is_file()
+    rc = cli_main(["evaluate", "--checkpoint", str(out), "--data", str(tmp_path / "trials.npz"),
+                   "--n-way", "200", "--json", "--quiet"])  # fmt: skip
+    assert rc == 0
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(ev) >= ISSUE_KEYS and ev["ridge_source"].startswith("the checkpoint's ridge")
+    assert ev["top5"] == pytest.approx(report["metrics"]["top5"])  # same split, same model, same numbers
+    assert Path(ev["time_resolved_plot"]).is_file()
+    rc = cli_main(["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "nope.npz"),
+                   "--out", str(out)])  # fmt: skip
+    assert rc == 2 and "data not found" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo(tmp_path):
+    small = synthetic(n_train_images=100, n_test_images=20, n_ch=8, n_times=20)
+    save_encoding_data(tmp_path / "trials.npz", small)
+    cfg = tiny_config(optim={"max_epochs": 2, "batch_size": 32}).model_dump(mode="json")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "-m", "models.training.ddp", "--config", str(tmp_path / "cfg.yaml"),
+        "--data", str(tmp_path / "trials.npz"), "--out", str(tmp_path / "ckpt"),
+        "--digest-dir", str(tmp_path / "d"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = [json.loads((tmp_path / "d" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [d["world_size"] for d in digests] == [2, 2]
+    assert digests[0]["digest"] == digests[1]["digest"]  # DDP kept the ranks' weights identical
+    model, _ = load_checkpoint(tmp_path / "ckpt")
+    assert parameter_digest(model) == digests[0]["digest"]
+    assert set(json.loads((tmp_path / "ckpt" / "metrics.json").read_text())) == ISSUE_KEYS
