@@ -11,6 +11,7 @@ As processes: ``brainstream retrieve --gallery DIR`` and ``brainstream generate 
 """
 
 from realtime.services.base import LatencyStats, ServiceNode
+from realtime.services.generator_node import GeneratorNode
 from realtime.services.retrieval_node import RetrievalNode
 
-__all__ = ["LatencyStats", "RetrievalNode", "ServiceNode"]
+__all__ = ["GeneratorNode", "LatencyStats", "RetrievalNode", "ServiceNode"]

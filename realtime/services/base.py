@@ -181,8 +181,9 @@ class ServiceNode:
             thread.join(timeout)
 
     def run(self) -> None:
-        """Start and block until the node stops (:meth:`stop` from another thread, or Ctrl-C)."""
-        self.start()
+        """Start (unless started) and block until the node stops (:meth:`stop` from elsewhere, or Ctrl-C)."""
+        if self._thread is None:
+            self.start()
         try:
             while self._thread is not None and self._thread.is_alive():
                 self._thread.join(0.5)

@@ -1,0 +1,51 @@
+"""``brainstream generate --config configs/generator/FILE.yaml``: the generator node."""
+
+from __future__ import annotations
+
+import argparse
+
+from realtime.cli import UserFacingError
+
+HELP = "generator node: turn embeddings on the bus into images (tiny on CPU, SDXL-Turbo + IP-Adapter on GPU)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+
+    parser.add_argument(
+        "--config", default="tiny", help="generator config: a name under configs/generator/ or a YAML path"
+    )
+    parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="override the config")
+    parser.add_argument("--sub", default=DEFAULT_SUB_ENDPOINT, help="bus endpoint to read embeddings from")
+    parser.add_argument("--pub", default=DEFAULT_PUB_ENDPOINT, help="bus endpoint to publish images to")
+    parser.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys folder (brainstream keys)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.config_base import ConfigError
+    from models.generation import GeneratorError, load_generator_config
+    from realtime.bus import InsecureBindError, KeysError
+    from realtime.services import GeneratorNode
+
+    try:
+        config = load_generator_config(args.config)
+        if args.device is not None:
+            config = config.model_copy(update={"device": args.device})
+    except ConfigError as exc:
+        raise UserFacingError(str(exc)) from None
+    print(
+        f"generator node: {config.backend} ({config.width}x{config.height}, {config.steps} step(s)), "
+        f"space {config.space!r}; loading...",
+        flush=True,
+    )
+    node = GeneratorNode(config, sub_endpoint=args.sub, pub_endpoint=args.pub, keys=args.keys)
+    try:
+        node.start()
+        print(
+            f"generator node ready: embeddings from {args.sub}, images to {args.pub}; Ctrl-C stops",
+            flush=True,
+        )
+        node.run()
+    except (GeneratorError, InsecureBindError, KeysError, OSError) as exc:
+        raise UserFacingError(str(exc)) from None
+    return 0

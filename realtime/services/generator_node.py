@@ -1,0 +1,98 @@
+"""Generator node: ``embedding.<subject>`` in, ``image`` out; when behind, only the newest is rendered."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pylsl import local_clock
+
+from realtime.bus import BusMessage, Publisher, Subscriber
+from realtime.services.base import ServiceNode
+
+log = logging.getLogger(__name__)
+
+RECV_TIMEOUT_S = 0.1
+
+
+class GeneratorNode(ServiceNode):
+    """Turn embeddings into images on the bus.
+
+    Parameters
+    ----------
+    generator : Generator | GeneratorConfig | str | path
+        A built generator, or a config (``"tiny"``, ``configs/generator/FILE.yaml``) built when the node
+        starts (in its worker thread; ``start()`` returns once it is ready).
+    sub_endpoint, pub_endpoint, keys, heartbeat_interval, context
+        Bus settings (see :class:`realtime.bus.Subscriber` / :class:`realtime.bus.Publisher`).
+
+    Notes
+    -----
+    Rendering takes longer than embeddings arrive on a CPU; the node then drains the queue, renders only the
+    newest embedding and reports how many it skipped (``skipped`` in each ``image`` message, the total in
+    ``stats``), so the picture never lags further and further behind the brain.
+    """
+
+    name = "generator"
+    topics = ("embedding.",)
+
+    def __init__(self, generator: Any = "tiny", **bus: Any) -> None:
+        super().__init__(**bus)
+        from models.generation import Generator
+
+        self.generator: Generator | None = generator if isinstance(generator, Generator) else None
+        self._generator_source = None if self.generator is not None else generator
+        self.counts = {"embeddings": 0, "images": 0, "skipped": 0, "refused": 0}
+
+    def _setup(self) -> None:
+        if self.generator is None:
+            from models.generation import load_generator
+
+            source = self._generator_source
+            self.generator = load_generator(Path(source) if isinstance(source, Path) else source)
+
+    def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
+        msg, skipped = subscriber.recv_latest(timeout=RECV_TIMEOUT_S)
+        if msg is None:
+            return
+        self.count("embeddings", 1 + skipped)
+        self.count("skipped", skipped)
+        self.handle(msg, publisher, skipped)
+
+    def handle(self, msg: BusMessage, publisher: Publisher, skipped: int = 0) -> bool:
+        """Render one embedding message and publish the image; False (counted, alarmed) when refused."""
+        from models.generation import GeneratorError
+
+        assert self.generator is not None
+        t_start = local_clock()
+        if len(msg.arrays) != 1 or msg.arrays[0].ndim != 1:
+            self.count("refused")
+            self.alarm(f"{msg.topic}: expected one (D,) float32 embedding, got {len(msg.arrays)} arrays")
+            return False
+        try:
+            image = self.generator.generate(np.asarray(msg.arrays[0], dtype=np.float32), msg.space)
+        except GeneratorError as exc:
+            self.count("refused")
+            self.alarm(f"{msg.topic}: {exc}")
+            return False
+        publisher.publish(
+            "image",
+            [image],
+            t_sample=msg.t_sample,
+            trace=msg.trace,
+            space=msg.space,
+            stage="generator",
+            image_id=msg.get("image_id"),
+            skipped=int(skipped),
+            event=msg.get("event"),
+        )
+        self.count("images")
+        self.record_latency(msg.t_sample, t_start)
+        return True
+
+    def _status_stats(self) -> dict[str, Any]:
+        if self.generator is None:
+            return {}
+        return {"height": self.generator.height, "width": self.generator.width}

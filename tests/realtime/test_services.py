@@ -1,0 +1,103 @@
+"""The generator node on a real (inproc) bus with the tiny generator."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from realtime.bus import Broker, Publisher, Subscriber
+from realtime.services import GeneratorNode
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from models.generation import load_generator
+
+    return load_generator("tiny")
+
+
+@pytest.fixture
+def bus():
+    tag = uuid.uuid4().hex
+    front, back = f"inproc://gen-front-{tag}", f"inproc://gen-back-{tag}"
+    with Broker(front, back):
+        yield front, back
+
+
+def emb(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(128).astype(np.float32)
+
+
+def test_generator_node_publishes_images_and_extends_the_trace(tiny, bus):
+    front, back = bus
+    with (
+        GeneratorNode(tiny, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None),
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("image",)) as sub,
+    ):
+        msg = None
+        deadline = time.monotonic() + 15
+        while msg is None and time.monotonic() < deadline:
+            pub.publish(
+                "embedding.s1",
+                [emb(0)],
+                t_sample=5.0,
+                trace=[["decoder", 5.1]],
+                space=tiny.space,
+                image_id="a",
+            )
+            msg = sub.recv(timeout=0.5)
+        assert msg is not None, "no image from the generator node"
+        image = msg.arrays[0]
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        np.testing.assert_array_equal(image, tiny.generate(emb(0), tiny.space))
+        assert msg.get("image_id") == "a" and msg.t_sample == 5.0
+        assert [s for s, _ in msg.trace] == ["decoder", "generator"]
+        assert isinstance(msg.get("skipped"), int)
+
+
+def test_generator_node_renders_only_the_newest_when_behind(tiny, bus):
+    front, back = bus
+    node = GeneratorNode(tiny, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None)
+    with (
+        node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, ("image",)) as sub,
+    ):
+        deadline = time.monotonic() + 15
+        while sub.recv(timeout=0.3) is None:  # connected end to end
+            pub.publish("embedding.s1", [emb(0)], space=tiny.space, image_id="warmup")
+            assert time.monotonic() < deadline
+        while sub.recv(timeout=0.5) is not None:
+            pass
+        before = dict(node.counts)
+        n = 40
+        for i in range(n):  # a burst far faster than one rendering
+            pub.publish("embedding.s1", [emb(i)], space=tiny.space, image_id=f"e{i}")
+        images = []
+        while (m := sub.recv(timeout=2.0)) is not None:
+            images.append(m)
+        assert images, "no image for the burst"
+        assert images[-1].get("image_id") == f"e{n - 1}"  # the newest one is always rendered
+        assert len(images) < n
+        got = {k: node.counts[k] - before[k] for k in ("embeddings", "images", "skipped")}
+        assert got["embeddings"] == n and got["images"] + got["skipped"] == n
+        assert sum(m.get("skipped") for m in images) == got["skipped"] > 0
+
+
+def test_generator_node_refuses_another_space(tiny, bus):
+    front, back = bus
+    with (
+        GeneratorNode(tiny, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None) as node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("image",)) as sub,
+    ):
+        deadline = time.monotonic() + 10
+        while node.counts["refused"] == 0:
+            pub.publish("embedding.s1", [emb(0)], space="openclip:ViT-H-14:laion2b_s32b_b79k")
+            assert sub.recv(timeout=0.1) is None
+            assert time.monotonic() < deadline
+        assert any("openclip" in a and tiny.space in a for a in node.alarms)
