@@ -147,8 +147,13 @@ def _real_acquire_case(n_channels: int, buffer_s: float, iters: int) -> tuple[fl
     theirs = StreamLSL(bufsize=buffer_s, name=name, source_id=name).connect(acquisition_delay=None, timeout=5)
     ours = StreamReader(name=name, buffer_seconds=buffer_s, processing_flags=None).connect()
 
+    pushed = [0]
+    t_start = pylsl.local_clock()
+
     def timed(pull: Callable[[], object], inlet) -> float:
-        outlet.push_chunk(chunk)
+        # stamped at the nominal rate so neither reader sees (and reports) timestamp jumps
+        pushed[0] += CHUNK
+        outlet.push_chunk(chunk, t_start + pushed[0] / SFREQ)
         end = time.perf_counter() + 2.0
         while _available(inlet) < CHUNK and time.perf_counter() < end:
             time.sleep(0.0002)
