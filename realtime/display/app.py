@@ -75,6 +75,7 @@ def run_display(
         if seconds is None:
             window.close()
 
+    restore = _close_on_signals(window)
     bus.start()
     try:
         window.showFullScreen() if fullscreen else window.show()
@@ -90,5 +91,30 @@ def run_display(
         summary["draw_records"] = state.draw_records()
     finally:
         bus.stop()
+        restore()
     summary.update(result)
     return summary
+
+
+def _close_on_signals(window: Any) -> Any:
+    """SIGINT / SIGTERM close the window cleanly (so the summary is still returned); returns an undo."""
+    import signal
+    import threading
+
+    from PySide6 import QtCore
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def close(signum: int, frame: Any) -> None:
+        # the 60 fps redraw timer runs Python often, so this handler runs within a frame of the signal
+        logger.info("signal %d: closing the display", signum)
+        QtCore.QTimer.singleShot(0, window.close)
+
+    previous = {sig: signal.signal(sig, close) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

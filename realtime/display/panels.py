@@ -95,7 +95,7 @@ class Panel(QtWidgets.QFrame):
 class TracePanel(Panel):
     """Scrolling multichannel traces of one ``signal.<stream>`` preview, paged, with marker lines."""
 
-    def __init__(self, page_size: int = 16, seconds: float = 10.0, max_markers: int = 40) -> None:
+    def __init__(self, page_size: int = 16, seconds: float = 10.0, max_labels: int = 24) -> None:
         super().__init__("Signal")
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
@@ -121,19 +121,17 @@ class TracePanel(Panel):
             curve.setClipToView(True)
             curve.setDownsampling(auto=True, method="peak")
             self.curves.append(curve)
-        # a fixed pool of marker lines, reused, so a long session allocates nothing new
-        self.marker_lines: list[pg.InfiniteLine] = []
-        for _ in range(max_markers):
-            line = pg.InfiniteLine(
-                angle=90,
-                movable=False,
-                pen=pg.mkPen(COLORS["marker"], width=1, style=QtCore.Qt.PenStyle.DashLine),
-                label="",
-                labelOpts={"position": 0.97, "color": COLORS["marker"], "fill": (13, 17, 23, 200)},
-            )
-            line.setVisible(False)
-            self.plot.addItem(line, ignoreBounds=True)
-            self.marker_lines.append(line)
+        # all marker lines are one item (pairs of points) and labels come from a fixed pool: a frame costs
+        # one setData plus a few moved labels, however many onsets are on screen
+        self.marker_curve = self.plot.plot(
+            pen=pg.mkPen(COLORS["marker"], width=1, style=QtCore.Qt.PenStyle.DashLine), connect="pairs"
+        )
+        self.marker_labels: list[pg.TextItem] = []
+        for _ in range(max_labels):
+            label = pg.TextItem("", color=COLORS["marker"], fill=(13, 17, 23, 200), anchor=(0.5, 0))
+            label.setVisible(False)
+            self.plot.addItem(label, ignoreBounds=True)
+            self.marker_labels.append(label)
         self.placeholder = pg.TextItem(
             "waiting for signal.* on the bus…", color=COLORS["muted"], anchor=(0.5, 0.5)
         )
@@ -198,7 +196,8 @@ class TracePanel(Panel):
                 curve.setVisible(False)
         self.plot.getAxis("left").setTicks([ticks, []])
         self._draw_markers(
-            [(t - t_newest, label) for t, _, label in markers if t - t_newest >= -self.seconds]
+            [(t - t_newest, label, n) for t, _, label, n in markers if t - t_newest >= -self.seconds],
+            len(chans),
         )
         stream_txt = f"{view.stream}" + (
             f" ({self.stream_index % n_streams + 1}/{n_streams}, T: next)" if n_streams > 1 else ""
@@ -209,17 +208,27 @@ class TracePanel(Panel):
             f" (PgUp/PgDn) · {view.sfreq:g} Hz preview · auto-scaled"
         )
 
-    def _draw_markers(self, visible: list[tuple[float, str]]) -> None:
-        visible = visible[-len(self.marker_lines) :]
-        for i, (line, (x, label)) in enumerate(zip(self.marker_lines, visible, strict=False)):
-            line.setPos(x)
-            # alternate label heights so labels of close onsets do not cover each other
-            line.label.setPosition(0.97 if i % 2 == 0 else 0.91)
-            if line.label.format != label:
-                line.label.setFormat(label)
-            line.setVisible(True)
-        for line in self.marker_lines[len(visible) :]:
-            line.setVisible(False)
+    def _draw_markers(self, visible: list[tuple[float, str, int]], n_lanes: int) -> None:
+        top, bottom = 0.5, -max(n_lanes, 1) + 0.5
+        xs = np.repeat([x for x, _, _ in visible], 2)
+        ys = np.tile([top, bottom], len(visible))
+        self.marker_curve.setData(xs, ys)
+        # label newest first, on two alternating rows, skipping labels that would overlap the last one
+        min_gap = 0.09 * self.seconds
+        last_x = {0: math.inf, 1: math.inf}
+        shown = []
+        for x, label, n in reversed(visible):
+            row = n % 2
+            if last_x[row] - x >= min_gap and len(shown) < len(self.marker_labels):
+                shown.append((x, label, row))
+                last_x[row] = x
+        for item, (x, label, row) in zip(self.marker_labels, shown, strict=False):
+            if item.textItem.toPlainText() != label:
+                item.setText(label)
+            item.setPos(x, top - 0.02 - 0.7 * row)
+            item.setVisible(True)
+        for item in self.marker_labels[len(shown) :]:
+            item.setVisible(False)
 
 
 # ---------------------------------------------------------------------- images

@@ -211,7 +211,8 @@ class DisplayState:
         self._version = 0
         self._latest: dict[str, LatestMessage] = {}
         self._signals: dict[str, _SignalHistory] = {}
-        self._markers: deque[tuple[float, str]] = deque(maxlen=256)
+        self._markers: deque[tuple[float, str, int]] = deque(maxlen=256)
+        self._n_markers = 0
         self._marker_version = 0
         self._nodes: dict[str, NodeStatus] = {}
         self._counts: dict[str, _TopicCounts] = {}
@@ -269,7 +270,8 @@ class DisplayState:
             value = header.get("value")
             if not isinstance(value, str):
                 raise PayloadError(f"marker 'value' must be a string, got {type(value).__name__}")
-            self._markers.append((t_sample if t_sample is not None else t, value))
+            self._markers.append((t_sample if t_sample is not None else t, value, self._n_markers))
+            self._n_markers += 1
             self._marker_version += 1
         elif topic.startswith(STATUS_PREFIX):
             self._ingest_status(topic[len(STATUS_PREFIX) :], header, t)
@@ -371,14 +373,17 @@ class DisplayState:
             data, ts = hist.read()
             return SignalView(stream, data, ts, list(hist.ch_names), hist.sfreq, hist.version)
 
-    def markers(self, since: float = -math.inf) -> list[tuple[float, str, str]]:
-        """``(t, value, label)`` of recent markers at or after ``since``; label = image id when a stimulus."""
+    def markers(self, since: float = -math.inf) -> list[tuple[float, str, str, int]]:
+        """``(t, value, label, n)`` of recent markers at or after ``since``, oldest first.
+
+        ``label``: the image id for stimulus markers (else the value); ``n``: markers counted since start.
+        """
         with self._lock:
-            items = [(t, v) for t, v in self._markers if t >= since]
+            items = [m for m in self._markers if m[0] >= since]
         out = []
-        for t, value in items:
+        for t, value, n in items:
             event = parse_stimulus_marker(value)
-            out.append((t, value, event.image_id if event else value))
+            out.append((t, value, event.image_id if event else value, n))
         return out
 
     def record_draw(self, topic: str, latest: LatestMessage, t_drawn: float | None = None) -> float | None:

@@ -80,7 +80,8 @@ class DisplayWindow(QtWidgets.QMainWindow):
         self.statusBar().addPermanentWidget(QtWidgets.QLabel(KEYS_HELP))
         self.timer = QtCore.QTimer(self)
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
-        self.timer.setInterval(max(1, round(1000 / fps)))
+        self._base_interval_ms = max(1, round(1000 / fps))
+        self.timer.setInterval(self._base_interval_ms)
         self.timer.timeout.connect(self.redraw)
         self._numbers_every = 1.0 / numbers_hz
         self._t_numbers = 0.0
@@ -107,9 +108,11 @@ class DisplayWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ frame
     def redraw(self) -> None:
         """One frame: draw what changed since the last one; never blocks on the bus."""
+        t0 = time.perf_counter()
         try:
             if not self.paused:
-                self.traces.update_from(self.state)
+                if self.traces.update_from(self.state):
+                    self.traces.plot.viewport().repaint()  # paint now, so the frame's cost is measured
                 self._draw_and_record(RETRIEVAL, self.retrieval)
                 self._draw_and_record(IMAGE, self.generated)
             now = time.monotonic()
@@ -119,6 +122,14 @@ class DisplayWindow(QtWidgets.QMainWindow):
             self.state.record_frame()
         except Exception:  # a frame must never take the display down; log and draw the next one
             logger.exception("display frame failed")
+        self._pace(time.perf_counter() - t0)
+
+    def _pace(self, cost_s: float) -> None:
+        # Painting holds the GIL; on a starved CPU frames get slow and a fixed 60 fps timer would starve the
+        # bus thread until messages queue up. Leave a third of the time idle: fewer frames, fresh data.
+        interval = min(250, max(self._base_interval_ms, round(1500 * cost_s)))
+        if abs(interval - self.timer.interval()) > 2:
+            self.timer.setInterval(interval)
 
     def _draw_and_record(self, topic: str, panel: RetrievalPanel | GeneratedPanel) -> None:
         latest = self.state.latest(topic)
