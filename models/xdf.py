@@ -11,6 +11,8 @@ Layout (XDF 1.0): ``XDF:`` then chunks ``[NumLengthBytes: 1|4|8][Length][Tag u16
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
@@ -320,7 +322,9 @@ def _parse_strings(acc: _Acc, content: memoryview) -> int:
     return len(samples)
 
 
-def iter_chunks(data: bytes | memoryview) -> Iterator[tuple[int, int | None, memoryview, int] | str]:
+def iter_chunks(
+    data: bytes | mmap.mmap | memoryview,
+) -> Iterator[tuple[int, int | None, memoryview, int] | str]:
     """Yield ``(tag, stream_id, content, offset)`` for each complete chunk after the magic bytes.
 
     Damage is reported in-line as a message string; the iterator then resumes after the next Boundary
@@ -364,10 +368,11 @@ def iter_chunks(data: bytes | memoryview) -> Iterator[tuple[int, int | None, mem
             return
         except ValueError as exc:
             yield f"corrupt chunk at byte {start}: {exc}"
-            found = bytes(mv[start + 1 :]).find(BOUNDARY_UUID)
+            finder = data.find if hasattr(data, "find") else bytes(mv).find
+            found = finder(BOUNDARY_UUID, start + 1)
             if found < 0:
                 return
-            pos = start + 1 + found + len(BOUNDARY_UUID)
+            pos = found + len(BOUNDARY_UUID)
 
 
 def read_xdf(
@@ -393,11 +398,21 @@ def read_xdf(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no XDF file at {path}")
-    return parse_xdf(path.read_bytes(), path=path, streams=streams, synchronize_clocks=synchronize_clocks)
+    # mapped, not read: the file's pages stay in the page cache instead of a second copy on the heap
+    with path.open("rb") as fh:
+        if path.stat().st_size == 0:
+            raise XdfError(f"{path} is empty, not an XDF file; expected an LSL recording")
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return parse_xdf(mapped, path=path, streams=streams, synchronize_clocks=synchronize_clocks)
+    finally:
+        # BufferError: a view is still referenced somewhere; the map is then freed with it
+        with contextlib.suppress(BufferError):
+            mapped.close()
 
 
 def parse_xdf(
-    raw: bytes,
+    raw: bytes | mmap.mmap,
     *,
     path: str | Path = "<bytes>",
     streams: Sequence[str] | None = None,

@@ -153,6 +153,9 @@ def test_not_xdf_is_refused_clearly(tmp_path):
         xdf.read_xdf(p)
     with pytest.raises(FileNotFoundError):
         xdf.read_xdf(tmp_path / "missing.xdf")
+    (tmp_path / "empty.xdf").write_bytes(b"")
+    with pytest.raises(xdf.XdfError, match="empty"):
+        xdf.read_xdf(tmp_path / "empty.xdf")
 
 
 def test_segments_are_self_contained(tmp_path):
