@@ -257,3 +257,88 @@ def test_things_eeg2_converter_refuses_code_in_pickles(tmp_path) -> None:
     assert things_eeg2.main(["convert", str(tmp_path)]) == 2
     with pytest.raises(DatasetError, match=r"subjects found under .*\['sub-01'\]"):
         load_dataset("things_eeg2", tmp_path, subject=3)
+
+
+# -------------------------------------------------------------------------------------------------- XDF
+def _write_xdf(path, gallery: Gallery, events, sfreq=250.0, extra_signal=False, t0=5000.0) -> None:
+    """A calibration-like recording written by our real XDF writer: EEG stream + marker stream."""
+    from realtime.recording.xdf_writer import StreamHeader, XdfWriter
+
+    rng = np.random.default_rng(5)
+    ch_names = ["O1", "Oz", "O2", "Pz", "Cz", "Fz", "Counter"]
+    soa = 0.9
+    n = int(sfreq * (2.0 + soa * len(events) + 2.0))
+    data = rng.normal(size=(len(ch_names), n)).astype(np.float32)
+    data[-1] = np.arange(n)  # a sample counter channel, not brain signal
+    ts = t0 + np.arange(n) / sfreq + rng.normal(0, 2e-4, n)  # LSL timestamps jitter
+    onsets = t0 + 2.0 + soa * np.arange(len(events))
+    for onset, (_, image_id) in zip(onsets, events, strict=True):
+        s = int(round((onset - t0) * sfreq))
+        gain = gallery.embeddings_for([image_id])[0, 0] if image_id in gallery else 0.0
+        data[:3, s + 25 : s + 75] += 10 * gain * np.hanning(50)
+    types = ["EEG"] * 6 + ["counter"]
+    with XdfWriter(path, autoflush=False, fsync=False) as writer:
+        sig = writer.add_stream(StreamHeader.local("dev", "EEG", ch_names, sfreq, ch_types=types))
+        mk = writer.add_stream(
+            StreamHeader.local("presenter", "Markers", ["marker"], 0.0, channel_format="string")
+        )
+        if extra_signal:
+            writer.add_stream(StreamHeader.local("dev2", "EEG", ["a"], sfreq))
+        marks = np.array([t0 + 1.0, *onsets])
+        values = np.array(["run_start", *[f"{s}/{i}" for s, i in events]])
+        for start in range(0, n, 125):  # interleaved chunks, as a recorder writes them
+            writer.write_samples(sig, data[:, start : start + 125], ts[start : start + 125])
+            writer.write_clock_offset(sig, ts[start], 0.0)
+            due = (marks >= ts[start]) & (marks < ts[min(start + 125, n - 1)])
+            writer.write_samples(mk, list(values[due]), marks[due])
+            writer.write_clock_offset(mk, ts[start], 0.0)
+        if extra_signal:
+            writer.write_samples(3, data[:1], ts)
+
+
+def test_load_xdf_recording(tmp_path, gallery) -> None:
+    from models.datasets import load_xdf_recording
+
+    events = _events(seed=2)
+    _write_xdf(tmp_path / "calib.xdf", gallery, events)
+    ds = load_xdf_recording(
+        tmp_path / "calib.xdf", gallery=gallery, preprocessing=PRE, tmin=-0.2, tmax=0.6, subject=4
+    )
+    assert ds.ch_names == ["O1", "Oz", "O2", "Pz", "Cz", "Fz"]  # the counter channel is not brain signal
+    assert len(ds) == len(events) and set(ds.subject_ids.tolist()) == {4}
+    assert [f"{s}/{i}" for s, i in zip(ds.splits, ds.image_ids, strict=True)] == [
+        f"{s}/{i}" for s, i in events
+    ]
+    evoked = ds.X[:, :3, 30:50].mean(axis=(1, 2))
+    assert np.corrcoef(evoked, ds.embeddings_for()[:, 0])[0, 1] > 0.9
+    assert ds.info["signal_stream"] == "dev" and ds.info["marker_stream"] == "presenter"
+
+
+def test_load_xdf_recording_survives_a_crash_and_names_ambiguous_streams(tmp_path, gallery) -> None:
+    from models.datasets import load_xdf_recording
+
+    events = _events(seed=2)
+    _write_xdf(tmp_path / "full.xdf", gallery, events)
+    raw = (tmp_path / "full.xdf").read_bytes()
+    # the recorder died: the markers are in, the end of the signal is cut mid-chunk
+    (tmp_path / "cut.xdf").write_bytes(raw[: int(len(raw) * 0.6)])
+    cut = load_xdf_recording(tmp_path / "cut.xdf", gallery=gallery, preprocessing=PRE, tmin=-0.2, tmax=0.6)
+    assert 0 < len(cut) < len(events)  # the trials whose signal was saved, no more
+    assert [f"{s}/{i}" for s, i in zip(cut.splits, cut.image_ids, strict=True)] == [
+        f"{s}/{i}" for s, i in events[: len(cut)]
+    ]
+    # the tolerant reader (used when pyxdf gives up) sees the same streams and markers
+    from models.datasets.xdf_recording import _read_pyxdf, _read_tolerant
+
+    a, b = _read_pyxdf(tmp_path / "cut.xdf"), _read_tolerant(tmp_path / "cut.xdf")
+    assert [s.name for s in a] == [s.name for s in b] and a[1].data == b[1].data
+    np.testing.assert_allclose(a[0].timestamps[:100], b[0].timestamps[:100], atol=2e-3)
+    _write_xdf(tmp_path / "two.xdf", gallery, events, extra_signal=True)
+    with pytest.raises(DatasetError, match=r"several signal streams.*'dev', 'dev2'.*signal_stream=NAME"):
+        load_xdf_recording(tmp_path / "two.xdf", gallery=gallery, preprocessing=PRE)
+    ds2 = load_xdf_recording(
+        tmp_path / "two.xdf", gallery=gallery, preprocessing=PRE, signal_stream="dev", tmax=0.6
+    )
+    assert len(ds2) == len(events)
+    with pytest.raises(DatasetError, match="lacks channels"):
+        load_xdf_recording(tmp_path / "full.xdf", gallery=gallery, ch_names=["O1", "T7"])
