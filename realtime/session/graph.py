@@ -1,0 +1,106 @@
+"""The process graph of a session (DESIGN §4): which nodes run, with which command lines.
+
+``brainstream live`` and ``brainstream demo`` both start the graph this module describes, so what the demo
+shows is what a lab session runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from realtime.pipeline_config import PipelineConfig
+from realtime.session.supervisor import NodeSpec, brainstream_argv
+
+
+@dataclass
+class SessionPlan:
+    """Where a session writes its outputs and which optional nodes it runs."""
+
+    run_dir: Path
+    config_path: Path
+    checkpoint: Path | None = None  # overrides the config's encoder (a subject profile's adapted encoder)
+    gallery: Path | None = None  # overrides the config's gallery (resolved 'demo')
+    display: bool = True
+    screenshot: Path | None = None
+    screenshot_after: float = 5.0
+    display_seconds: float | None = None
+    extra_nodes: list[NodeSpec] = field(default_factory=list)
+
+    @property
+    def recording(self) -> Path:
+        return self.run_dir / "session.xdf"
+
+    @property
+    def display_summary(self) -> Path:
+        return self.run_dir / "display_summary.json"
+
+
+def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
+    """Node specs in start order: broker first, sources last-but-one, the display last."""
+    logs = plan.run_dir / "logs"
+    keys = ["--keys", config.bus.keys_dir] if config.bus.keys_dir else []
+    bus = ["--sub", config.bus.sub, "--pub", config.bus.pub, *keys]
+    nodes = [
+        NodeSpec(
+            "bus",
+            brainstream_argv("bus", "--frontend", config.bus.pub, "--backend", config.bus.sub, *keys),
+            log_dir=logs,
+        )
+    ]
+    decode = ["--config", str(plan.config_path), "--subject", config.subject]
+    if plan.checkpoint is not None:
+        decode += ["--checkpoint", str(plan.checkpoint)]
+    nodes.append(NodeSpec("decoder", brainstream_argv("decode", *decode), log_dir=logs))
+    gallery = str(plan.gallery) if plan.gallery is not None else config.gallery
+    if config.nodes.retrieval:
+        nodes.append(
+            NodeSpec(
+                "retrieval",
+                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *bus),
+                log_dir=logs,
+            )
+        )
+    if config.nodes.generator and config.generator:
+        nodes.append(
+            NodeSpec(
+                "generator", brainstream_argv("generate", "--config", config.generator, *bus), log_dir=logs
+            )
+        )
+    if config.nodes.recorder:
+        argv = [
+            sys.executable,
+            "-m",
+            "realtime.session.recorder_node",
+            "--config",
+            str(plan.config_path),
+            "--out",
+            str(plan.recording),
+        ]
+        nodes.append(NodeSpec("recorder", argv, log_dir=logs))
+    nodes.extend(plan.extra_nodes)
+    if config.nodes.display and plan.display:
+        display = [
+            "--bus",
+            config.bus.sub,
+            "--publish",
+            config.bus.pub,
+            "--summary",
+            str(plan.display_summary),
+        ]
+        if gallery != "demo":
+            display += ["--gallery", gallery]
+        if plan.screenshot is not None:
+            display += ["--screenshot", str(plan.screenshot), "--after", str(plan.screenshot_after)]
+        if plan.display_seconds is not None:
+            display += ["--seconds", str(plan.display_seconds)]
+        nodes.append(
+            NodeSpec(
+                "display",
+                brainstream_argv("display", *display),
+                log_dir=logs,
+                restart=plan.screenshot is None,
+            )
+        )
+    return nodes
