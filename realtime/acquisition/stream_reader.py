@@ -267,8 +267,9 @@ class StreamReader(InletReader):
         self._counter_idx = counter_idx
         self._mne_info = None
         self._lost = False
-        # one pull takes at most 100 ms of samples; the loop pulls again at once if more are waiting
-        max_chunk = max(32, math.ceil(0.1 * sfreq))
+        # one pull takes at most 1 s of samples (enough to see a slow device's whole chunk, which the stall
+        # threshold learns from); the loop pulls again at once if more are waiting
+        max_chunk = max(32, math.ceil(sfreq))
         self._pull_buf = np.empty((max_chunk, n_ch), dtype=_numpy_dtype(full.channel_format()))
         self._started_at = pylsl.local_clock()
 
@@ -370,7 +371,8 @@ class StreamReader(InletReader):
         if counter is not None:
             self._last_counter = int(np.rint(counter[-1]))
         self._last_receive = now
-        self._samples_per_pull += 0.05 * (n - self._samples_per_pull)
+        # running mean over the first pulls, then an exponential average (the chunk size a device uses)
+        self._samples_per_pull += max(0.05, 1.0 / self._chunks) * (n - self._samples_per_pull)
         if not self._rate_hist or now - self._rate_hist[-1][0] >= 0.25:
             # (arrival time, samples so far): the rate counts what arrived after that time
             self._rate_hist.append((now, self._samples))
