@@ -101,3 +101,19 @@ def test_generator_node_refuses_another_space(tiny, bus):
             assert sub.recv(timeout=0.1) is None
             assert time.monotonic() < deadline
         assert any("openclip" in a and tiny.space in a for a in node.alarms)
+
+
+def test_bench_services_reports_the_issue_json(tiny):
+    import argparse
+    import json
+
+    from realtime.benchmarks import services
+
+    args = argparse.Namespace(n=5, rate=20.0, hop_n=30, generator=tiny, gallery_size=50, json=True)
+    result = json.loads(json.dumps(services.run(args)))
+    assert set(result) == {"stages", "bus_hop"}
+    assert set(result["bus_hop"]) == {"ours_p50_ms", "raw_pyzmq_p50_ms"}
+    assert all(v > 0 for v in result["bus_hop"].values())
+    for stage in ("retrieval", "generator"):
+        assert set(result["stages"][stage]) == {"p50_ms", "p99_ms"}
+        assert 0 < result["stages"][stage]["p50_ms"] <= result["stages"][stage]["p99_ms"]
