@@ -196,6 +196,11 @@ def epochs_from_recordings(
             rec.data, rec.timestamps, rec.ch_names, rec.sfreq, preprocessing, scaler, progress=progress
         )
         sfreq = float(preprocessing.sfreq_out or rec.sfreq)
+        if ch_names is not None and rec.ch_names != ch_names:
+            raise DatasetError(
+                f"recording {rec.info.get('source', '?')} has other channels than the previous ones; the "
+                "runs of one dataset must share channels (pass ch_names= to pick a common set)"
+            )
         ch_names = rec.ch_names
         result = cut_epochs(
             out, out_ts, onsets, WindowSpec(tmin, tmax, sfreq), baseline=preprocessing.baseline

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -342,3 +343,137 @@ def test_load_xdf_recording_survives_a_crash_and_names_ambiguous_streams(tmp_pat
     assert len(ds2) == len(events)
     with pytest.raises(DatasetError, match="lacks channels"):
         load_xdf_recording(tmp_path / "full.xdf", gallery=gallery, ch_names=["O1", "T7"])
+
+
+# -------------------------------------------------------------------------------------------- THINGS-MEG
+MEG_LAG = 0.05  # photodiode flash after the trigger (s)
+ROWS_PER_RUN = [  # (trial_type, image_path) in presentation order; {r} = run counter
+    ("exp", "images_meg/con{r}a/con{r}a_01b.jpg"),
+    ("test", "images_test_meg/tcon1/tcon1_01b.jpg"),
+    ("exp", "images_meg/con{r}b/con{r}b_02s.jpg"),
+    ("catch", "images_catch_meg/catch_{r}.jpg"),
+    ("exp", "images_meg/tcon1/tcon1_0{r}s.jpg"),  # a TRAINING image of a TEST concept: must be removed
+    ("test", "images_test_meg/tcon2/tcon2_01b.jpg"),
+    ("exp", "images_meg/con{r}c/con{r}c_03n.jpg"),
+]
+
+
+def _write_things_meg(root, runs=((1, 1), (1, 2), (2, 1)), extra_row=False) -> Gallery:
+    """A mini ds004212: BIDS MEG runs (FIF instead of CTF .ds: mne cannot write CTF), the sourcedata
+    sample attributes, UPPT001 triggers (64 per image, 32 at the end), a UADC016 photodiode lagging the
+    triggers, and an events.tsv whose onsets are 150 ms late like the real image_on."""
+    from mne_bids import BIDSPath, write_raw_bids
+
+    from models.device_profile import load_device_profile
+
+    rng = np.random.default_rng(11)
+    occipital = [
+        c for c in load_device_profile("ctf275_things_meg").channels if c[:3] in ("MLO", "MRO", "MZO")
+    ]
+    meg = ["MRO11-1609", *[c for c in occipital if c != "MRO11-1609"][:10]]
+    names = [*meg, "BG1-1609", "UPPT001", "UADC016-2104"]
+    types = ["mag"] * len(meg) + ["ref_meg", "stim", "misc"]
+    ids = sorted(
+        {Path(p.format(r=k)).stem for k in range(len(runs)) for t, p in ROWS_PER_RUN if t != "catch"}
+    )
+    emb = l2_normalise(rng.normal(size=(len(ids), 8)))
+    gal = Gallery.save(root / "gallery", embeddings=emb, ids=ids, space=SPACE, embedder="t")
+    sfreq, soa = 1200.0, 1.0
+    attributes = []
+    for k, (ses, run) in enumerate(runs):
+        rows = [(t, p.format(r=k)) for t, p in ROWS_PER_RUN]
+        n = int(sfreq * (1.5 + soa * len(rows) + 1.5))
+        data = np.zeros((len(names), n))
+        data[: len(meg) + 1] = rng.normal(size=(len(meg) + 1, n)) * 1e-13
+        triggers = (sfreq * (1.5 + soa * np.arange(len(rows)))).astype(int)
+        for (kind, path), t in zip(rows, triggers, strict=True):
+            data[-2, t : t + 12] = 64
+            flash = t + int(MEG_LAG * sfreq)
+            data[-1, flash : flash + int(0.5 * sfreq)] = 5.0
+            stem = Path(path).stem
+            gain = gal.embeddings_for([stem])[0, 0] if stem in gal else 0.0
+            start = flash + int(0.1 * sfreq)
+            data[1 : len(meg), start : start + 120] += 4e-13 * gain * np.hanning(120)
+            attributes.append({"trial_type": kind, "session_nr": ses, "run_nr": run, "image_path": path,
+                               "image_on": (t + 0.15 * sfreq) / sfreq})  # fmt: skip
+        data[-2, n - 200 : n - 188] = 32
+        if extra_row and k == 0:
+            attributes.append({"trial_type": "exp", "session_nr": ses, "run_nr": run,
+                               "image_path": "images_meg/conx/conx_01b.jpg", "image_on": 0})  # fmt: skip
+        info = mne.create_info(names, sfreq, types)
+        info["line_freq"] = 60.0
+        raw = mne.io.RawArray(data, info, verbose=False)
+        raw.set_meas_date(1_600_000_000.0)
+        events = np.column_stack(
+            [triggers + int(0.15 * sfreq), np.zeros_like(triggers), np.ones_like(triggers)]
+        )
+        bp = BIDSPath(
+            subject="BIGMEG1", session=f"{ses:02d}", task="main", run=f"{run:02d}", datatype="meg", root=root
+        )
+        write_raw_bids(raw, bp, events=events, event_id={"image_on": 1}, format="FIF", allow_preload=True,
+                       overwrite=True, verbose=False)  # fmt: skip
+    (root / "sourcedata").mkdir(exist_ok=True)
+    with (root / "sourcedata" / "sample_attributes_P1.csv").open("w", newline="") as handle:
+        import csv
+
+        writer = csv.DictWriter(handle, fieldnames=list(attributes[0]))
+        writer.writeheader()
+        writer.writerows(attributes)
+    return gal
+
+
+@pytest.fixture(scope="module")
+def things_meg_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds004212")
+    return root, _write_things_meg(root)
+
+
+def _peak_time(ds: EpochsDataset) -> float:
+    gain = ds.embeddings_for()[:, 0]
+    X = ds.X[:, 1:].mean(axis=1)
+    corr = [abs(np.corrcoef(X[:, t], gain)[0, 1]) for t in range(ds.n_times)]
+    return float(ds.times[int(np.argmax(corr))])
+
+
+def test_things_meg_loader(things_meg_root) -> None:
+    root, gal = things_meg_root
+    kw = {"gallery": gal, "preprocessing": {"l_freq": 0.5, "h_freq": 30.0}, "tmin": -0.2, "tmax": 0.6}
+    ds = load_dataset("things_meg", root, subject=1, onsets="photodiode", progress=False, **kw)
+    assert "MRO11-1609" not in ds.ch_names and "BG1-1609" not in ds.ch_names and len(ds.ch_names) == 10
+    assert ds.sfreq == 120.0 and ds.n_times == 96 and set(ds.subject_ids.tolist()) == {1}
+    assert ds.positions.shape == (10, 2) and ds.modality == "meg"
+    # catch trials and training images of test concepts are gone; test images repeat across runs
+    assert not any(
+        i.startswith("tcon1_0") and s == "train" for i, s in zip(ds.image_ids, ds.splits, strict=True)
+    )
+    assert not any(i.startswith("catch") for i in ds.image_ids)
+    assert int((ds.splits == "train").sum()) == 3 * 3 and int((ds.splits == "test").sum()) == 3 * 2
+    assert ds.info["removed_train_trials_of_test_concepts"] == 3 and ds.info["test_concepts"] == 2
+    assert len(ds.test()) == 2 and list(ds.test().n_repetitions) == [3, 3]
+    # onsets: the photodiode puts the response at +100..200 ms; the trigger is 50 ms earlier, so the same
+    # response appears 50 ms later in trigger-locked epochs (the 150 ms late events.tsv is never used)
+    by_trigger = load_dataset(
+        "things_meg", root, subject="sub-BIGMEG1", onsets="trigger", progress=False, **kw
+    )
+    peak_pd, peak_trig = _peak_time(ds), _peak_time(by_trigger)
+    assert 0.1 <= peak_pd <= 0.2
+    assert peak_trig - peak_pd == pytest.approx(MEG_LAG, abs=1.5 / 120)
+    one = load_dataset("things_meg", root, subject=1, sessions=[2], progress=False, **kw)
+    assert one.info["runs"] == [[2, 1]] and len(one) == 5
+
+
+def test_things_meg_errors(tmp_path, things_meg_root) -> None:
+    root, gal = things_meg_root
+    with pytest.raises(DatasetError, match=r"subjects there: \['sub-BIGMEG1'\]"):
+        load_dataset("things_meg", root, subject=3, gallery=gal)
+    with pytest.raises(DatasetError, match="never the late image_on"):
+        load_dataset("things_meg", root, subject=1, onsets="image_on")
+    with pytest.raises(DatasetError, match=r"\(session, run\) found: \[\(1, 1\), \(1, 2\), \(2, 1\)\]"):
+        load_dataset("things_meg", root, subject=1, sessions=[7])
+    bad = tmp_path / "bad"
+    _write_things_meg(bad, runs=((1, 1),), extra_row=True)
+    with pytest.raises(DatasetError, match="7 image triggers .* but 8 presentations"):
+        load_dataset("things_meg", bad, subject=1, progress=False)
+    (bad / "sourcedata" / "sample_attributes_P1.csv").unlink()
+    with pytest.raises(DatasetError, match="sample_attributes_P1.csv"):
+        load_dataset("things_meg", bad, subject=1)
