@@ -322,6 +322,48 @@ def _parse_strings(acc: _Acc, content: memoryview) -> int:
     return len(samples)
 
 
+def parse_stream_header(xml_text: str) -> dict:
+    """The flat fields of a StreamHeader's XML (``name``, ``type``, ``channel_count``, ``nominal_srate``,
+    ``channel_format``, ``source_id``...) plus ``ch_names``, ``ch_types``, ``ch_units`` (desc/channels)."""
+    info = _parse_info(xml_text)
+    names, types, units = info.pop("_channels")
+    return {**info, "ch_names": names, "ch_types": types, "ch_units": units}
+
+
+def first_sample_timestamp(content: memoryview) -> float | None:
+    """The explicit timestamp of a Samples chunk's first sample.
+
+    None for a chunk without a complete first timestamp (no samples, or cut); ``ValueError`` when the
+    first sample's time is deduced from the rate (it has no timestamp of its own).
+    """
+    try:
+        n, pos = _take_varlen(content, 0)
+    except _TruncatedError:
+        return None
+    if n == 0 or pos + 9 > len(content):
+        return None
+    if content[pos] != 8:
+        raise ValueError("the first sample of a Samples chunk has no timestamp of its own")
+    return struct.unpack_from("<d", content, pos + 1)[0]
+
+
+def parse_samples_chunk(
+    content: memoryview, channel_format: str, channel_count: int, nominal_srate: float, last_ts: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one Samples chunk's content: ``(values (n_channels, n), timestamps (n,))``.
+
+    ``last_ts`` is the stream's previous timestamp, for samples whose timestamp is deduced from the rate.
+    String streams give an object array of ``str``. A cut chunk gives its complete samples.
+    """
+    acc = _Acc({}, "", channel_format, channel_count, nominal_srate, last_ts=last_ts)
+    with contextlib.suppress(_TruncatedError):
+        (_parse_strings if channel_format == "string" else _parse_numeric)(acc, content)
+    if not acc.values:
+        dtype = object if channel_format == "string" else NUMERIC_FORMATS[channel_format]
+        return np.empty((channel_count, 0), dtype=dtype), np.empty(0)
+    return acc.values[0], acc.stamps[0]
+
+
 def iter_chunks(
     data: bytes | mmap.mmap | memoryview,
 ) -> Iterator[tuple[int, int | None, memoryview, int] | str]:

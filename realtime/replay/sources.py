@@ -9,6 +9,8 @@ The player slices blocks into pushes; it never needs the whole file in memory.
   their sample, descriptions unchanged. A BIDS recording is opened through mne-bids, whose annotations come
   from ``events.tsv``.
 - :class:`XdfSource`: every stream of an XDF file (pyxdf, clock-synchronised), relative timing kept.
+  Files of 256 MB and more are streamed from disk instead by
+  :class:`realtime.replay.xdf_stream.StreamingXdfSource`.
 """
 
 from __future__ import annotations
@@ -222,6 +224,17 @@ def open_recording(
         raise FileNotFoundError(f"no recording at {path}")
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() in (".xdf", ".xdfz") or suffixes == ".xdf.gz":
+        from realtime.replay.xdf_stream import (
+            STREAMING_THRESHOLD_BYTES,
+            NeedsFullLoadError,
+            StreamingXdfSource,
+        )
+
+        if path.suffix.lower() == ".xdf" and path.stat().st_size >= STREAMING_THRESHOLD_BYTES:
+            try:
+                return StreamingXdfSource(path, rename_first_signal=name, markers=markers)
+            except NeedsFullLoadError as exc:
+                logger.warning("%s; loading the whole file with pyxdf instead", exc)
         try:
             return XdfSource(path, rename_first_signal=name, markers=markers)
         except UnsupportedRecordingError:

@@ -20,6 +20,7 @@ from models import xdf
 from realtime.cli import main as cli_main
 from realtime.recording import Recorder, StreamHeader, XdfWriter
 from realtime.replay import Player, UnsupportedRecordingError, open_recording
+from realtime.replay.xdf_stream import StreamingXdfSource
 
 REPO = Path(__file__).resolve().parents[2]
 SFREQ = 250.0
@@ -104,22 +105,32 @@ def test_file_without_annotations_has_no_marker_outlet(tmp_path, unique_name, ca
     assert len(said) == 1
 
 
-def test_multistream_xdf_from_our_recorder_replays_together(tmp_path, unique_name):
-    # a recording with two signals at different rates and a marker stream, offset from each other
-    src = tmp_path / "multi.xdf"
+def _write_multistream(src: Path, prefix: str):
+    """Two signals at different rates and a marker stream, offset from each other, in many chunks."""
     w = XdfWriter(src).open()
-    a = w.add_stream(StreamHeader.local(f"{unique_name}-a", "EEG", ["x", "y"], 100.0))
-    b = w.add_stream(StreamHeader.local(f"{unique_name}-b", "MISC", ["c"], 40.0, channel_format="int32"))
-    m = w.add_stream(StreamHeader.local(f"{unique_name}-m", "Markers", ["m"], 0.0, channel_format="string"))
+    a = w.add_stream(StreamHeader.local(f"{prefix}-a", "EEG", ["x", "y"], 100.0))
+    b = w.add_stream(StreamHeader.local(f"{prefix}-b", "MISC", ["c"], 40.0, channel_format="int32"))
+    m = w.add_stream(StreamHeader.local(f"{prefix}-m", "Markers", ["m"], 0.0, channel_format="string"))
     t0 = 5000.0
     va = np.vstack([np.arange(200), -np.arange(200)]).astype(np.float32)
-    w.write_samples(a, va, t0 + np.arange(200) / 100.0)
     vb = np.arange(70, dtype=np.int32)[None]
-    w.write_samples(b, vb, t0 + 0.25 + np.arange(70) / 40.0)
-    w.write_samples(m, ["train/one", "test/two"], [t0 + 0.5, t0 + 1.23])
+    for k in range(0, 200, 30):  # interleaved chunks, as a recorder writes them
+        w.write_samples(a, va[:, k : k + 30], t0 + np.arange(k, min(k + 30, 200)) / 100.0)
+        kb = k * 70 // 200
+        kb1 = (k + 30) * 70 // 200 if k + 30 < 200 else 70
+        w.write_samples(b, vb[:, kb:kb1], t0 + 0.25 + np.arange(kb, kb1) / 40.0)
+    w.write_samples(m, ["train/one"], [t0 + 0.5])
+    w.write_samples(m, ["test/two"], [t0 + 1.23])
     w.close()
+    return va, vb
 
-    player = Player(src, speed=5.0, wait_for_consumers=5.0)
+
+@pytest.mark.parametrize("reader", ["pyxdf", "streaming"])
+def test_multistream_xdf_from_our_recorder_replays_together(tmp_path, unique_name, reader):
+    src = tmp_path / "multi.xdf"
+    va, vb = _write_multistream(src, unique_name)
+    source = src if reader == "pyxdf" else StreamingXdfSource(src)
+    player = Player(source, speed=5.0, wait_for_consumers=5.0)
     assert sorted(player.outlet_names) == sorted([f"{unique_name}-{k}" for k in "abm"])
     out = _replay_and_record(player, tmp_path / "again.xdf")
     f = xdf.read_xdf(out, synchronize_clocks=False)
@@ -132,6 +143,38 @@ def test_multistream_xdf_from_our_recorder_replays_together(tmp_path, unique_nam
     ref = sa.timestamps[0]
     np.testing.assert_allclose((sb.timestamps[0] - ref) * 5.0, 0.25, atol=1e-6)
     np.testing.assert_allclose((sm.timestamps - ref) * 5.0, [0.5, 1.23], atol=1e-6)
+
+
+def test_streaming_xdf_blocks_match_the_whole_file_even_when_cut(tmp_path):
+    """The on-disk index gives exactly the samples of the file in every window, also for a crashed file."""
+    src = tmp_path / "multi.xdf"
+    va, vb = _write_multistream(src, "s")
+    raw = src.read_bytes()
+    cut = tmp_path / "cut.xdf"
+    cut.write_bytes(raw[: int(len(raw) * 0.7)])  # ends inside a chunk, no footers
+    for path in (src, cut):
+        whole = xdf.read_xdf(path)
+        source = StreamingXdfSource(path)
+        try:
+            present = [s for s in whole.streams if s.n_samples]  # the cut file lost its markers
+            assert [sp.name for sp in source.streams] == [s.name for s in present]
+            t_ref = min(s.timestamps[0] for s in present)
+            for start, stop in ((0.0, source.duration), (0.37, 1.5)):
+                blocks = list(source.blocks(start, stop, block_s=0.3))
+                for i, stream in enumerate(present):
+                    rel = stream.timestamps - t_ref
+                    sel = (rel >= start) & (rel < stop)
+                    times = np.concatenate([blk.times[i] for blk in blocks])
+                    np.testing.assert_allclose(times, rel[sel], atol=1e-9)
+                    if stream.is_markers:
+                        got = [v[0] for blk in blocks for v in blk.values[i]]
+                        assert got == [m for m, k in zip(stream.markers, sel, strict=True) if k]
+                    else:
+                        got = np.concatenate([blk.values[i] for blk in blocks], axis=1)
+                        np.testing.assert_array_equal(got, stream.data[:, sel])
+        finally:
+            source.close()
+    assert xdf.read_xdf(cut).truncated
 
 
 def test_bids_recording_replays_events_tsv_as_markers(tmp_path, unique_name):
