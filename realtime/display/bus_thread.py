@@ -145,7 +145,9 @@ class BusThread:
         from realtime.bus import Publisher
 
         try:
-            return Publisher(self.publish_endpoint, name="display")
+            publisher = Publisher(self.publish_endpoint, name="display")
+            self.state.own_sources.add(publisher.src)
+            return publisher
         except Exception as exc:
             self._fail(f"cannot publish status to {self.publish_endpoint}; status.display disabled", exc)
             self.publish_endpoint = ""

@@ -186,10 +186,13 @@ class TracePanel(Panel):
         lo, hi = np.percentile(data, [1, 99], axis=1, keepdims=True)
         spread = np.maximum(hi - lo, 1e-12 + 1e-6 * np.abs(centre))
         lanes = (data - centre) / spread * 0.8
+        # do not draw a line across a gap in the stream (an outage, a restart)
+        ts = view.timestamps[keep]
+        connect = np.append(np.diff(ts) < 2.5 / view.sfreq, False)
         ticks = []
         for i, curve in enumerate(self.curves):
             if i < len(chans):
-                curve.setData(x, lanes[i] - i)
+                curve.setData(x, lanes[i] - i, connect=connect)
                 curve.setVisible(True)
                 ticks.append((-i, view.ch_names[chans[i]]))
             else:

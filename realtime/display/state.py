@@ -222,6 +222,8 @@ class DisplayState:
         self._draw_run: dict[str, deque[float]] = {k: deque(maxlen=_MAX_RUN_SAMPLES) for k in DRAW_KINDS}
         self._accuracy = Accuracy()
         self._last_error = ""
+        self._t_last_error = -math.inf
+        self.own_sources: set[str] = set()  # our own status.display publishers: their alarms are ours already
         self._errors = 0
         self._bus_stats: dict[str, Any] = {}
         self._bus_state = "starting"
@@ -250,6 +252,7 @@ class DisplayState:
                 counts.invalid += 1
                 self._errors += 1
                 self._last_error = f"{topic}: {exc}"
+                self._t_last_error = t
                 return False
         return True
 
@@ -321,6 +324,8 @@ class DisplayState:
             raise PayloadError("status needs 'alarms' as a list and 'stats' as a map")
         if node not in self._nodes and len(self._nodes) >= 64:
             raise PayloadError("more than 64 status nodes; ignoring new ones")
+        if header.get("src") in self.own_sources:
+            alarms = []
         self._nodes[node] = NodeStatus(node, str(state), [str(a) for a in alarms][:20], dict(stats), t)
 
     def _ingest_trace(self, trace: Any, t_sample: float | None, t: float) -> None:
@@ -506,7 +511,7 @@ class DisplayState:
                     out.append(f"{node.node}: no status for {now - node.t_received:.0f} s")
                 if include_nodes:
                     out.extend(f"{node.node}: {a}" for a in node.alarms)
-            if self._last_error:
+            if now - self._t_last_error < 10 * self.silence_alarm_s:
                 out.append(f"last bad message: {self._last_error}"[:160])
         return out
 
