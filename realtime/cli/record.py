@@ -52,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
             except LookupError as exc:
                 raise UserFacingError(str(exc)) from None
             except ValueError as exc:
-                raise UserFacingError(f"{exc}; record by a unique name") from None
+                if "match" in str(exc):  # several outlets share the name; the CLI selects by name only
+                    raise UserFacingError(
+                        f"{exc}; stop the extra outlet, or record from Python with "
+                        "Recorder.add_stream(name, source_id=...)"
+                    ) from None
+                raise UserFacingError(f"stream {name!r} cannot be recorded: {exc}") from None
         print(f"recording {', '.join(args.stream)} -> {rec.paths[0]} (Ctrl-C to stop)", flush=True)
         total = args.duration
         with tqdm(
