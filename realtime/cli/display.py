@@ -43,7 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency-window", type=float, default=10.0, metavar="S", help="latency stats window (10 s)"
     )
     parser.add_argument(
-        "--gallery", default=None, metavar="DIR", help="gallery images/ folder (finds true images)"
+        "--gallery",
+        default=None,
+        metavar="DIR",
+        help="gallery folder (shows the true image when not retrieved)",
     )
     parser.add_argument(
         "--summary", default=None, metavar="PATH", help="write the session summary as JSON here"
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.channels_per_page < 1:
         raise UserFacingError(f"--channels-per-page must be >= 1, got {args.channels_per_page}")
     if args.gallery is not None and not os.path.isdir(args.gallery):
-        raise UserFacingError(f"--gallery {args.gallery} is not a folder; pass a gallery's images/ folder")
+        raise UserFacingError(f"--gallery {args.gallery} is not a folder; pass a gallery folder")
     if not _has_screen():
         raise UserFacingError(
             "no screen found (neither DISPLAY nor WAYLAND_DISPLAY is set); run with "

@@ -431,7 +431,7 @@ class RetrievalPanel(Panel):
 
     def _guess_path(self, image_id: str, paths: list[Any]) -> str | None:
         # galleries store thumbnails as images/<id>.png, next to the retrieved ones
-        folders = [self.gallery_dir] if self.gallery_dir else []
+        folders = [os.path.join(self.gallery_dir, "images"), self.gallery_dir] if self.gallery_dir else []
         folders += [os.path.dirname(p) for p in paths[:1] if isinstance(p, str)]
         for folder in folders:
             candidate = os.path.join(folder, f"{image_id}.png")

@@ -44,7 +44,7 @@ class DisplayWindow(QtWidgets.QMainWindow):
     screenshot_dir : str | Path
         Where the S key writes ``brainstream-display-<time>.png``.
     gallery_dir : str | None
-        Optional gallery ``images/`` folder, to find the true image when it was not retrieved.
+        Optional gallery folder (``images/<id>.png`` inside), to show the true image when not retrieved.
     endpoint : str
         Shown in the status bar.
     """
