@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-__all__ = ["CausalBrainModule", "IncrementalEncoder", "receptive_context"]
+__all__ = ["CausalBrainModule", "IncrementalEncoder", "StreamStep", "receptive_context"]
 
 
 def _convs(base: nn.Module) -> Iterator[nn.Conv1d]:
@@ -102,6 +102,57 @@ class CausalBrainModule(nn.Module):
         return self.back(z)
 
 
+class StreamStep(nn.Module):
+    """One incremental step as a pure function (exportable to ONNX with a dynamic number of new samples):
+    ``(x_new (1, ch, s), frames (1, C, n_times), *caches) -> (embedding (1, D), frames, *caches)``.
+
+    The pointwise front (spatial attention, 1×1 conv, subject layer) is folded into one matrix, computed
+    once in float64: it is linear and does not depend on the input.
+    """
+
+    def __init__(self, causal: CausalBrainModule, subject: int | None = None) -> None:
+        super().__init__()
+        base = causal.base
+        self.causal = causal
+        self.convs = list(_convs(base))
+        self.spans = [_span(c) for c in self.convs]
+        with torch.no_grad():
+            spatial = base.spatial.weights().double()  # (C_sp, C_in)
+            w_init = base.initial.weight[..., 0].double()  # (C_sp, C_sp)
+            b_init = base.initial.bias.double()
+            layers = base.subject_layer.weight.double()
+            subj = layers.mean(dim=0) if subject is None else layers[subject]
+            front_w = subj.T @ w_init @ spatial
+            front_b = subj.T @ b_init
+        self.register_buffer("front_w", front_w.float())
+        self.register_buffer("front_b", front_b.float()[:, None])
+
+    def forward(
+        self, x: torch.Tensor, frames: torch.Tensor, *caches: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        h = torch.matmul(self.front_w, x) + self.front_b
+        new_caches: list[torch.Tensor] = []
+        k = 0
+
+        def conv(h: torch.Tensor) -> torch.Tensor:
+            nonlocal k
+            inp = torch.cat([caches[k], h], dim=-1)
+            new_caches.append(inp[..., -self.spans[k] :])
+            out = _valid(self.convs[k], inp)
+            k += 1
+            return out
+
+        for block in self.causal.base.blocks:
+            for i, norm in enumerate(block.norms):
+                y = block.dropout(functional.gelu(norm(conv(h))))
+                h = h + y if (i > 0 or block.residual_first) else y
+            if block.glu is not None:
+                h = functional.glu(conv(h), dim=1)
+        z = self.causal.base.final(h)
+        frames = torch.cat([frames, z], dim=-1)[..., -self.causal.n_out_times :]
+        return (self.causal.back(frames), frames, *new_caches)
+
+
 class IncrementalEncoder:
     """Stream model-rate samples in, get the sliding-window embedding out, computing only new frames.
 
@@ -111,25 +162,74 @@ class IncrementalEncoder:
         A brain module is wrapped in :class:`CausalBrainModule` (its weights interpreted causally).
     subject : int | None
         Subject layer (None: the mean of the subject layers).
-    device : str
+    backend : str
+        ``"torch"`` (eager, CPU) or ``"onnxruntime"`` (the step exported to ONNX; one session call per push).
+    onnx_path : path | None
+        Where to write the step graph for ``"onnxruntime"`` (default: a temporary file).
+    threads : int | None
+        ONNX Runtime intra-op threads.
     """
 
-    def __init__(self, model: nn.Module, subject: int | None = None, device: str = "cpu") -> None:
-        self.model = (model if isinstance(model, CausalBrainModule) else CausalBrainModule(model)).eval()
-        self.model.to(device)
-        self.device = torch.device(device)
-        self.subject = None if subject is None else torch.tensor([subject], device=self.device)
-        self.n_channels = int(self.model.base.config.n_channels)
-        self.n_times = self.model.n_out_times
-        self.context = self.model.context
+    def __init__(
+        self,
+        model: nn.Module,
+        subject: int | None = None,
+        backend: str = "torch",
+        onnx_path: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        causal = (model if isinstance(model, CausalBrainModule) else CausalBrainModule(model)).eval().cpu()
+        self.step_module = StreamStep(causal, subject).eval()
+        self.n_channels = int(causal.base.config.n_channels)
+        self.n_times = causal.n_out_times
+        self.context = causal.context
         self.window = self.n_times + self.context
-        self._convs = list(_convs(self.model.base))
+        self.n_features = int(causal.base.final[0].out_channels)
+        self._cache_shapes = [
+            (1, int(c.in_channels), sp)
+            for c, sp in zip(self.step_module.convs, self.step_module.spans, strict=True)
+        ]
+        if backend not in ("torch", "onnxruntime"):
+            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+        self.backend = backend
+        self._session = self._export(onnx_path, threads) if backend == "onnxruntime" else None
         self.reset()
 
+    def _export(self, onnx_path: str | None, threads: int | None):
+        import tempfile
+        import warnings
+
+        import onnxruntime as ort
+
+        from models.runtime.onnx_runtime import default_threads
+
+        n = len(self._cache_shapes)
+        path = onnx_path or tempfile.mkstemp(suffix=".onnx", prefix="stream-step-")[1]
+        args = (
+            torch.zeros(1, self.n_channels, 3),
+            torch.zeros(1, self.n_features, self.n_times),
+            *[torch.zeros(*shape) for shape in self._cache_shapes],
+        )
+        names = ["x", "frames", *[f"cache{i}" for i in range(n)]]
+        outs = ["embedding", "frames_out", *[f"cache_out{i}" for i in range(n)]]
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                self.step_module, args, path, dynamo=False, input_names=names, output_names=outs,
+                dynamic_axes={"x": {2: "new_samples"}}, opset_version=17,
+            )  # fmt: skip
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or default_threads()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
     def reset(self) -> None:
-        """Forget all history (after a gap in the samples)."""
-        self._caches = [None] * len(self._convs)
-        self._frames: torch.Tensor | None = None
+        """Forget all history (after a gap in the samples): as at stream start, the past is zeros."""
+        self._frames = np.zeros((1, self.n_features, self.n_times), np.float32)
+        self._caches = [np.zeros(shape, np.float32) for shape in self._cache_shapes]
+        self._emb: np.ndarray | None = None
         self.n_seen = 0
         self._last_bad = -(10**12)
 
@@ -143,48 +243,26 @@ class IncrementalEncoder:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] != self.n_channels:
             raise ValueError(f"expected new samples of shape ({self.n_channels}, s), got {x.shape}")
-        s = x.shape[1]
-        if s == 0:
+        if x.shape[1] == 0:
             return
-        bad = ~np.isfinite(x).all(axis=0)
-        if bad.any():
-            self._last_bad = self.n_seen + int(np.flatnonzero(bad)[-1])
-            x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)  # keeps the caches finite
-        with torch.inference_mode():
-            h = self.model.front(torch.from_numpy(x)[None].to(self.device), self.subject)
-            h = self._stack_step(h)
-            z = self.model.base.final(h)
-            prev = self._frames if self._frames is not None else z.new_zeros(1, z.shape[1], 0)
-            self._frames = torch.cat([prev, z], dim=-1)[..., -self.n_times :]
-        self.n_seen += s
-
-    def _stack_step(self, x: torch.Tensor) -> torch.Tensor:
-        k = 0
-        for block in self.model.base.blocks:
-            for i, (_, norm) in enumerate(zip(block.convs, block.norms, strict=True)):
-                y = block.dropout(functional.gelu(norm(self._conv_step(k, x))))
-                k += 1
-                x = x + y if (i > 0 or block.residual_first) else y
-            if block.glu is not None:
-                x = functional.glu(self._conv_step(k, x), dim=1)
-                k += 1
-        return x
-
-    def _conv_step(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        conv, span = self._convs[k], _span(self._convs[k])
-        cache = self._caches[k]
-        if cache is None:  # stream start: zeros, as a causal conv sees before the first sample
-            cache = x.new_zeros(1, x.shape[1], span)
-        inp = torch.cat([cache, x], dim=-1)
-        self._caches[k] = inp[..., inp.shape[-1] - span :]
-        return _valid(conv, inp)
+        finite = np.isfinite(x)
+        if not finite.all():
+            self._last_bad = self.n_seen + int(np.flatnonzero(~finite.all(axis=0))[-1])
+            x = np.where(finite, x, 0.0).astype(np.float32)  # keeps the caches finite
+        x = np.ascontiguousarray(x[None])
+        if self._session is not None:
+            feed = {"x": x, "frames": self._frames, **{f"cache{i}": c for i, c in enumerate(self._caches)}}
+            out = self._session.run(None, feed)
+        else:
+            with torch.inference_mode():
+                tensors = [torch.from_numpy(a) for a in (x, self._frames, *self._caches)]
+                out = [t.numpy() for t in self.step_module(*tensors)]
+        self._emb, self._frames, self._caches = out[0][0], out[1], list(out[2:])
+        self.n_seen += x.shape[2]
 
     def embedding(self) -> np.ndarray | None:
         """Embedding (dim,) of the window ending at the last pushed sample, or None if not ready."""
-        if not self.ready:
-            return None
-        with torch.inference_mode():
-            return self.model.back(self._frames)[0].float().cpu().numpy()
+        return self._emb.copy() if self.ready else None
 
     def step(self, x: np.ndarray) -> np.ndarray | None:
         """:meth:`push` then :meth:`embedding`."""

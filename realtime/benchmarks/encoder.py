@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-seconds", type=float, default=15.0, help="cap on timing per backend (default 15)"
     )
     parser.add_argument("--device", default=None, help="torch/compile device (default: cuda if available)")
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="also time sliding windows of the full brain module: full recomputation vs the incremental path",
+    )
+    parser.add_argument("--stride-ms", type=float, default=50.0, help="sliding stride for --incremental (50)")
 
 
 def arch_for(name: str) -> dict[str, Any]:
@@ -199,7 +205,79 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rt.close()
             result["models"][name] = entry
             _print_row(name, entry, backends)
+        if args.incremental:
+            result["incremental"] = bench_incremental(args, peak, threads, Path(tmp))
     return result
+
+
+def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workdir: Path) -> dict[str, Any]:
+    """Sliding windows of the causal full-size brain module: recompute the window vs update incrementally."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from models.encoders import build_encoder
+    from models.incremental import CausalBrainModule, IncrementalEncoder
+    from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+
+    arch = arch_for("brain_module")
+    sfreq = 120.0  # the THINGS-MEG model rate
+    stride = max(1, int(round(args.stride_ms * 1e-3 * sfreq)))
+    causal = CausalBrainModule(build_encoder(arch).eval()).eval()
+    window = causal.config.n_times
+    full_gflop = count_gflop(causal, arch["n_channels"], window)
+    full = OnnxRuntime(export_onnx(causal, workdir / "causal.onnx"), intra_op_threads=threads)
+    x = np.random.default_rng(0).standard_normal((arch["n_channels"], window + 400 * stride), np.float32)
+    out: dict[str, Any] = {
+        "stride_samples": stride,
+        "window_samples": window,
+        "context_samples": causal.context,
+        "full_gflop": full_gflop,
+        "full_floor_ms": full_gflop / peak * 1e3,
+        "full_onnxruntime": time_runtime(full, x[None, :, :window], args.iters, args.max_seconds, full_gflop),
+    }
+    counting = IncrementalEncoder(causal, subject=0, backend="torch")
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        counting.push(x[:, :stride])
+    out["step_gflop"] = counter.get_total_flops() / 1e9
+    out["step_floor_ms"] = out["step_gflop"] / peak * 1e3
+    for backend in ("onnxruntime", "torch"):
+        feeder = _StrideFeeder(
+            IncrementalEncoder(causal, subject=0, backend=backend, threads=threads), x, stride
+        )
+        out[f"incremental_{backend}"] = time_runtime(
+            feeder, x, args.iters, args.max_seconds, out["step_gflop"]
+        )
+    speedup = out["full_onnxruntime"]["p50_ms"] / out["incremental_onnxruntime"]["p50_ms"]
+    out["speedup_p50"] = speedup
+    full_p50, inc_p50 = out["full_onnxruntime"]["p50_ms"], out["incremental_onnxruntime"]["p50_ms"]
+    print(
+        f"\nsliding brain module (causal, {window} samples incl. {causal.context} context, stride {stride}):"
+        f"\n  full recompute  {full_gflop:.3f} GFLOP  ONNX Runtime p50 {full_p50:.2f} ms"
+        f"\n  incremental     {out['step_gflop']:.3f} GFLOP  ONNX Runtime p50 {inc_p50:.2f} ms, "
+        f"torch p50 {out['incremental_torch']['p50_ms']:.2f} ms"
+        f"\n  speed-up (p50)  {speedup:.1f}x"
+    )
+    return out
+
+
+class _StrideFeeder:
+    """Pushes the next ``stride`` samples into an incremental encoder per ``run`` (for time_runtime)."""
+
+    def __init__(self, inc: Any, x: np.ndarray, stride: int) -> None:
+        self.inc, self.x, self.stride = inc, x, stride
+        inc.push(x[:, : inc.window])
+        self.pos = inc.window
+
+    def warmup(self, n: int) -> None:
+        for _ in range(n):
+            self.run(None)
+
+    def run(self, _x: Any) -> None:
+        if self.pos + self.stride > self.x.shape[1]:
+            self.pos = self.inc.window  # wrap around: the content does not matter for timing
+        self.inc.push(self.x[:, self.pos : self.pos + self.stride])
+        self.pos += self.stride
+        self.inc.embedding()
 
 
 def _print_row(name: str, entry: dict[str, Any], backends: list[str]) -> None:

@@ -49,11 +49,14 @@ def test_receptive_context_counts_every_conv():
     assert causal.config.n_times == 30 + expected
 
 
-@pytest.mark.parametrize("aggregation", ["affine", "gap", "attention"])
-def test_incremental_equals_full_recomputation(aggregation):
+@pytest.mark.parametrize(
+    ("aggregation", "backend"),
+    [("affine", "torch"), ("affine", "onnxruntime"), ("gap", "torch"), ("attention", "onnxruntime")],
+)
+def test_incremental_equals_full_recomputation(aggregation, backend):
     base = _model(aggregation)
     causal = CausalBrainModule(base).eval()
-    inc = IncrementalEncoder(base, subject=1)
+    inc = IncrementalEncoder(base, subject=1, backend=backend)
     n = 200
     x = np.random.default_rng(1).standard_normal((12, n)).astype(np.float32)
     ends = sliding_window_ends(inc.window - 1, n, inc.window, stride=3)
@@ -116,5 +119,7 @@ def test_bad_input():
     inc = IncrementalEncoder(_model(), subject=0)
     with pytest.raises(ValueError, match=r"shape \(12, s\)"):
         inc.push(np.zeros((11, 3), np.float32))
+    with pytest.raises(ValueError, match="backend must be"):
+        IncrementalEncoder(_model(), backend="tensorrt")
     with pytest.raises(TypeError, match="needs a brain module"):
         CausalBrainModule(torch.nn.Linear(3, 3))
