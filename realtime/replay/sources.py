@@ -240,7 +240,10 @@ def open_recording(
         except UnsupportedRecordingError:
             raise
         except Exception as exc:
-            raise UnsupportedRecordingError(f"{path} could not be read as XDF ({exc})") from exc
+            raise UnsupportedRecordingError(
+                f"{path} could not be read as XDF ({exc}). Replay reads XDF, BIDS recordings and every "
+                f"format mne.io.read_raw reads: {', '.join(supported_formats())}"
+            ) from exc
     raw = _read_raw(path)
     stem = path.name.split(".")[0]
     name = name or stem

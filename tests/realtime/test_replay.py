@@ -212,6 +212,9 @@ def test_unknown_file_is_refused_naming_the_formats(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "brainstream replay: error:" in err and ".edf" in err and ".xdf" in err
     assert cli_main(["replay", str(tmp_path / "missing.fif")]) == 2
+    (tmp_path / "garbage.xdf").write_bytes(b"not an xdf file at all")
+    with pytest.raises(UnsupportedRecordingError, match=r"could not be read as XDF.*\.fif"):
+        open_recording(tmp_path / "garbage.xdf")
 
 
 def test_cli_replay_at_speed_10_keeps_order_and_timing(tmp_path, unique_name):
