@@ -574,7 +574,7 @@ class LatencyPanel(Panel):
         parts = [_badge("bus", bus_state, bus_state == "connected")]
         for node in state.node_statuses():
             ok = node.state.lower() in ("ok", "running", "streaming", "live", "connected", "idle")
-            parts.append(_badge(node.node, node.state or "?", ok))
+            parts.append(_badge(node.node, node.state or "?", ok, _stream_health(node.stats)))
         self.nodes.setText(" ".join(parts))
         alarms = state.alarms()
         if alarms:
@@ -593,11 +593,23 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _badge(name: str, state: str, ok: bool) -> str:
+# stream-health counters an acquisition node may report in its status stats
+HEALTH_KEYS = ("gaps", "reconnects", "nan_samples", "stalled")
+
+
+def _stream_health(stats: dict[str, Any]) -> str:
+    found = [
+        (k, v) for k in HEALTH_KEYS if isinstance(v := stats.get(k), int | float) and not isinstance(v, bool)
+    ]
+    return " · ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in found)
+
+
+def _badge(name: str, state: str, ok: bool, detail: str = "") -> str:
     color = COLORS["ok"] if ok else COLORS["warn"]
+    extra = f"&nbsp;<span style='color:{COLORS['muted']}'>({_html(detail)})</span>" if detail else ""
     return (
         f"<span style='white-space:nowrap'><span style='color:{COLORS['muted']}'>{_html(name)}</span>&nbsp;"
-        f"<span style='color:{color}'>●&nbsp;{_html(state)}</span></span>&nbsp;&nbsp; "
+        f"<span style='color:{color}'>●&nbsp;{_html(state)}</span>{extra}</span>&nbsp;&nbsp; "
     )
 
 
