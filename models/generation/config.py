@@ -48,6 +48,9 @@ class GeneratorConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float16", "float32"] = Field(default="auto", description="auto: fp16 on GPU")
     compile: Literal["none", "torch-compile", "torch-tensorrt"] = "none"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        default="default", description="torch.compile mode (reduce-overhead adds CUDA graphs)"
+    )
     cpu_threads: int | None = Field(
         default=None, ge=1, description="torch threads while generating on CPU (null: torch's default)"
     )

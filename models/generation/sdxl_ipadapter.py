@@ -262,7 +262,7 @@ class IPAdapterTurboGenerator(Generator):
                 "dynamic": False,
             }
         else:
-            options = {"mode": "max-autotune-no-cudagraphs", "fullgraph": False}
+            options = {"mode": self.config.compile_mode, "fullgraph": False}
         self.unet = torch.compile(self.unet, **options)
         self.vae.decode = torch.compile(self.vae.decode, **options)
 
