@@ -55,17 +55,17 @@ def load_dataset(kind: str, path: Any, subject: Any = None, **kwargs: Any) -> Ep
     return loader(path, subject=subject, **kwargs)
 
 
-def load_simulated(*args: Any, **kwargs: Any) -> EpochsDataset:
-    return _loader("simulated")(*args, **kwargs)
+_LAZY = {
+    "load_simulated": "simulated",
+    "load_things_meg": "things_meg",
+    "load_things_eeg2": "things_eeg2",
+    "load_xdf_recording": "xdf",
+}
 
 
-def load_things_meg(*args: Any, **kwargs: Any) -> EpochsDataset:
-    return _loader("things_meg")(*args, **kwargs)
-
-
-def load_things_eeg2(*args: Any, **kwargs: Any) -> EpochsDataset:
-    return _loader("things_eeg2")(*args, **kwargs)
-
-
-def load_xdf_recording(*args: Any, **kwargs: Any) -> EpochsDataset:
-    return _loader("xdf")(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    # the loaders import mne / mne-bids / pyxdf: import them on first use, as the real functions
+    # (signatures and docstrings intact)
+    if name in _LAZY:
+        return _loader(_LAZY[name])
+    raise AttributeError(f"module 'models.datasets' has no attribute {name!r}")

@@ -97,9 +97,9 @@ def _raw_features(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.log1p(np.maximum(feats, 0.0) * 10.0)  # compress heavy-tailed rectified responses
 
 
-@functools.lru_cache(maxsize=4)
-def _calibration(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, scale and projection (n_features, dim) fitted on the fixed calibration set."""
+@functools.lru_cache(maxsize=1)
+def _calibration_full() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, scale and the first ``MAX_DIM`` principal axes, fitted on the fixed calibration set."""
     from models.stimuli import procedural_images
 
     images = [img for _, img, _ in procedural_images(N_CALIBRATION, seed=CALIBRATION_SEED, size=INPUT_SIZE)]
@@ -110,17 +110,24 @@ def _calibration(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # principal axes from the small (n_images x n_images) Gram matrix: far cheaper than a decomposition of
     # the (n_features x n_features) covariance, and robust to an oversubscribed multithreaded BLAS
     gram_evals, gram_evecs = np.linalg.eigh(z @ z.T)
-    order = np.argsort(gram_evals)[::-1][:dim]
+    order = np.argsort(gram_evals)[::-1][:MAX_DIM]
     sing = np.sqrt(np.maximum(gram_evals[order], 1e-12))
     evecs = (z.T @ gram_evecs[:, order]) / sing[None, :]
     evals = np.maximum(sing**2 / (len(z) - 1), 1e-9)
     # eigenvector signs are arbitrary: fix them so the space does not depend on the LAPACK build
-    signs = np.sign(evecs[np.argmax(np.abs(evecs), axis=0), np.arange(dim)])
+    signs = np.sign(evecs[np.argmax(np.abs(evecs), axis=0), np.arange(MAX_DIM)])
     evecs = evecs * signs
     # half-whitening: spreads the embeddings over more directions while keeping the strong (meaningful)
     # axes stronger than the weak, noisy ones
     projection = evecs * evals[None, :] ** -0.25
     return mean, scale, projection
+
+
+def _calibration(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, scale and projection (n_features, dim): principal axes are nested, so every size is a slice
+    of one fit (fitted once per process)."""
+    mean, scale, projection = _calibration_full()
+    return mean, scale, projection[:, :dim]
 
 
 class DemoEmbedder:
