@@ -103,6 +103,28 @@ def test_band_pass_and_notch_match_mne_forward_filtering():
     assert np.all(gain[:, np.argmin(np.abs(f - 50.0))] < 1e-3)
 
 
+def test_decimating_chain_matches_mne_low_pass_decimate_high_pass():
+    """Down-sampling runs the low-pass (anti-alias) at the input rate, the high-pass and in-band notches at
+    the model rate: same as mne doing those steps offline."""
+    sfreq, q = 1200.0, 10
+    x, ts, names = _recording(sfreq, 80.0, n_ch=2)
+    cfg = PreprocessingConfig(
+        l_freq=0.1, h_freq=40.0, notch_freqs=[50.0], sfreq_out=sfreq / q, robust_scale=False, clamp=None
+    )
+    pre = Preprocessor(cfg, names, sfreq)
+    assert len(pre.sos_in) == 2 and len(pre.sos_out) == 2 + 2  # LP | HP + 50 Hz notch (50 < 60 Hz)
+    out, out_ts = pre.process(x, ts)
+    kw = {"method": "iir", "phase": "forward", "verbose": False}
+    ref = mne.filter.filter_data(x, sfreq, None, 40.0, iir_params=IIR, **kw)[:, ::q]
+    ref = mne.filter.filter_data(ref, sfreq / q, 0.1, None, iir_params=IIR, **kw)
+    ref = mne.filter.notch_filter(
+        ref, sfreq / q, [50.0], notch_widths=2.0, iir_params={**IIR, "order": 2}, **kw
+    )
+    np.testing.assert_array_equal(out_ts, ts[::q])
+    tail = slice(6000, None)  # mne's padding transient of the 0.1 Hz high-pass has decayed after 50 s
+    assert _rel_err(out[:, tail], ref[:, tail]) < 1e-3
+
+
 def test_no_start_up_transient_on_a_dc_offset():
     sfreq = 1200.0
     n = 2400
@@ -112,8 +134,12 @@ def test_no_start_up_transient_on_a_dc_offset():
     out, _ = pre.process(x, np.arange(n) / sfreq)
     assert np.max(np.abs(out)) < 1e-9
     # a filter started from rest rings for seconds on the same input
-    rest = signal.sosfilt(pre.sos, x, axis=-1)
+    rest = signal.sosfilt(pre.sos_in, x, axis=-1)
     assert np.max(np.abs(rest)) > 1e-4
+    # the same with decimation: the high-pass after the decimator starts at steady state too
+    cfg = cfg.model_copy(update={"sfreq_out": 120.0})
+    out, _ = Preprocessor(cfg, ["a", "b", "c"], sfreq).process(x, np.arange(n) / sfreq)
+    assert np.max(np.abs(out)) < 1e-9
 
 
 def test_decimation_keeps_exact_timestamps_and_rate():
