@@ -237,7 +237,7 @@ class Gallery:
         embeddings: np.ndarray,
         ids: Sequence[str],
         space: str,
-        embedder: str,
+        embedder: str = "unknown",
         images: Sequence[np.ndarray] | None = None,
         extra: Mapping[str, Any] | None = None,
         dtype: str = "float32",
