@@ -45,10 +45,22 @@ class PlayerStats:
     samples_at_first_push: int = 0
     finished: bool = False
     lags: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
+    # (scheduled, actual) LSL time of recent pushes, for the drift fit
+    push_times: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
 
     def lag_percentile(self, q: float) -> float:
         """Percentile of push lag in ms over the last 100,000 pushes."""
         return float(np.percentile(np.asarray(self.lags), q) * 1e3) if self.lags else float("nan")
+
+    def rate_error(self) -> float:
+        """Drift of the pushes against their schedule: slope of a least-squares line of actual push time
+        over scheduled time, minus 1 (0.0001 = 0.01 % fast or slow). Robust to the jitter of single pushes,
+        unlike a first-to-last-push rate."""
+        if len(self.push_times) < 10:
+            return float("nan")
+        due, actual = np.asarray(self.push_times).T
+        slope = np.polyfit(due - due[0], actual - due[0], 1)[0]
+        return float(slope - 1.0)
 
     def effective_rate(self, stream: str) -> float:
         """Samples per second of ``stream`` as actually pushed (first to last push, wall clock)."""
@@ -279,6 +291,7 @@ class Player:
             lag = max(0.0, now - due)
             lag_sum += lag
             self.stats.lags.append(lag)
+            self.stats.push_times.append((due, now))
             self.stats.worst_lag_ms = max(self.stats.worst_lag_ms, lag * 1e3)
             self.stats.pushes += 1
             if self.stats.first_push is None:
