@@ -310,7 +310,14 @@ def build_decoder_node(
     if config.input.markers is not None and config.windowing.mode == "event":
         m = config.input.markers
         markers = MarkerReader(m.name, m.type, m.source_id, timeout=m.timeout_s)
-    ckpt = Path(checkpoint) if checkpoint else config.resolve_path(config.encoder.checkpoint, base_dir)
+    if checkpoint:
+        ckpt = Path(checkpoint)
+    elif config.encoder.checkpoint == "demo":
+        from realtime.session.demo_assets import ensure_demo_assets
+
+        ckpt = ensure_demo_assets().checkpoint_dir
+    else:
+        ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
     runtime, meta = load_runtime(ckpt, config.encoder.runtime)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)

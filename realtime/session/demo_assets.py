@@ -1,0 +1,150 @@
+"""What the embedded demo needs besides code: the demo gallery and an encoder trained for its virtual subject.
+
+The encoder ships with the package (``assets/demo_encoder``). Its ``model.yaml`` records the fingerprint of
+the data it was trained on (subject seed, SNR, gallery space and size, design, training recipe). When the
+current code would simulate something else, the demo trains a fresh encoder once (a simulated session of
+that subject, then the ``configs/training/demo_meg.yaml`` recipe: a few minutes on two cores, with progress
+bars) and caches it under ``~/.cache/brainstream/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.config_base import CONFIG_ROOT
+
+logger = logging.getLogger(__name__)
+
+DEMO_SUBJECT_SEED = 7
+DEMO_PROFILE = "ctf275_things_meg"
+DEMO_TRAINING_CONFIG = CONFIG_ROOT / "training" / "demo_meg.yaml"
+SHIPPED_ENCODER = Path(__file__).resolve().parent / "assets" / "demo_encoder"
+# the offline session the encoder learns from; the live demo shows the same test images (zero-shot)
+DEMO_DESIGN = {"n_train_images": 600, "n_test_images": 50, "test_repeats": 4, "design_seed": 0}
+
+
+@dataclass(frozen=True)
+class DemoAssets:
+    gallery_dir: Path
+    checkpoint_dir: Path
+    subject_seed: int
+    fingerprint: str
+
+
+def cache_root() -> Path:
+    from models.runtime.select import cache_root as runtime_cache_root
+
+    return runtime_cache_root()
+
+
+def demo_fingerprint(gallery) -> str:
+    """A digest of everything the demo encoder's training data depends on."""
+    from realtime.simulation.subject import DEFAULT_SNR
+
+    parts = {
+        "profile": DEMO_PROFILE,
+        "seed": DEMO_SUBJECT_SEED,
+        "snr": DEFAULT_SNR,
+        "space": gallery.space,
+        "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
+        "design": DEMO_DESIGN,
+        "recipe": hashlib.sha256(DEMO_TRAINING_CONFIG.read_bytes()).hexdigest()[:16],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint_of(checkpoint_dir: Path) -> str | None:
+    import yaml
+
+    meta_file = checkpoint_dir / "model.yaml"
+    if not meta_file.is_file():
+        return None
+    meta = yaml.safe_load(meta_file.read_text()) or {}
+    return (meta.get("training") or {}).get("demo_fingerprint")
+
+
+def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progress: bool = True) -> Path:
+    """Simulate the demo subject's training session and train the demo encoder into ``out_dir``."""
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.training.config import load_training_config
+    from models.training.trainer import train
+    from realtime.simulation.offline import RSVPDesign, simulate_recording
+
+    out_dir = Path(out_dir)
+    work = out_dir.parent / f".{out_dir.name}-work"
+    work.mkdir(parents=True, exist_ok=True)
+    fif = work / "demo_subject_raw.fif"
+    if not fif.is_file():
+        print(f"simulating the demo subject's training session into {fif} ...", flush=True)
+        simulate_recording(
+            fif,
+            profile=DEMO_PROFILE,
+            gallery=gallery_dir,
+            seed=DEMO_SUBJECT_SEED,
+            design=RSVPDesign(**DEMO_DESIGN),
+            overwrite=True,
+            progress=progress,
+        )
+    config = load_training_config(DEMO_TRAINING_CONFIG)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"paths": [str(fif)], "gallery": str(gallery_dir)})}
+    )
+    print("training the demo encoder ...", flush=True)
+    result = train(config, out_dir=work / "trained", progress=progress)
+    model, meta = load_checkpoint(work / "trained")
+    training = {**meta.training, "demo_fingerprint": fingerprint, "demo_subject_seed": DEMO_SUBJECT_SEED}
+    save_checkpoint(out_dir, model, meta.model_copy(update={"training": training}))
+    (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=1, default=float))
+    return out_dir
+
+
+def ensure_demo_assets(progress: bool = True) -> DemoAssets:
+    """The demo gallery (built on first use) and a demo encoder that matches it (shipped, cached or new)."""
+    from models.gallery import Gallery
+    from models.stimuli import default_gallery_dir
+
+    gallery_dir = Path(default_gallery_dir())
+    fingerprint = demo_fingerprint(Gallery.load(gallery_dir))
+    if _fingerprint_of(SHIPPED_ENCODER) == fingerprint:
+        return DemoAssets(gallery_dir, SHIPPED_ENCODER, DEMO_SUBJECT_SEED, fingerprint)
+    cached = cache_root() / f"demo-encoder-{fingerprint}"
+    if _fingerprint_of(cached) != fingerprint:
+        logger.warning(
+            "the shipped demo encoder does not match this simulator/gallery; training one (cached)"
+        )
+        build_demo_encoder(cached, gallery_dir, fingerprint, progress=progress)
+    return DemoAssets(gallery_dir, cached, DEMO_SUBJECT_SEED, fingerprint)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m realtime.session.demo_assets --ship``: rebuild the shipped encoder for the current code."""
+    import argparse
+    import shutil
+
+    from models.gallery import Gallery
+    from models.stimuli import default_gallery_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--ship", action="store_true", help="write the result into the package assets")
+    parser.add_argument("--out", default=None, help="folder to train into (default: the cache)")
+    args = parser.parse_args(argv)
+    gallery_dir = Path(default_gallery_dir())
+    fingerprint = demo_fingerprint(Gallery.load(gallery_dir))
+    out = Path(args.out) if args.out else cache_root() / f"demo-encoder-{fingerprint}"
+    if _fingerprint_of(out) != fingerprint:
+        build_demo_encoder(out, gallery_dir, fingerprint)
+    if args.ship:
+        shutil.rmtree(SHIPPED_ENCODER, ignore_errors=True)
+        SHIPPED_ENCODER.mkdir(parents=True)
+        for name in ("model.safetensors", "model.yaml", "metrics.json"):
+            shutil.copy2(out / name, SHIPPED_ENCODER / name)
+        print(f"shipped {out} as {SHIPPED_ENCODER}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
