@@ -345,7 +345,13 @@ def cache_root() -> Path:
 def _file_lock(path: Path) -> Iterator[None]:
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the cache folder {path.parent} ({exc.strerror}); set BRAINSTREAM_CACHE to a "
+            "writable folder"
+        ) from None
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # parallel processes wait here instead of building twice
         try:

@@ -142,6 +142,10 @@ def test_cli_gallery_build_demo_embedder(tmp_path, capsys) -> None:
                  "--out", str(tmp_path / "out2")]) == 0  # fmt: skip
     np.testing.assert_array_equal(Gallery.load(tmp_path / "out2").embeddings, g.embeddings)
     assert main(["gallery", "info", str(tmp_path / "out"), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "demo", "--out", str(tmp_path / "demo"), "--n-procedural", "4", "--json"]) == 0
+    demo = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert demo["space"] == "demo:randconv-v1:128" and "proc-00003" in Gallery.load(tmp_path / "demo").ids
 
 
 def test_cli_gallery_errors_are_user_facing(tmp_path, capsys) -> None:
