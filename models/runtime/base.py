@@ -79,6 +79,7 @@ class EncoderRuntime(ABC):
     """
 
     name: str = "base"
+    default_subject: int = 0  # subject index used by warmup()
 
     def __init__(self, signature: EncoderSignature) -> None:
         self.signature = signature
@@ -111,7 +112,7 @@ class EncoderRuntime(ABC):
         """Run ``n`` zero batches (allocations, lazy compilation, CUDA graphs); returns the last time in s."""
         sig = self.signature
         x = np.zeros((batch, sig.n_channels, sig.n_times), np.float32)
-        subj = np.zeros(batch, np.int64) if sig.with_subject else None
+        subj = np.full(batch, self.default_subject, np.int64) if sig.with_subject else None
         dt = 0.0
         for _ in range(max(1, n)):
             t0 = time.perf_counter()

@@ -86,10 +86,14 @@ def build_engine(
     path: str | Path,
     signature: EncoderSignature | None = None,
     precision: str = "fp16",
-    max_batch: int = 16,
+    max_batch: int = 1,
     subject: int | None = None,
 ) -> Path:
-    """Compile ``model`` with torch-tensorrt for batch 1..``max_batch`` and save it to ``path``."""
+    """Compile ``model`` with torch-tensorrt for batch 1..``max_batch`` and save it to ``path``.
+
+    The default, batch 1 only, gives a static-shape engine (live decoding encodes one window at a time);
+    :class:`TensorRTRuntime` splits larger batches.
+    """
     reason = tensorrt_unavailable_reason()
     if reason:
         raise RuntimeError(f"cannot build a TensorRT engine: {reason}; use the onnxruntime backend instead")
@@ -105,12 +109,13 @@ def build_engine(
         )
     module = _fixed_subject(model.eval().cuda(), subject if sig.with_subject else None)
     shape = (sig.n_channels, sig.n_times)
-    inputs = [
-        torch_tensorrt.Input(
+    if max_batch == 1:  # static shape: the live path is batch 1, and a static engine is the fastest
+        spec = torch_tensorrt.Input(shape=(1, *shape), dtype=torch.float32)
+    else:
+        spec = torch_tensorrt.Input(
             min_shape=(1, *shape), opt_shape=(1, *shape), max_shape=(max_batch, *shape), dtype=torch.float32
         )
-    ]
-    kwargs: dict[str, Any] = {"ir": "dynamo", "inputs": inputs, "min_block_size": 1}
+    kwargs: dict[str, Any] = {"ir": "dynamo", "inputs": [spec], "min_block_size": 1}
     params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
     if precision == "fp16":
         kwargs["enabled_precisions"] = {torch.float16, torch.float32}
@@ -120,9 +125,12 @@ def build_engine(
     trt_module = torch_tensorrt.compile(module, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = [torch.zeros(1, *shape, device="cuda")]
     tmp = path.with_name(path.name + ".tmp")
-    torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", inputs=example)
+    save_params = inspect.signature(torch_tensorrt.save).parameters
+    # releases renamed `inputs` to `arg_inputs`; an Input with min/max keeps the batch axis dynamic on save
+    key = "arg_inputs" if "arg_inputs" in save_params else "inputs"
+    example = [torch.zeros(1, *shape, device="cuda")] if max_batch == 1 else [spec]
+    torch_tensorrt.save(trt_module, str(tmp), output_format="exported_program", **{key: example})
     os.replace(tmp, path)
     sidecar = {**sig.to_dict(), "precision": precision, "max_batch": max_batch, "subject": subject}
     path.with_suffix(".json").write_text(json.dumps(sidecar))
@@ -133,7 +141,7 @@ def cached_engine(
     model: Any,
     signature: EncoderSignature | None = None,
     precision: str = "fp16",
-    max_batch: int = 16,
+    max_batch: int = 1,
     subject: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> Path:
@@ -172,6 +180,7 @@ class TensorRTRuntime(EncoderRuntime):
         super().__init__(sig)
         self.path, self.precision = path, meta.get("precision", "fp16")
         self.subject, self.max_batch = meta.get("subject"), int(meta.get("max_batch", 1))
+        self.default_subject = self.subject or 0
         self.module = torch_tensorrt.load(str(path)).module()
         self._torch = torch
         self.device_name = torch.cuda.get_device_name()

@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--subject", type=int, default=0, help="subject layer baked into a TensorRT engine")
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="TensorRT precision")
-    parser.add_argument("--max-batch", type=int, default=16, help="largest batch a TensorRT engine accepts")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="largest batch a TensorRT engine accepts (1: static, fastest)",
+    )
     add_json_flag(parser)
 
 
