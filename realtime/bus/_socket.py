@@ -22,8 +22,13 @@ class OpenedSocket:
     context: zmq.Context
     owns_context: bool
     auth: ThreadAuthenticator | None
+    monitor: zmq.Socket | None = None
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(linger=0)
+            self.monitor = None
         self.socket.close(linger=LINGER_MS)
         if self.auth is not None:
             self.auth.stop()
@@ -41,6 +46,7 @@ def open_socket(
     max_message_size: int | None = None,
     hwm: int = DEFAULT_HWM,
     authenticate: bool = True,
+    monitor_events: int | None = None,
 ) -> OpenedSocket:
     """Create, secure and bind/connect one socket.
 
@@ -59,6 +65,7 @@ def open_socket(
     ctx = zmq.Context() if owns_context else (context or zmq.Context.instance())
     auth = start_authenticator(ctx, keys) if secure_server and authenticate else None
     sock = ctx.socket(socket_type)
+    monitor = None
     try:
         sock.linger = LINGER_MS
         sock.sndhwm = hwm
@@ -67,6 +74,8 @@ def open_socket(
             sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_size))
         if keys is not None:
             (make_server if bind else make_client)(sock, keys)
+        if monitor_events is not None:  # before connecting, so no early event is missed
+            monitor = sock.get_monitor_socket(monitor_events)
         if bind:
             try:
                 sock.bind(endpoint)
@@ -78,6 +87,6 @@ def open_socket(
         else:
             sock.connect(endpoint)
     except BaseException:
-        OpenedSocket(sock, ctx, owns_context, auth).close()
+        OpenedSocket(sock, ctx, owns_context, auth, monitor).close()
         raise
-    return OpenedSocket(sock, ctx, owns_context, auth)
+    return OpenedSocket(sock, ctx, owns_context, auth, monitor)

@@ -19,6 +19,14 @@ from realtime.bus.security import CurveKeys, as_keys
 HEARTBEAT_PREFIX = "status."
 #: a publisher silent for this many of its heartbeat intervals is declared lost
 LOST_AFTER_INTERVALS = 3.0
+#: at most one socket re-creation per this many seconds (a peer that keeps sending junk cannot make us spin)
+RECONNECT_MIN_INTERVAL_S = 0.5
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_MONITORED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
 
 
 @dataclass
@@ -99,23 +107,36 @@ class Subscriber:
         }
         self._opened = None
         self._monitor: zmq.Socket | None = None
+        self._reconnect_due: float | None = None
+        self._last_reconnect = -float("inf")
         self._open()
         self._last_seq: dict[tuple[str, str], int] = {}
         self._publishers: dict[str, PublisherState] = {}
         self._malformed: Counter[str] = Counter()
         self._counts = Counter(
-            received=0, delivered=0, gaps=0, out_of_order=0, heartbeats=0, publishers_lost=0, reconnects=0
+            received=0,
+            delivered=0,
+            gaps=0,
+            out_of_order=0,
+            heartbeats=0,
+            publishers_lost=0,
+            reconnects=0,
+            handshake_failures=0,
         )
 
     def _open(self) -> None:
-        self._opened = open_socket(zmq.SUB, self.endpoint, **self._socket_args)
+        connecting = not self._socket_args["bind"]
+        self._opened = open_socket(
+            zmq.SUB, self.endpoint, monitor_events=_MONITORED if connecting else None, **self._socket_args
+        )
         for prefix in self._subscriptions:
             self._opened.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
         # ZeroMQ does not reconnect after a protocol error (e.g. a message over ZMQ_MAXMSGSIZE): watch for
-        # disconnects and then open a fresh socket, so one bad message cannot cut a node off for good
-        # (disconnect() + connect() on the same socket trips an assertion in libzmq 4.3.5).
-        if not self._socket_args["bind"]:
-            self._monitor = self._opened.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        # an established connection dropping and then open a fresh socket, so one bad message cannot cut a
+        # node off for good (disconnect() + connect() on the same socket trips an assertion in libzmq 4.3.5).
+        # Failed handshakes (keys refused) are only counted: ZeroMQ retries those itself.
+        self._handshaken = False
+        self._monitor = self._opened.monitor
         self._poller = zmq.Poller()
         self._poller.register(self._opened.socket, zmq.POLLIN)
         if self._monitor is not None:
@@ -125,10 +146,7 @@ class Subscriber:
         opened, self._opened = self._opened, None
         if opened is None:
             return
-        if self._monitor is not None:
-            opened.socket.disable_monitor()
-            self._monitor.close(linger=0)
-            self._monitor = None
+        self._monitor = None  # closed with the socket
         opened.socket.linger = 0
         opened.close()
 
@@ -140,21 +158,40 @@ class Subscriber:
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
+            now = time.monotonic()
+            if self._reconnect_due is not None and now >= self._reconnect_due:
+                self._reconnect()
             socket = self._socket()
-            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            waits = [t - now for t in (deadline, self._reconnect_due) if t is not None]
+            wait_ms = max(0, int(min(waits) * 1000)) if waits else None
             ready = dict(self._poller.poll(wait_ms))
             if socket in ready:
                 message = self._accept(socket.recv_multipart(copy=False))
                 if message is not None:
                     return message
             elif self._monitor is not None and self._monitor in ready:
-                self._reconnect()
+                self._read_monitor()
             elif deadline is not None and time.monotonic() >= deadline:
                 self._update_liveness()
                 return None
 
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshaken = True
+            elif event & _HANDSHAKE_FAILED:
+                self._counts["handshake_failures"] += 1
+            elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
+                self._handshaken = False
+                self._reconnect_due = max(time.monotonic(), self._last_reconnect + RECONNECT_MIN_INTERVAL_S)
+
     def _reconnect(self) -> None:
         # queued messages go with the old socket; what is lost shows up as gaps
+        self._reconnect_due = None
+        self._last_reconnect = time.monotonic()
         self._close_socket()
         self._open()
         self._counts["reconnects"] += 1

@@ -212,8 +212,9 @@ def test_oversized_message_is_refused_without_crashing():
         exchange(pub, sub, "image", [np.zeros(16, np.uint8)])
         pub.publish("image", [np.zeros(1 << 20, np.uint8)])
         assert sub.recv(timeout=0.3) is None
-        # ZeroMQ dropped the connection and reconnects by itself: small messages flow again
+        # ZeroMQ dropped the connection for good; the subscriber opens a fresh socket: small ones flow again
         assert exchange(pub, sub, "image", [np.zeros(16, np.uint8)]).arrays[0].shape == (16,)
+        assert sub.stats["reconnects"] == 1
 
 
 def test_gaps_are_counted_per_source_and_topic():
@@ -400,6 +401,8 @@ def test_curve_allows_listed_clients_and_denies_others(tmp_path: Path):
                 pub.publish("embedding.s1", [np.ones(4, np.float32)])
             assert spy.recv(timeout=0.3) is None
             assert plain.recv(timeout=0.1) is None
+            assert spy.stats["handshake_failures"] >= 1  # visible to the node, so it can raise an alarm
+            assert spy.stats["reconnects"] == 0  # refused keys do not make the subscriber spin
         with (
             Publisher(front, name="intruder", keys=stranger) as bad,
             Subscriber(back, keys=display_keys) as sub2,
