@@ -38,7 +38,7 @@ class SessionPlan:
 
 
 def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
-    """Node specs in start order: broker first, sources last-but-one, the display last."""
+    """Node specs in start order: broker, extra sources, decoder, services, recorder, display last."""
     logs = plan.run_dir / "logs"
     keys = ["--keys", config.bus.keys_dir] if config.bus.keys_dir else []
     bus = ["--sub", config.bus.sub, "--pub", config.bus.pub, *keys]
@@ -49,6 +49,7 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             log_dir=logs,
         )
     ]
+    nodes.extend(plan.extra_nodes)  # signal sources start right after the broker and stop last
     decode = ["--config", str(plan.config_path), "--subject", config.subject]
     if plan.checkpoint is not None:
         decode += ["--checkpoint", str(plan.checkpoint)]
@@ -79,7 +80,6 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             str(plan.recording),
         ]
         nodes.append(NodeSpec("recorder", argv, log_dir=logs))
-    nodes.extend(plan.extra_nodes)
     if config.nodes.display and plan.display:
         display = [
             "--bus",

@@ -94,18 +94,20 @@ class Supervisor:
         return self
 
     def stop(self, timeout: float = 5.0) -> dict[str, int | None]:
-        """Stop every node: SIGINT, then SIGTERM, then SIGKILL. Returns each node's exit code."""
+        """Stop every node, consumers before sources: SIGINT to each node in reverse start order (waiting up
+        to ``timeout`` for each), then SIGTERM, then SIGKILL to what is left. Returns each exit code."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=2)
+        for s in reversed(list(self._nodes.values())):
+            if s.process is not None and s.process.poll() is None:
+                s.process.send_signal(signal.SIGINT)
+                self._wait_exit([s], timeout)
         live = [s for s in self._nodes.values() if s.process is not None and s.process.poll() is None]
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             for s in live:
-                if s.process.poll() is None:
-                    s.process.send_signal(sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and any(s.process.poll() is None for s in live):
-                time.sleep(0.05)
+                s.process.send_signal(sig)
+            self._wait_exit(live, 2.0)
             live = [s for s in live if s.process.poll() is None]
             if not live:
                 break
@@ -113,6 +115,12 @@ class Supervisor:
             if s.reader is not None:
                 s.reader.join(timeout=1)
         return {name: (s.process.returncode if s.process else None) for name, s in self._nodes.items()}
+
+    @staticmethod
+    def _wait_exit(states: list[_NodeState], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(s.process.poll() is None for s in states):
+            time.sleep(0.05)
 
     def __enter__(self) -> Supervisor:
         return self.start()
