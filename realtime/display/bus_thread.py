@@ -208,6 +208,7 @@ def status_stats(state: DisplayState) -> dict[str, float | int]:
         out[f"{kind}_drawn"] = s["n"]
     for kind, s in state.draw_latencies(whole_run=True).items():
         out[f"{kind}_to_display_run_p50_ms"] = s["p50_ms"]
+    out["bus_to_display_p50_ms"] = state.bus_to_display()["p50_ms"]
     out["fps"] = state.fps()
     out.update({f"dropped_{k}": v for k, v in state.dropped().items()})
     acc, _ = state.accuracy()

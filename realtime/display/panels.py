@@ -493,7 +493,7 @@ class LatencyPanel(Panel):
     def __init__(self) -> None:
         super().__init__("Latency · status")
         self.table = QtWidgets.QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["stage (since t_sample)", "p50 ms", "p99 ms", "n"])
+        self.table.setHorizontalHeaderLabels(["stage (ms after t_sample)", "p50 ms", "p99 ms", "n"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
@@ -543,6 +543,7 @@ class LatencyPanel(Panel):
     def update_from(self, state: DisplayState, window_s: float) -> None:
         self.subtitle.setText(f"last {window_s:g} s")
         rows = [(_stage_label(stage), s) for stage, s in state.stage_latencies().items()]
+        rows.append(("last stage → display (bus hop)", state.bus_to_display()))
         rows += [(f"▶ {kind} → display (drawn)", s) for kind, s in state.draw_latencies().items()]
         self.table.setRowCount(len(rows))
         self.table.setFixedHeight(self.table.horizontalHeader().height() + 20 * max(len(rows), 3) + 4)

@@ -219,6 +219,7 @@ class DisplayState:
         self._stages: dict[str, RollingWindow] = {}
         self._seen_trace: OrderedDict[tuple[str, float], None] = OrderedDict()
         self._draw_recent = {k: RollingWindow(latency_window_s) for k in DRAW_KINDS}
+        self._hop = RollingWindow(latency_window_s)
         self._draw_run: dict[str, deque[float]] = {k: deque(maxlen=_MAX_RUN_SAMPLES) for k in DRAW_KINDS}
         self._accuracy = Accuracy()
         self._last_error = ""
@@ -332,6 +333,10 @@ class DisplayState:
         if t_sample is None:
             return
         entries = list(trace) if isinstance(trace, list | tuple) else []
+        stamps = [_finite_or_none(e[1]) for e in entries if isinstance(e, list | tuple) and len(e) == 2]
+        stamps = [x for x in stamps if x is not None]
+        if stamps:  # from the last upstream stamp to our receipt: the bus hop plus our own queueing
+            self._hop.add(t, (t - max(stamps)) * 1e3)
         entries.append((STAGE_RECEIVED, t))
         for entry in entries:
             if not isinstance(entry, list | tuple) or len(entry) != 2:
@@ -456,6 +461,15 @@ class DisplayState:
         stats = {k: v for k, v in stats.items() if v["n"]}
         return dict(sorted(stats.items(), key=lambda kv: kv[1]["p50_ms"]))
 
+    def bus_to_display(self) -> dict[str, float | int]:
+        """Last trace stamp → received by the display, over the last ``latency_window_s`` (ms).
+
+        This is what the display (and the hop to it) adds; it stays small unless the display falls behind.
+        """
+        now = self.clock()
+        with self._lock:
+            return describe(self._hop.values(now))
+
     def draw_latencies(self, whole_run: bool = False) -> dict[str, dict[str, float | int]]:
         """Sample→display latency per drawn kind (``retrieval``, ``image``): recent window or whole run."""
         now = self.clock()
@@ -537,6 +551,7 @@ class DisplayState:
             "sample_to_display": self.draw_latencies(whole_run=True),
             "sample_to_display_recent": self.draw_latencies(),
             "stages": self.stage_latencies(),
+            "bus_to_display": self.bus_to_display(),
             "accuracy": acc,
             "messages": self.counts(),
             "dropped": self.dropped(),

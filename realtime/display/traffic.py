@@ -151,7 +151,12 @@ class TrafficGenerator:
             t_last = pylsl.local_clock()
             while not self._stop.wait(self.chunk_s):
                 now = pylsl.local_clock()
-                if now >= t_next_event:
+                if now - t_next_event > 1.0 or now - t_last > 1.0:
+                    # starved (a loaded machine): skip what is over a second late instead of replaying it
+                    # late, so every message still leaves near its t_sample
+                    t_next_event = max(t_next_event, now)
+                    t_last = max(t_last, now - self.chunk_s)
+                while now >= t_next_event:
                     image_id = self.ids[int(self.rng.integers(len(self.ids)))]
                     self._publish(pub, "marker", t_sample=t_next_event, value=f"test/{image_id}")
                     self._onsets = [o for o in self._onsets if now - o[0] < 2.0] + [(t_next_event, image_id)]
