@@ -205,26 +205,30 @@ class Player:
             self.error = exc
             logger.exception("replay stopped")
 
+    def _put(self, q: queue.Queue, item) -> bool:
+        """Queue ``item`` unless the replay stops first (never blocks a stop on a full queue)."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _prefetch(self, q: queue.Queue) -> None:
         try:
             n_loop = 0
             while not self._stop.is_set():
                 for block in self.source.blocks(self.start_s, self.stop_s):
-                    while not self._stop.is_set():
-                        try:
-                            q.put((n_loop, block), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self._stop.is_set():
+                    if not self._put(q, (n_loop, block)):
                         return
                 n_loop += 1
                 if not self.loop:
                     break
-        except BaseException as exc:
-            q.put(exc)
+        except Exception as exc:  # a read error ends the replay; _play re-raises it
+            self._put(q, exc)
             return
-        q.put(_END)
+        self._put(q, _END)
 
     def _play(self) -> None:
         if self.wait_for_consumers > 0:
@@ -241,7 +245,10 @@ class Player:
         t0 = None
         try:
             while not self._stop.is_set():
-                item = q.get()
+                try:
+                    item = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue  # a slow read; check for stop() and wait again
                 if item is _END:
                     break
                 if isinstance(item, BaseException):

@@ -289,3 +289,17 @@ def test_memory_does_not_grow_with_file_length(tmp_path, unique_name):
         player.close()
     assert stats.samples[unique_name] == int(sfreq * seconds)
     assert peak < file_bytes / 3, f"peak {peak / 1e6:.1f} MB for a {file_bytes / 1e6:.1f} MB file"
+
+
+def test_stop_mid_replay_returns_and_keeps_outlets_until_close(tmp_path, unique_name):
+    _make_fif(tmp_path / "src_raw.fif", seconds=3.0)
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, loop=True).start()
+    time.sleep(0.3)
+    assert not player.join(0.0)  # a looping replay runs until stopped
+    t = time.monotonic()
+    player.stop()
+    assert time.monotonic() - t < 5.0 and player.join(0.0)
+    assert 0 < player.stats.samples[unique_name] < 3 * SFREQ and player.error is None
+    assert len(player.outlets) == 2  # still there for consumers to drain
+    player.close()
+    assert player.outlets == []
