@@ -80,6 +80,8 @@ class _LslStreamRecorder(threading.Thread):
         self.error: str | None = None
         self.n_samples = 0
         self.n_chunks = 0
+        self._pend_v: list = []
+        self._pend_t: list[np.ndarray] = []
         self.inlet = pylsl.StreamInlet(info, max_buflen=360, recover=recover, processing_flags=0)
         full = self.inlet.info(timeout=timeout)  # carries desc/channels, unlike the resolved info
         self.header = StreamHeader.from_lsl(full)
@@ -97,15 +99,25 @@ class _LslStreamRecorder(threading.Thread):
             if self.on_error is not None:
                 self.on_error(self.error)
         finally:
+            self._emit()  # what was pulled before an error is kept too
             self.ready.set()
+
+    def _emit(self) -> None:
+        if not self._pend_t:
+            return
+        numeric = self.header.channel_format != "string"
+        values = np.concatenate(self._pend_v, axis=1) if numeric else self._pend_v
+        stamps = np.concatenate(self._pend_t)
+        self._pend_v, self._pend_t = [], []
+        self.writer.write_samples(self.stream_id, values, stamps)
+        self.n_samples += stamps.size
+        self.n_chunks += 1
 
     def _loop(self) -> None:
         hdr = self.header
         numeric = hdr.channel_format != "string"
         max_n = max(64, int(hdr.nominal_srate * 0.5) + 64) if hdr.nominal_srate > 0 else 1024
         buf = np.empty((max_n, hdr.channel_count), dtype=_NP_DTYPES[hdr.channel_format]) if numeric else None
-        pend_v: list = []
-        pend_t: list[np.ndarray] = []
         last_emit = time.monotonic()
         next_offset = 0.0
         self.ready.set()
@@ -120,23 +132,17 @@ class _LslStreamRecorder(threading.Thread):
             if numeric:
                 _, ts = self.inlet.pull_chunk(timeout=timeout, max_samples=max_n, dest_obj=buf)
                 if len(ts):
-                    pend_v.append(buf[: len(ts)].T.copy())
-                    pend_t.append(np.asarray(ts))
+                    self._pend_v.append(buf[: len(ts)].T.copy())
+                    self._pend_t.append(np.asarray(ts))
             else:
                 samples, ts = self.inlet.pull_chunk(timeout=timeout, max_samples=max_n)
                 if len(ts):
-                    pend_v.extend(samples)
-                    pend_t.append(np.asarray(ts))
-            got = len(ts)
-            if pend_t and (stopping or time.monotonic() - last_emit >= self.chunk_interval):
-                values = np.concatenate(pend_v, axis=1) if numeric else pend_v
-                stamps = np.concatenate(pend_t)
-                self.writer.write_samples(self.stream_id, values, stamps)
-                self.n_samples += stamps.size
-                self.n_chunks += 1
-                pend_v, pend_t = [], []
+                    self._pend_v.extend(samples)
+                    self._pend_t.append(np.asarray(ts))
+            if stopping or time.monotonic() - last_emit >= self.chunk_interval:
+                self._emit()
                 last_emit = time.monotonic()
-            if stopping and not got:
+            if stopping and not len(ts):
                 break
 
     def _clock_offset(self) -> None:
