@@ -575,6 +575,7 @@ def preprocess_recording(
     scaler: RobustScaler | None = None,
     chunk_seconds: float = 10.0,
     progress: bool = False,
+    n_jobs: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the online chain over a whole recording, chunk by chunk (what the dataset loaders call).
 
@@ -588,28 +589,73 @@ def preprocess_recording(
         Chunk length; the output does not depend on it (tested), it only bounds memory.
     progress : bool
         Show a tqdm progress bar.
+    n_jobs : int
+        Threads, each running its own :class:`Preprocessor` on a group of channels (channels are filtered
+        independently, so the result is the same; scipy's filters release the GIL).
 
     Returns
     -------
     out : float32 array, shape (n_channels, m)
     out_ts : float64 array, shape (m,)
     """
-    pre = Preprocessor(config, ch_names, sfreq, scaler)
     data = np.asarray(data)
-    n = data.shape[-1] if data.ndim == 2 else 0
+    ch_names = [str(c) for c in ch_names]
+    Preprocessor(config, ch_names, sfreq, scaler)  # validates everything once, with the full channel list
+    if data.ndim != 2 or data.shape[0] != len(ch_names):
+        raise ValueError(f"expected data of shape ({len(ch_names)} channels, n_times), got {data.shape}")
+    ts = np.asarray(timestamps, dtype=np.float64).ravel()
+    if ts.size != data.shape[1]:
+        raise ValueError(f"{ts.size} timestamps for {data.shape[1]} samples")
+    groups = [
+        g for g in np.array_split(np.arange(len(ch_names)), max(1, min(n_jobs, len(ch_names)))) if g.size
+    ]
+    if len(groups) == 1:
+        return _run_chunks(data, ts, ch_names, sfreq, config, scaler, chunk_seconds, progress)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(groups)) as pool:
+        futures = [
+            pool.submit(
+                _run_chunks,
+                data[g],
+                ts,
+                [ch_names[i] for i in g],
+                sfreq,
+                config,
+                scaler,
+                chunk_seconds,
+                progress and k == 0,
+            )  # fmt: skip
+            for k, g in enumerate(groups)
+        ]
+        parts = [f.result() for f in futures]
+    return np.concatenate([p[0] for p in parts], axis=0), parts[0][1]
+
+
+def _run_chunks(
+    data: np.ndarray,
+    ts: np.ndarray,
+    ch_names: list[str],
+    sfreq: float,
+    config: PreprocessingConfig,
+    scaler: RobustScaler | None,
+    chunk_seconds: float,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    pre = Preprocessor(config, ch_names, sfreq, scaler)
+    n = data.shape[1]
     step = max(1, int(round(chunk_seconds * sfreq)))
-    outs, tss = [], []
     starts = range(0, n, step)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="preprocessing", unit="chunk")
+    outs, tss = [], []
     for s in starts:
-        o, t = pre.process(data[:, s : s + step], np.asarray(timestamps)[s : s + step])
+        o, t = pre.process(data[:, s : s + step], ts[s : s + step])
         outs.append(o)
         tss.append(t)
     if not outs:
-        pre.process(data, timestamps)  # validates shapes, raises a clear error
         return np.zeros((len(ch_names), 0), np.float32), np.zeros(0)
     return np.concatenate(outs, axis=1), np.concatenate(tss)
 

@@ -215,6 +215,20 @@ def test_robust_scaling_and_clamp():
     np.testing.assert_allclose(q75 - q25, 1, atol=1e-5)
 
 
+def test_threaded_recording_equals_single_thread():
+    sfreq = 1200.0
+    x, ts, names = _recording(sfreq, 5.0, n_ch=7)
+    x[2, 100:200] = np.nan
+    cfg = PreprocessingConfig(notch_freqs=[50.0, 100.0], sfreq_out=120.0)
+    scaler = fit_robust_scaler(x, ts, names, sfreq, cfg)
+    one, one_ts = preprocess_recording(x, ts, names, sfreq, cfg, scaler)
+    three, three_ts = preprocess_recording(x, ts, names, sfreq, cfg, scaler, n_jobs=3)
+    np.testing.assert_array_equal(three, one)
+    np.testing.assert_array_equal(three_ts, one_ts)
+    with pytest.raises(ValueError, match="4 timestamps for"):
+        preprocess_recording(x, ts[:4], names, sfreq, cfg, scaler)
+
+
 def test_robust_scaler_roundtrip_reorder_and_errors():
     rng = np.random.default_rng(0)
     data = rng.standard_normal((5, 3, 100)) * np.array([1.0, 2.0, 3.0])[:, None] + 4
