@@ -1,0 +1,402 @@
+"""Few-shot adaptation of the pretrained multi-subject encoder to one new subject, from calibration runs.
+
+Steps (every choice is made on VALIDATION images carved from the calibration's training images; the
+repeated test images are touched once, after selection):
+
+1. the subject's robust-scaler statistics are fitted on its training windows (all runs);
+2. **zero-shot**: the pretrained encoder with its mean subject layer (no adaptation);
+3. **ridge**: a ridge map fitted on the calibration training trials (penalty by grouped CV);
+4. **adapted**: a new subject layer, initialised to the mean of the pretrained ones, trained with the shared
+   trunk frozen (``subject_layer``) or lightly tuned at a lower learning rate (``light``) — the shallow
+   subject adapters of MindBridge / See Through Their Minds;
+5. the best of the adapted variants and ridge on validation becomes the subject's encoder;
+6. a learning curve (test accuracy against the number of calibration trials) and, for a virtual subject,
+   a **reference** trained on that subject with ``reference_factor`` × the data (simulated offline).
+
+Retrieval is N-way among the test images (``protocol.n_way``, capped by the test set), on test signals
+averaged over repetitions (the THINGS convention) and on single trials; chance is reported beside it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from calibration.protocol import AdaptationConfig, ProtocolConfig
+from models.metrics import retrieval_metrics, retrieval_ranks
+from models.training.data import (
+    DataError,
+    EncodingData,
+    average_repetitions,
+    candidates_for,
+    carve_validation,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelResult:
+    """One candidate model and its numbers (``val``: selection; ``test``: reported)."""
+
+    name: str
+    model: nn.Module
+    val: dict[str, float]
+    test: dict[str, Any] = field(default_factory=dict)
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AdaptationResult:
+    chosen: ModelResult
+    zero_shot: ModelResult
+    ridge: ModelResult
+    adapted: ModelResult  # the best adapted variant on validation
+    candidates: list[ModelResult]
+    learning_curve: list[dict[str, Any]]
+    n_train: int
+    n_val: int
+    n_test_trials: int
+    n_way: int
+    chance_top1: float
+    chance_top5: float
+    seconds: dict[str, float]
+    reference: ModelResult | None = None
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+@torch.no_grad()
+def predict(model: nn.Module, X: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Embeddings of windows ``X`` for the model's subject 0 (single-subject models) in eval mode."""
+    model.eval()
+    out = []
+    for s in range(0, len(X), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(X[s : s + batch_size]))
+        out.append(model(x, None).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def val_score(model: nn.Module, val: EncodingData, seed: int = 0) -> dict[str, float]:
+    """Single-trial retrieval among ALL validation images: mean normalised rank (lower is better)."""
+    cand, true, _ = candidates_for(val)
+    ranks = retrieval_ranks(predict(model, val.X), cand, true, n_way=None, seed=seed)
+    n = len(cand)
+    return {
+        "mean_rank": float(np.mean((ranks - 1) / max(1, n - 1))),
+        "top1": float(np.mean(ranks <= 1)),
+        "top5": float(np.mean(ranks <= 5)),
+        "n_images": n,
+    }
+
+
+def test_metrics(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) -> dict[str, Any]:
+    """N-way retrieval on the test images: averaged over repetitions (main numbers) and single trials."""
+    cand, true, cand_ids = candidates_for(test)
+    avg = average_repetitions(test)
+    index = {c: k for k, c in enumerate(cand_ids)}
+    true_avg = np.array([index[i] for i in avg.image_ids])
+    averaged = retrieval_metrics(predict(model, avg.X), cand, true_avg, n_way=n_way, seed=seed)
+    single = retrieval_metrics(predict(model, test.X), cand, true, n_way=n_way, seed=seed)
+    return {
+        "top1": averaged["top1"],
+        "top5": averaged["top5"],
+        "median_rank": averaged["median_rank"],
+        "n_way": averaged["n_way"],
+        "single_trial": {"top1": single["top1"], "top5": single["top5"]},
+    }
+
+
+# ------------------------------------------------------------------------------------------- the models
+def subject_model(pretrained: nn.Module, meta: Any) -> nn.Module:
+    """A one-subject copy of the pretrained encoder whose subject layer is the mean of the pretrained ones.
+
+    With one subject, ``subject=None`` and ``subject=0`` are the same layer, so the live decoder needs no
+    subject index.
+    """
+    from models.encoders import build_encoder
+
+    arch = dict(meta.arch, n_subjects=1)
+    if meta.positions is not None:
+        arch["positions"] = meta.positions
+    model = build_encoder(arch)
+    state = {k: v.clone() for k, v in pretrained.state_dict().items()}
+    state["subject_layer.weight"] = state["subject_layer.weight"].mean(dim=0, keepdim=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def fine_tune(
+    model: nn.Module,
+    train: EncodingData,
+    val: EncodingData,
+    mode: str,
+    cfg: AdaptationConfig,
+    progress: bool = False,
+    desc: str = "adapting",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the subject layer (``subject_layer``) or everything with a slower trunk (``light``).
+
+    CLIP loss on the CLIP head, AdamW, early stopping on validation mean rank; the best epoch is kept.
+    """
+    from tqdm import tqdm
+
+    from models.losses import ClipLoss
+
+    torch.manual_seed(cfg.seed)
+    model = copy.deepcopy(model)
+    subject_params = list(model.subject_layer.parameters())
+    trunk_params = [p for n, p in model.named_parameters() if not n.startswith("subject_layer.")]
+    for p in trunk_params:
+        p.requires_grad_(mode == "light")
+    clip = ClipLoss(0.07, learn_temperature=True, symmetric=True)
+    groups = [{"params": subject_params + list(clip.parameters()), "lr": cfg.lr}]
+    if mode == "light":
+        groups.append({"params": trunk_params, "lr": cfg.lr * cfg.trunk_lr_factor})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    X, Y = torch.from_numpy(train.X), torch.from_numpy(train.targets)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best = (math.inf, copy.deepcopy(model.state_dict()), -1)
+    history, stale = [], 0
+    start = val_score(model, val)
+    bs = min(cfg.batch_size, len(X))
+    bar = tqdm(range(cfg.max_epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        # frozen trunk: BatchNorm keeps the pretrained statistics (eval mode); light: everything trains
+        model.train(mode == "light")
+        perm = torch.randperm(len(X), generator=gen)
+        losses = []
+        for b in range(0, len(X) - bs + 1, bs):
+            idx = perm[b : b + bs]
+            clip_out, _ = model.forward_heads(X[idx], None)
+            loss = clip(clip_out, Y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+        score = val_score(model, val)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **score})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_top5=f"{score['top5']:.2f}")
+        if score["mean_rank"] < best[0] - 1e-6:
+            best, stale = (score["mean_rank"], copy.deepcopy(model.state_dict()), epoch), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    bar.close()
+    model.load_state_dict(best[1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return model, {"mode": mode, "best_epoch": best[2], "val_start": start, "history": history}
+
+
+def fit_ridge(train: EncodingData, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    from models.training.trainer import fit_ridge_encoder
+
+    return fit_ridge_encoder(train, None, seed)
+
+
+# ---------------------------------------------------------------------------------------------- adapting
+def _adapt_variants(
+    base: nn.Module, train: EncodingData, val: EncodingData, cfg: AdaptationConfig, progress: bool, tag: str
+) -> list[ModelResult]:
+    out = []
+    for mode in cfg.modes:
+        model, log = fine_tune(base, train, val, mode, cfg, progress, desc=f"{tag}: {mode}")
+        out.append(ModelResult(f"adapted:{mode}", model, val_score(model, val), log=log))
+    return out
+
+
+def adapt(
+    pretrained_dir: Any,
+    data: EncodingData,
+    config: ProtocolConfig,
+    progress: bool = True,
+) -> AdaptationResult:
+    """Zero-shot, ridge and adapted models for one subject's calibration trials; selection on validation.
+
+    ``data`` holds the calibration's train and test trials of ONE subject (scaled with its own statistics).
+    """
+    from models.checkpoint import load_checkpoint
+
+    cfg = config.adaptation
+    data.check(need_test=True)
+    pre_model, pre_meta = load_checkpoint(pretrained_dir)
+    _check_compatible(pre_meta, data)
+    _check_zero_shot(pretrained_dir, data)
+    seconds: dict[str, float] = {}
+    train, val = carve_validation(data, cfg.val_fraction, cfg.seed)
+    test = data.split("test")
+    n_way = min(config.n_way, len(np.unique(test.image_ids)))
+    t = time.perf_counter()
+    base = subject_model(pre_model, pre_meta)
+    zero = ModelResult("zero_shot", base, val_score(base, val))
+    ridge_model, ridge_log = fit_ridge(train, cfg.seed)
+    ridge = ModelResult("ridge", ridge_model, val_score(ridge_model, val), log=ridge_log)
+    seconds["zero_shot_ridge"] = time.perf_counter() - t
+    t = time.perf_counter()
+    variants = _adapt_variants(base, train, val, cfg, progress, "adapting")
+    seconds["adaptation"] = time.perf_counter() - t
+    adapted = min(variants, key=lambda r: r.val["mean_rank"])
+    chosen = min([adapted, ridge], key=lambda r: r.val["mean_rank"])
+    # the test set is used here, once, after every choice above was made on validation
+    for r in [zero, ridge, *variants]:
+        r.test = test_metrics(r.model, test, n_way)
+    t = time.perf_counter()
+    curve = learning_curve(base, data, test, adapted.log["mode"], config, n_way, progress)
+    curve.append(
+        {"n_trials": len(train.X) + len(val.X), "adapted": adapted.test["top5"], "ridge": ridge.test["top5"],
+         "adapted_top1": adapted.test["top1"], "ridge_top1": ridge.test["top1"]}
+    )  # fmt: skip
+    seconds["learning_curve"] = time.perf_counter() - t
+    chance1 = 1.0 / n_way
+    return AdaptationResult(
+        chosen=chosen, zero_shot=zero, ridge=ridge, adapted=adapted, candidates=[*variants, ridge],
+        learning_curve=curve, n_train=len(train.X), n_val=len(val.X), n_test_trials=len(test.X),
+        n_way=n_way, chance_top1=chance1, chance_top5=min(5, n_way) / n_way, seconds=seconds,
+    )  # fmt: skip
+
+
+def learning_curve(
+    base: nn.Module,
+    data: EncodingData,
+    test: EncodingData,
+    mode: str,
+    config: ProtocolConfig,
+    n_way: int,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Test top-5 of the adapted model and ridge trained on the FIRST n calibration training trials."""
+    cfg = config.adaptation
+    train_all = data.split("train")
+    rows = []
+    for n in sorted({int(n) for n in cfg.learning_curve}):
+        if n >= len(train_all.X):
+            continue
+        part = train_all.subset(np.arange(n))
+        try:
+            tr, va = carve_validation(part, cfg.val_fraction, cfg.seed)
+        except DataError as exc:
+            logger.warning("learning curve: %s trials are too few (%s)", n, exc)
+            continue
+        model, _ = fine_tune(base, tr, va, mode, cfg, progress, desc=f"learning curve n={n}")
+        ridge, _ = fit_ridge(tr, cfg.seed)
+        a, r = test_metrics(model, test, n_way), test_metrics(ridge, test, n_way)
+        rows.append(
+            {"n_trials": n, "adapted": a["top5"], "ridge": r["top5"], "adapted_top1": a["top1"],
+             "ridge_top1": r["top1"]}
+        )  # fmt: skip
+    return rows
+
+
+def _check_compatible(meta: Any, data: EncodingData) -> None:
+    if meta.ch_names != list(data.ch_names):
+        meta.check_channels(list(data.ch_names))
+    if meta.space != data.space:
+        raise DataError(
+            f"the pretrained encoder predicts {meta.space!r} but the calibration gallery is {data.space!r}; "
+            "use the gallery the encoder was trained for"
+        )
+    if meta.n_times != data.n_times or abs(meta.sfreq - data.sfreq) > 1e-6:
+        raise DataError(
+            f"the pretrained encoder expects {meta.n_times} samples at {meta.sfreq:g} Hz, the calibration "
+            f"windows have {data.n_times} at {data.sfreq:g} Hz; use the protocol it was pretrained with"
+        )
+
+
+def _check_zero_shot(pretrained_dir: Any, data: EncodingData) -> None:
+    """Refuse a test image that the pretrained trunk saw in training (the test would not be zero-shot)."""
+    import json
+    from pathlib import Path
+
+    from models.training.trainer import TRAIN_IMAGES_FILE
+
+    path = Path(pretrained_dir) / TRAIN_IMAGES_FILE
+    if not path.is_file():
+        return
+    seen = set(json.loads(path.read_text()))
+    leaked = sorted(seen & set(data.image_ids[data.splits == "test"].tolist()))
+    if leaked:
+        raise DataError(
+            f"{len(leaked)} calibration test images were training images of the pretrained encoder (e.g. "
+            f"{leaked[:3]}); not a zero-shot test: pretrain with this protocol's test images held out"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- reference
+def fit_reference(
+    pretrained_dir: Any,
+    config: ProtocolConfig,
+    gallery: Any,
+    seed: int,
+    scaler: Any,
+    test: EncodingData,
+    progress: bool = True,
+) -> tuple[ModelResult, dict[str, Any]]:
+    """A model trained on the virtual subject ``seed`` with ``reference_factor`` × the training trials.
+
+    The extra sessions are simulated offline (same subject, timing and chain, scaled with the calibration's
+    statistics); the candidates (the adaptation variants with more data, and the same architecture trained
+    from scratch) are selected on validation; the test set is the calibration's own.
+    """
+    from calibration.data import epochs_from_filtered, simulate_filtered, timeline, to_encoding
+    from calibration.protocol import split_images
+    from models.checkpoint import load_checkpoint
+    from models.device_profile import load_device_profile
+
+    t0 = time.perf_counter()
+    cfg = config.adaptation
+    test_images, _, _ = split_images(config, list(gallery.ids))
+    pool = [i for i in gallery.ids if i not in set(test_images)]
+    rng = np.random.default_rng([seed, 37])
+    n = config.reference_factor * config.n_train_images
+    order = np.concatenate([rng.permutation(len(pool)) for _ in range(math.ceil(n / len(pool)))])[:n]
+    items = [("train", pool[k]) for k in order]
+    trials = timeline(items, config.image_s, config.isi_s, config.isi_jitter_s, seed + 10**6)
+    rec, _ = simulate_filtered(
+        config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
+        snr=config.subject.snr, progress=progress, desc=f"reference data ({n} trials)",
+    )  # fmt: skip
+    profile = load_device_profile(config.subject.profile)
+    ds = epochs_from_filtered(
+        [rec], config.preprocessing, config.window.tmin, config.window.tmax, gallery=gallery, scaler=scaler,
+        positions=profile.positions_2d, modality=profile.modality,
+    )  # fmt: skip
+    data = to_encoding(ds, f"reference-{seed}")
+    train, val = carve_validation(data, cfg.val_fraction, cfg.seed)
+    pre_model, pre_meta = load_checkpoint(pretrained_dir)
+    base = subject_model(pre_model, pre_meta)
+    variants = _adapt_variants(base, train, val, cfg, progress, "reference")
+    ref_cfg = cfg.model_copy(update={"modes": ["light"], "trunk_lr_factor": 1.0})
+    scratch = _scratch_model(pre_meta)
+    model, log = fine_tune(scratch, train, val, "light", ref_cfg, progress, desc="reference: from scratch")
+    variants.append(ModelResult("from_scratch", model, val_score(model, val), log=log))
+    best = min(variants, key=lambda r: r.val["mean_rank"])
+    n_way = min(config.n_way, len(np.unique(test.image_ids)))
+    best.test = test_metrics(best.model, test, n_way)
+    info = {
+        "n_trials": int(len(data.X)),
+        "candidates": {v.name: v.val for v in variants},
+        "chosen": best.name,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    return best, info
+
+
+def _scratch_model(meta: Any) -> nn.Module:
+    from models.encoders import build_encoder
+
+    arch = dict(meta.arch, n_subjects=1)
+    if meta.positions is not None:
+        arch["positions"] = meta.positions
+    torch.manual_seed(0)
+    return build_encoder(arch)

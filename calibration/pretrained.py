@@ -1,0 +1,186 @@
+"""The pretrained multi-subject encoder that calibration adapts to a new person.
+
+Here it is trained on simulated subjects (``protocol.pretrained.seeds``) — never on the subject being
+calibrated: :func:`get_pretrained` refuses a new subject whose seed was used. Each pretraining subject sees
+an RSVP session of training images drawn from the gallery WITHOUT the protocol's test images (so the
+calibration test stays zero-shot for the shared trunk too), scaled with its own robust statistics, and gets
+its own subject layer (MindBridge / See Through Their Minds: a shared trunk, shallow per-subject layers).
+
+The result is cached under ``<cache>/pretrained/<protocol name>-<hash>/`` (``models.stimuli.cache_root``,
+``~/.cache/brainstream`` by default); the hash covers everything that defines the model, so a changed
+recipe never reuses a stale cache. Building it shows progress bars and is safe across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.data import SimTrial, epochs_from_filtered, simulate_filtered, timeline, to_encoding
+from calibration.protocol import ProtocolConfig, split_images
+
+logger = logging.getLogger(__name__)
+
+INFO_FILE = "pretrained.json"
+
+
+class PretrainedError(RuntimeError):
+    """The pretrained encoder cannot be used for this subject (seed overlap, broken cache)."""
+
+
+def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
+    """Hash of everything the pretrained model depends on."""
+    key = {
+        "pretrained": config.pretrained.model_dump(mode="json"),
+        "subject": config.subject.model_dump(mode="json"),
+        "preprocessing": config.preprocessing.model_dump(mode="json"),
+        "window": config.window.model_dump(mode="json"),
+        "timing": [config.image_s, config.isi_s, config.isi_jitter_s],
+        "test_images": sorted(split_images(config, list(gallery.ids))[0]),
+        "space": gallery.space,
+        "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def pretrained_dir(config: ProtocolConfig, gallery: Any) -> Path:
+    from models.stimuli import cache_root
+
+    return cache_root() / "pretrained" / f"{config.name}-{pretrained_key(config, gallery)}"
+
+
+def check_seed(config: ProtocolConfig, seed: int | None) -> None:
+    if seed is not None and int(seed) in config.pretrained.seeds:
+        raise PretrainedError(
+            f"virtual subject seed {seed} was used to pretrain the encoder ( {config.pretrained.seeds}); "
+            "a calibration must meet a NEW subject: choose another --virtual-subject seed"
+        )
+
+
+def _subject_session(config: ProtocolConfig, gallery: Any, seed: int) -> list[SimTrial]:
+    test, _, _ = split_images(config, list(gallery.ids))
+    test_set = set(test)
+    pool = [i for i in gallery.ids if i not in test_set]
+    rng = np.random.default_rng([seed, 31])
+    n = min(config.pretrained.n_train_images, len(pool))
+    train = [pool[k] for k in rng.choice(len(pool), n, replace=False)]
+    items = [("train", i) for i in train] + [("test", i) for i in test]
+    items = [items[k] for k in rng.permutation(len(items))]
+    return timeline(items, config.image_s, config.isi_s, config.isi_jitter_s, seed)
+
+
+def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool = True):
+    """Simulated sessions of every pretraining subject → one multi-subject ``EncodingData``."""
+    from models.device_profile import load_device_profile
+    from models.training.data import concatenate
+
+    profile = load_device_profile(config.subject.profile)
+    positions = profile.positions_2d
+    parts = []
+    for k, seed in enumerate(config.pretrained.seeds):
+        trials = _subject_session(config, gallery, seed)
+        rec, _ = simulate_filtered(
+            config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
+            snr=config.subject.snr, progress=progress,
+            desc=f"pretraining subject {k + 1}/{len(config.pretrained.seeds)} (seed {seed})",
+        )  # fmt: skip
+        ds = epochs_from_filtered(
+            [rec], config.preprocessing, config.window.tmin, config.window.tmax, gallery=gallery,
+            subject=k, positions=positions, modality=profile.modality,
+        )  # fmt: skip
+        parts.append(to_encoding(ds, f"sim-{seed}"))
+    return concatenate(parts)
+
+
+def training_config(config: ProtocolConfig, n_way: int):
+    from models.training.config import (
+        DataConfig,
+        EvaluationConfig,
+        OptimConfig,
+        SelectionConfig,
+        TrainingConfig,
+        WindowConfig,
+    )
+
+    p = config.pretrained
+    return TrainingConfig(
+        name=f"pretrained-{config.name}",
+        seed=0,
+        data=DataConfig(kind="simulated"),
+        preprocessing=config.preprocessing,
+        window=WindowConfig(tmin=config.window.tmin, tmax=config.window.tmax),
+        model=p.model,
+        optim=OptimConfig(lr=p.lr, batch_size=p.batch_size, max_epochs=p.max_epochs, patience=p.patience),
+        selection=SelectionConfig(val_fraction=0.1, lambdas=[1.0], metric="mean_rank"),
+        evaluation=EvaluationConfig(n_way=n_way, ridge=False),
+        device="cpu",
+        num_threads=1,  # 2 shared cores: more threads spin and slow everyone down
+    )
+
+
+def get_pretrained(
+    config: ProtocolConfig,
+    gallery: Any,
+    new_subject_seed: int | None = None,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> Path:
+    """The pretrained checkpoint folder for ``config`` (built and cached on first use).
+
+    Raises :class:`PretrainedError` when ``new_subject_seed`` is one of the pretraining seeds.
+    """
+    from models.stimuli import _file_lock
+
+    check_seed(config, new_subject_seed)
+    target = pretrained_dir(config, gallery)
+    if (target / INFO_FILE).is_file() and not rebuild:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if (target / INFO_FILE).is_file() and not rebuild:
+            return target
+        t0 = time.perf_counter()
+        if progress:
+            print(
+                f"pretraining the multi-subject encoder on simulated subjects {config.pretrained.seeds} "
+                f"(once; cached in {target})",
+                flush=True,
+            )
+        from models.training.trainer import train
+
+        data = build_pretraining_data(config, gallery, progress)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            result = train(training_config(config, config.n_way), tmp / "model", data=data, progress=progress)
+            info = {
+                "seeds": list(config.pretrained.seeds),
+                "subjects": result.meta.subjects,
+                "key": pretrained_key(config, gallery),
+                "n_trials": int(len(data.X)),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "metrics": result.metrics,
+            }
+            (tmp / "model" / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp / "model", target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_info(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / INFO_FILE
+    if not path.is_file():
+        raise PretrainedError(f"{directory} is not a pretrained calibration encoder ({INFO_FILE} missing)")
+    return json.loads(path.read_text())
