@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         last = outcome.runs[-1] if outcome.runs else None
         why = last.reason if last else "nothing recorded"
         msg = (
-            f"calibration of {args.subject} stopped at trial {outcome.next_index}/{outcome.n_schedule} ({why});"
+            f"calibration of {args.subject} stopped at trial {outcome.next_index}/{outcome.n_schedule} "
+            f"({why});"
             " everything recorded is kept: run the same command again to resume"
         )
         if args.json:
