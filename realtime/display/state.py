@@ -235,12 +235,31 @@ class DisplayState:
         self._display_state = "running"
         self._lost_publishers: list[str] = []
         self._draw_records: deque[tuple] = deque(maxlen=_MAX_RUN_SAMPLES)
+        self._listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ bus thread side
     def ingest(self, msg: Any, t_received: float | None = None) -> bool:
         """Take one bus message; returns False (and counts it) when its payload breaks the topic contract."""
         t = self.clock() if t_received is None else t_received
         topic = str(getattr(msg, "topic", ""))
+        ok = self._ingest(topic, msg, t)
+        if ok and topic in DRAW_KINDS:
+            for listener in list(self._listeners):
+                try:
+                    listener(topic)
+                except Exception as exc:  # a closed window must not break the bus thread
+                    self._last_error = f"listener failed: {exc}"
+        return ok
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(topic)`` (from the bus thread) when a new retrieval or image arrived."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _ingest(self, topic: str, msg: Any, t: float) -> bool:
         with self._lock:
             # a misbehaving publisher must not grow the tables without bound
             key = topic if topic in self._counts or len(self._counts) < 64 else "(other topics)"

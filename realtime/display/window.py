@@ -25,6 +25,13 @@ from realtime.display.state import IMAGE, RETRIEVAL, DisplayState
 
 logger = logging.getLogger(__name__)
 
+
+class _Notifier(QtCore.QObject):
+    """Carries "a new retrieval / image arrived" from the bus thread to the GUI thread (queued signal)."""
+
+    arrived = QtCore.Signal(str)
+
+
 KEYS_HELP = "Space pause · PgUp/PgDn page channels · T next stream · S screenshot · F fullscreen · Q quit"
 
 
@@ -86,6 +93,11 @@ class DisplayWindow(QtWidgets.QMainWindow):
         self._numbers_every = 1.0 / numbers_hz
         self._t_numbers = 0.0
         self.timer.start()
+        # draw a new retrieval / image as soon as the GUI thread is free, not at the next paced frame
+        self._notifier = _Notifier(self)
+        self._notifier.arrived.connect(self._on_arrived, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._listener = self._notifier.arrived.emit
+        self.state.add_listener(self._listener)
 
     def _build_layout(self) -> None:
         central = QtWidgets.QWidget()
@@ -130,6 +142,19 @@ class DisplayWindow(QtWidgets.QMainWindow):
         interval = min(250, max(self._base_interval_ms, round(1500 * cost_s)))
         if abs(interval - self.timer.interval()) > 2:
             self.timer.setInterval(interval)
+
+    def _on_arrived(self, topic: str) -> None:
+        if self.paused:
+            return
+        try:
+            self._draw_and_record(topic, self.retrieval if topic == RETRIEVAL else self.generated)
+        except Exception:
+            logger.exception("drawing a new %s failed", topic)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        self.state.remove_listener(self._listener)
+        self.timer.stop()
+        super().closeEvent(event)
 
     def _draw_and_record(self, topic: str, panel: RetrievalPanel | GeneratedPanel) -> None:
         latest = self.state.latest(topic)

@@ -391,7 +391,8 @@ def test_memory_stays_flat_over_a_two_minute_run(qtbot, tmp_path, bus_endpoints)
     received = summary["stages"]["display.recv"]
     print(
         f"\nsoak {SOAK_S:.0f} s: RSS after warm-up {warm[0]:.1f} -> {warm[-1]:.1f} MB (max {max(warm):.1f}),"
-        f" slope {slope * 60:.2f} MB/min; received p50 {received['p50_ms']:.0f} ms;"
+        f" slope {slope * 60:.2f} MB/min; received p50 {received['p50_ms']:.0f} ms after t_sample,"
+        f" {hop['p50_ms']:.0f} ms after the last stage;"
         f" frames {summary['frames']}; drawn retrievals {_drawn(state, 'retrieval')}"
     )
 
