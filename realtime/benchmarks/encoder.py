@@ -56,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also time sliding windows of the full brain module: full recomputation vs the incremental path",
     )
     parser.add_argument("--stride-ms", type=float, default=50.0, help="sliding stride for --incremental (50)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="also time offline throughput: a THINGS-like recording through preprocess + windows + encoder",
+    )
+    parser.add_argument("--offline-seconds", type=float, default=60.0, help="recording length for --offline")
+    parser.add_argument(
+        "--sliding-seconds", type=float, default=10.0, help="part of it encoded with sliding windows (10)"
+    )
 
 
 def arch_for(name: str) -> dict[str, Any]:
@@ -207,7 +216,97 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             _print_row(name, entry, backends)
         if args.incremental:
             result["incremental"] = bench_incremental(args, peak, threads, Path(tmp))
+        if args.offline:
+            result["offline"] = bench_offline(args, peak, threads, Path(tmp))
     return result
+
+
+def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: Path) -> dict[str, Any]:
+    """Offline throughput with the full-size brain module: the same preprocess → windows → encode code the
+    loaders and the live node use, batched, over a synthetic CTF-275 recording with a THINGS-like design."""
+    from models.encoders import build_encoder
+    from models.incremental import CausalBrainModule, IncrementalEncoder
+    from models.preprocessing import PreprocessingConfig, RobustScaler, preprocess_recording
+    from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+    from models.windowing import WindowSpec, cut_epochs, sliding_window_ends
+
+    arch = arch_for("brain_module")
+    n_ch, sf_in, seconds = arch["n_channels"], 1200.0, float(args.offline_seconds)
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((n_ch, int(seconds * sf_in))) * 1e-12).astype(np.float32)
+    ts = 1000.0 + np.arange(data.shape[1]) / sf_in
+    # image 0.5 s + ISI 1.0 ± 0.2 s, as in THINGS-MEG
+    onsets = ts[0] + 1.0 + np.cumsum(rng.uniform(1.3, 1.7, int(seconds / 1.3)))
+    onsets = onsets[onsets < ts[-1] - 1.0]
+    cfg = PreprocessingConfig()  # 0.1-40 Hz, 120 Hz, robust scaling, clamp 20, baseline (None, 0)
+    names = [f"MEG{i:03d}" for i in range(n_ch)]
+    scaler = RobustScaler(np.zeros(n_ch), np.full(n_ch, 1e-12), names)
+    spec = WindowSpec(-0.5, 1.0, cfg.sfreq_out)
+    model = build_encoder(arch).eval()
+    gflop = count_gflop(model, n_ch, spec.n_times)
+    runtime = OnnxRuntime(export_onnx(model, workdir / "offline.onnx"), intra_op_threads=threads)
+
+    t0 = time.perf_counter()
+    out, out_ts = preprocess_recording(data, ts, names, sf_in, cfg, scaler, n_jobs=threads)
+    t1 = time.perf_counter()
+    epochs = cut_epochs(out, out_ts, onsets, spec, cfg.baseline)
+    t2 = time.perf_counter()
+    for i in range(0, len(epochs.X), 64):
+        runtime.run(epochs.X[i : i + 64])
+    t3 = time.perf_counter()
+    event = {
+        "recording_s": seconds,
+        "windows": int(len(epochs.X)),
+        "preprocess_s": t1 - t0,
+        "window_s": t2 - t1,
+        "encode_s": t3 - t2,
+        "encode_floor_s": len(epochs.X) * gflop / peak,
+        "x_realtime": seconds / (t3 - t0),
+    }
+
+    # sliding windows over the first --sliding-seconds, full recomputation (batched) vs incremental
+    covered = min(float(args.sliding_seconds), seconds)
+    stride = max(1, int(round(args.stride_ms * 1e-3 * cfg.sfreq_out)))
+    n_cov = int(covered * cfg.sfreq_out)
+    ends = sliding_window_ends(0, n_cov, spec.n_times, stride)
+    pre_share = (t1 - t0) * covered / seconds
+    t4 = time.perf_counter()
+    for i in range(0, ends.size, 32):
+        batch = np.stack([out[:, e + 1 - spec.n_times : e + 1] for e in ends[i : i + 32]])
+        runtime.run(batch)
+    full_s = time.perf_counter() - t4
+    causal = CausalBrainModule(model).eval()
+    inc = IncrementalEncoder(causal, subject=0, backend="onnxruntime", threads=threads)
+    start = spec.n_times + causal.context
+    inc_ends = sliding_window_ends(start - 1, n_cov, start, stride)
+    t5 = time.perf_counter()
+    inc.push(out[:, : inc_ends[0] + 1])
+    for a, b in zip(inc_ends[:-1], inc_ends[1:], strict=True):
+        inc.push(out[:, a + 1 : b + 1])
+        inc.embedding()
+    inc_s = time.perf_counter() - t5
+    sliding = {
+        "covered_s": covered,
+        "stride_samples": stride,
+        "windows": int(ends.size),
+        "full_encode_s": full_s,
+        "full_floor_s": ends.size * gflop / peak,
+        "full_x_floor": full_s / (ends.size * gflop / peak),
+        "full_x_realtime": covered / (full_s + pre_share),
+        "incremental_windows": int(inc_ends.size),
+        "incremental_encode_s": inc_s,
+        "incremental_x_realtime": covered / (inc_s + pre_share),
+    }
+    print(
+        f"\noffline, {seconds:.0f} s CTF-275 recording at 1200 Hz, full-size brain module (ONNX Runtime):"
+        f"\n  event-locked: {event['windows']} windows, preprocess {event['preprocess_s']:.2f} s, "
+        f"encode {event['encode_s']:.2f} s (floor {event['encode_floor_s']:.2f} s) -> "
+        f"{event['x_realtime']:.0f}x real time"
+        f"\n  sliding ({stride} samples): full recompute {sliding['full_x_realtime']:.2f}x real time "
+        f"({sliding['full_x_floor']:.2f}x its FLOP floor); "
+        f"incremental {sliding['incremental_x_realtime']:.2f}x"
+    )
+    return {"event": event, "sliding": sliding}
 
 
 def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workdir: Path) -> dict[str, Any]:
