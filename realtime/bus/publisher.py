@@ -11,7 +11,7 @@ from typing import Any
 import zmq
 from pylsl import local_clock
 
-from realtime.bus._socket import DEFAULT_HWM, DEFAULT_PUB_ENDPOINT, open_socket
+from realtime.bus._socket import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PUB_ENDPOINT, open_socket
 from realtime.bus.message import HEARTBEAT_SUFFIX, encode
 from realtime.bus.security import CurveKeys, as_keys
 
@@ -37,6 +37,9 @@ class Publisher:
     heartbeat_interval : float | None
         Seconds between heartbeats (sent whatever the traffic, so a subscriber filtering other topics also
         hears them); ``None`` turns them off. A subscriber declares the publisher lost after 3 intervals.
+    max_message_size : int
+        Largest frame :meth:`publish` sends; receivers disconnect a peer that sends more (``ZMQ_MAXMSGSIZE``),
+        so a bigger one is refused here with a ValueError instead.
     context : zmq.Context | None
         Defaults to the process-wide context (needed for ``inproc://``).
 
@@ -56,6 +59,7 @@ class Publisher:
         keys: str | Path | CurveKeys | None = None,
         heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
         hwm: int = DEFAULT_HWM,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         context: zmq.Context | None = None,
     ) -> None:
         if not name or not name.isascii() or any(c.isspace() or c == "." for c in name):
@@ -68,6 +72,7 @@ class Publisher:
         self.name = name
         self.src = f"{name}:{uuid.uuid4().hex[:12]}"
         self.heartbeat_interval = heartbeat_interval
+        self.max_message_size = max_message_size
         self._seqs: dict[str, int] = {}
         self._n_sent = 0
         self._lock = (
@@ -131,10 +136,21 @@ class Publisher:
                 space=space,
                 extras=extras,
             )
+            self._check_size(frames)
             self._opened.socket.send_multipart(frames, copy=False)
             self._seqs[topic] = seq + 1
             self._n_sent += 1
         return seq
+
+    def _check_size(self, frames: list[Any]) -> None:
+        # receivers drop the whole connection on a frame over ZMQ_MAXMSGSIZE: refuse it here, loudly, instead
+        biggest = max(memoryview(f).nbytes for f in frames)
+        if biggest > self.max_message_size:
+            raise ValueError(
+                f"a {biggest}-byte frame exceeds the bus limit of {self.max_message_size} bytes "
+                "(ZMQ_MAXMSGSIZE); send less per message (decimate, crop or split) or raise max_message_size "
+                "on every node"
+            )
 
     def _send_heartbeat(self, state: str) -> None:
         with self._lock:

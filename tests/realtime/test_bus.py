@@ -217,6 +217,13 @@ def test_oversized_message_is_refused_without_crashing():
         assert sub.stats["reconnects"] == 1
 
 
+def test_publisher_refuses_a_frame_receivers_would_disconnect_for():
+    with Publisher(inproc(), name="big", bind=True, heartbeat_interval=None, max_message_size=1024) as pub:
+        with pytest.raises(ValueError, match="ZMQ_MAXMSGSIZE"):
+            pub.publish("image", [np.zeros(2048, np.uint8)])
+        pub.publish("image", [np.zeros(1024, np.uint8)])  # at the limit: fine
+
+
 def test_gaps_are_counted_per_source_and_topic():
     endpoint = inproc()
     ctx = zmq.Context.instance()

@@ -162,3 +162,45 @@ def test_retrieval_node_refuses_another_space_and_raises_an_alarm(gallery: Galle
         assert status is not None
         assert any("openclip:ViT-H-14" in a and SPACE in a for a in status.get("alarms"))
         assert node.stats["published"] == 0
+
+
+def test_garbage_on_the_bus_never_stops_the_retrieval_node(gallery: Gallery):
+    import zmq
+
+    from realtime.bus import encode
+
+    front, back = _endpoints()
+    rng = np.random.default_rng(5)
+    with (
+        Broker(front, back),
+        RetrievalNode(gallery, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None) as node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("retrieval",)) as sub,
+    ):
+        assert _publish_until(pub, sub, "embedding.s", gallery.embeddings[3], space=SPACE) is not None
+        raw = zmq.Context.instance().socket(zmq.PUB)
+        raw.connect(front)
+        try:
+            probe = encode("embedding.x", [gallery.embeddings[0]], seq=0, src="fuzz:1", space="other-space")
+            deadline = time.monotonic() + 10
+            while node.stats["space_mismatch"] == 0:  # the raw socket has joined: the node hears it
+                raw.send_multipart(probe)
+                time.sleep(0.02)
+                assert time.monotonic() < deadline
+            for _ in range(100):
+                raw.send_multipart([b"embedding.x", *[rng.bytes(int(rng.integers(0, 50))) for _ in range(3)]])
+            # well-formed on the wire, wrong for the topic: text-like bytes, 2-D, float64
+            for arrays in ([np.zeros((2, 64), np.float32)], [np.zeros(64)], [], [np.zeros(64, np.uint8)]):
+                raw.send_multipart(encode("embedding.x", arrays, seq=0, src="fuzz:1", space=SPACE))
+        finally:
+            raw.close(linger=100)
+        deadline = time.monotonic() + 10
+        msg = None
+        while msg is None or msg.get("true_image_id") != gallery.ids[9]:  # skip answers still queued
+            msg = _publish_until(
+                pub, sub, "embedding.s", gallery.embeddings[9], space=SPACE, image_id=gallery.ids[9]
+            )
+            assert time.monotonic() < deadline, "the node stopped answering after the garbage"
+        assert msg.get("ids")[0] == gallery.ids[9]
+        assert node.running
+        assert node.stats["bus_malformed"] >= 90 and node.stats["bad_payload"] >= 4
