@@ -627,6 +627,9 @@ class AccuracyPanel(Panel):
         self.body.addLayout(row)
         self.detail = QtWidgets.QLabel("no ground truth yet")
         self.detail.setStyleSheet(f"color: {COLORS['muted']};")
+        self.detail.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
+        )
         self.body.addWidget(self.detail)
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
@@ -645,6 +648,8 @@ class AccuracyPanel(Panel):
         label = QtWidgets.QLabel("—")
         label.setStyleSheet(f"color: {color}; font-size: 22px; font-weight: bold;")
         label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        # the text must not widen the panel (the layout would jump as the numbers change)
+        label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         return label
 
     def update_from(self, state: DisplayState, chance_n: int | None = None) -> None:
