@@ -646,7 +646,7 @@ class AccuracyPanel(Panel):
     @staticmethod
     def _big(color: str) -> QtWidgets.QLabel:
         label = QtWidgets.QLabel("—")
-        label.setStyleSheet(f"color: {color}; font-size: 22px; font-weight: bold;")
+        label.setStyleSheet(f"color: {color}; font-size: 18px; font-weight: bold;")
         label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         # the text must not widen the panel (the layout would jump as the numbers change)
         label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
