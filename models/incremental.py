@@ -25,6 +25,7 @@ frames see zero padding that moves with the window); a model meant for increment
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -158,8 +159,10 @@ class IncrementalEncoder:
 
     Parameters
     ----------
-    model : CausalBrainModule | BrainModule
-        A brain module is wrapped in :class:`CausalBrainModule` (its weights interpreted causally).
+    model : CausalBrainModule
+        The streaming model. A plain (centred-padding) brain module is refused: wrapping its weights in
+        :class:`CausalBrainModule` computes a different function, so only a model trained in that form
+        gives meaningful embeddings; wrap it explicitly if that is what you mean.
     subject : int | None
         Subject layer (None: the mean of the subject layers).
     backend : str
@@ -178,7 +181,13 @@ class IncrementalEncoder:
         onnx_path: str | None = None,
         threads: int | None = None,
     ) -> None:
-        causal = (model if isinstance(model, CausalBrainModule) else CausalBrainModule(model)).eval().cpu()
+        if not isinstance(model, CausalBrainModule):
+            raise TypeError(
+                f"IncrementalEncoder needs a CausalBrainModule, got {type(model).__name__}: a brain module "
+                "trained with centred padding cannot be streamed exactly; train CausalBrainModule(base) or "
+                "wrap it explicitly, knowing that its embeddings then differ from the trained model's"
+            )
+        causal = model.eval().cpu()
         self.step_module = StreamStep(causal, subject).eval()
         self.n_channels = int(causal.base.config.n_channels)
         self.n_times = causal.n_out_times
@@ -204,7 +213,11 @@ class IncrementalEncoder:
         from models.runtime.onnx_runtime import default_threads
 
         n = len(self._cache_shapes)
-        path = onnx_path or tempfile.mkstemp(suffix=".onnx", prefix="stream-step-")[1]
+        if onnx_path is None:
+            fd, path = tempfile.mkstemp(suffix=".onnx", prefix="stream-step-")
+            os.close(fd)
+        else:
+            path = onnx_path
         args = (
             torch.zeros(1, self.n_channels, 3),
             torch.zeros(1, self.n_features, self.n_times),
@@ -223,7 +236,10 @@ class IncrementalEncoder:
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
-        return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        if onnx_path is None:
+            os.unlink(path)  # the session holds the graph in memory
+        return session
 
     def reset(self) -> None:
         """Forget all history (after a gap in the samples): as at stream start, the past is zeros."""

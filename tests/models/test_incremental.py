@@ -56,7 +56,7 @@ def test_receptive_context_counts_every_conv():
 def test_incremental_equals_full_recomputation(aggregation, backend):
     base = _model(aggregation)
     causal = CausalBrainModule(base).eval()
-    inc = IncrementalEncoder(base, subject=1, backend=backend)
+    inc = IncrementalEncoder(causal, subject=1, backend=backend)
     n = 200
     x = np.random.default_rng(1).standard_normal((12, n)).astype(np.float32)
     ends = sliding_window_ends(inc.window - 1, n, inc.window, stride=3)
@@ -79,7 +79,8 @@ def test_incremental_equals_full_recomputation(aggregation, backend):
 
 def test_block_pushes_equal_sample_pushes_and_not_ready_early():
     base = _model()
-    a, b = IncrementalEncoder(base, subject=0), IncrementalEncoder(base, subject=0)
+    causal = CausalBrainModule(base)
+    a, b = IncrementalEncoder(causal, subject=0), IncrementalEncoder(causal, subject=0)
     x = np.random.default_rng(3).standard_normal((12, 200)).astype(np.float32)
     for i in range(a.window - 1):
         a.push(x[:, i : i + 1])
@@ -92,7 +93,8 @@ def test_block_pushes_equal_sample_pushes_and_not_ready_early():
 
 def test_nonfinite_input_blanks_the_embedding_until_it_leaves_the_receptive_field():
     base = _model()
-    inc, clean = IncrementalEncoder(base, subject=0), IncrementalEncoder(base, subject=0)
+    causal = CausalBrainModule(base)
+    inc, clean = IncrementalEncoder(causal, subject=0), IncrementalEncoder(causal, subject=0)
     x = np.random.default_rng(4).standard_normal((12, 400)).astype(np.float32)
     bad = x.copy()
     bad[3, 120] = np.nan
@@ -116,10 +118,12 @@ def test_causal_module_exports_to_onnx(tmp_path):
 
 
 def test_bad_input():
-    inc = IncrementalEncoder(_model(), subject=0)
+    inc = IncrementalEncoder(CausalBrainModule(_model()), subject=0)
     with pytest.raises(ValueError, match=r"shape \(12, s\)"):
         inc.push(np.zeros((11, 3), np.float32))
     with pytest.raises(ValueError, match="backend must be"):
-        IncrementalEncoder(_model(), backend="tensorrt")
+        IncrementalEncoder(CausalBrainModule(_model()), backend="tensorrt")
+    with pytest.raises(TypeError, match="needs a CausalBrainModule"):
+        IncrementalEncoder(_model())
     with pytest.raises(TypeError, match="needs a brain module"):
         CausalBrainModule(torch.nn.Linear(3, 3))
