@@ -113,6 +113,7 @@ class TracePanel(Panel):
         self.plot.setYRange(-page_size + 0.5, 0.5, padding=0)
         self.plot.getAxis("left").setWidth(92)
         self.plot.getAxis("left").setStyle(tickFont=QtGui.QFont(MONO, 8))
+        self.plot.getAxis("left").setTicks([[], []])  # channel names once a stream arrives
         self.body.addWidget(self.plot, 1)
         self.curves = []
         for i in range(page_size):
@@ -507,7 +508,7 @@ class LatencyPanel(Panel):
         self.body.addWidget(self.table)
         self.dropped = QtWidgets.QLabel("")
         self.dropped.setFont(QtGui.QFont(MONO, 9))
-        self.dropped.setWordWrap(True)
+        self.dropped.setWordWrap(False)
         self.body.addWidget(self.dropped)
         self.nodes = QtWidgets.QLabel("")
         self.nodes.setWordWrap(True)
@@ -567,8 +568,8 @@ class LatencyPanel(Panel):
                 self.curves[kind].setData(ts - now, ms)
         d = state.dropped()
         self.dropped.setText(
-            f"dropped · bus gaps {d['bus_gaps']} · malformed {d['bus_malformed']} · bad payload "
-            f"{d['invalid_payload']}\n          superseded before drawn {d['superseded']} · upstream skipped "
+            f"dropped: bus gaps {d['bus_gaps']} · malformed {d['bus_malformed']} · bad payload "
+            f"{d['invalid_payload']}\nnot drawn (newer came) {d['superseded']} · skipped upstream "
             f"{d['upstream_skipped']}"
         )
         bus_state, _ = state.bus_state()
