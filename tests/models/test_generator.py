@@ -112,3 +112,38 @@ def test_configs_validate_and_production_needs_local_folders(tmp_path: Path):
         from models.config_base import validate_config
 
         validate_config({"backend": "tiny", "space": None, "guidance_scale": 2.0}, GeneratorConfig, "x.yaml")
+
+
+def test_production_loader_reads_local_folders_like_the_tiny_path(gen, tmp_path: Path):
+    """``IPAdapterTurboGenerator.from_config`` (the sdxl-turbo-ipadapter backend) on folders holding the tiny
+    weights gives the tiny generator's image: the production path is exercised end to end, offline."""
+    from models.generation.tiny import write_tiny_folders
+
+    paths = write_tiny_folders(gen.config, tmp_path)
+    prod = gen.config.model_copy(
+        update={"backend": "sdxl-turbo-ipadapter", **{k: str(v) for k, v in paths.items()}}
+    )
+    loaded = load_generator(GeneratorConfig.model_validate(prod.model_dump()))
+    assert type(loaded).__name__ == "IPAdapterTurboGenerator"
+    np.testing.assert_array_equal(
+        loaded.generate(embedding(9), gen.space), gen.generate(embedding(9), gen.space)
+    )
+
+
+def test_empty_prompt_embeddings_are_computed_once_then_no_text_encoder_is_loaded(gen, tmp_path: Path):
+    from models.generation.tiny import write_tiny_folders
+
+    paths = write_tiny_folders(gen.config, tmp_path, text_encoders=True)
+    assert not paths["prompt_embeds"].exists()
+    prod = gen.config.model_copy(
+        update={"backend": "sdxl-turbo-ipadapter", **{k: str(v) for k, v in paths.items()}}
+    )
+    first = load_generator(prod)
+    assert paths["prompt_embeds"].is_file()  # computed from the text encoders, stored
+    assert first.pipe.text_encoder is None and first.pipe.text_encoder_2 is None  # none kept for live use
+    stamp = paths["prompt_embeds"].stat().st_mtime_ns
+    second = load_generator(prod)
+    assert paths["prompt_embeds"].stat().st_mtime_ns == stamp  # reused, not recomputed
+    np.testing.assert_array_equal(
+        first.generate(embedding(10), gen.space), second.generate(embedding(10), gen.space)
+    )
