@@ -75,6 +75,7 @@ class ServiceNode:
         self.subscriber: Subscriber | None = None
         self.publisher: Publisher | None = None
         self._last_status = 0.0
+        self._bus_stats: dict[str, Any] = {}  # copied by the worker thread, which alone touches the socket
 
     # --------------------------------------------------------------- subclass API
     def _setup(self) -> None:
@@ -103,7 +104,7 @@ class ServiceNode:
 
     @property
     def stats(self) -> dict[str, Any]:
-        bus = self.subscriber.stats if self.subscriber is not None else {}
+        bus = self._bus_stats
         return {
             **self.counts,
             "latency_ms": self.latency.summary(),
@@ -144,6 +145,7 @@ class ServiceNode:
         try:
             while not self._stop.is_set():
                 self._step(self.subscriber, self.publisher)
+                self._bus_stats = self.subscriber.stats
                 now = time.monotonic()
                 if now - self._last_status >= STATUS_PERIOD_S:
                     self._last_status = now
