@@ -600,7 +600,6 @@ def preprocess_recording(
     """
     data = np.asarray(data)
     ch_names = [str(c) for c in ch_names]
-    Preprocessor(config, ch_names, sfreq, scaler)  # validates everything once, with the full channel list
     if data.ndim != 2 or data.shape[0] != len(ch_names):
         raise ValueError(f"expected data of shape ({len(ch_names)} channels, n_times), got {data.shape}")
     ts = np.asarray(timestamps, dtype=np.float64).ravel()
@@ -609,42 +608,28 @@ def preprocess_recording(
     groups = [
         g for g in np.array_split(np.arange(len(ch_names)), max(1, min(n_jobs, len(ch_names)))) if g.size
     ]
+    if config.robust_scale and scaler is not None and scaler.is_fitted:
+        scaler = scaler.reorder(ch_names)  # names the statistics, so channel groups can pick theirs
+    # built here, not in the threads: mne's filter design toggles a process-wide log level
+    pres = [Preprocessor(config, [ch_names[i] for i in g], sfreq, scaler) for g in groups]
     if len(groups) == 1:
-        return _run_chunks(data, ts, ch_names, sfreq, config, scaler, chunk_seconds, progress)
+        return _run_chunks(pres[0], data, ts, chunk_seconds, progress)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(groups)) as pool:
         futures = [
-            pool.submit(
-                _run_chunks,
-                data[g],
-                ts,
-                [ch_names[i] for i in g],
-                sfreq,
-                config,
-                scaler,
-                chunk_seconds,
-                progress and k == 0,
-            )  # fmt: skip
-            for k, g in enumerate(groups)
+            pool.submit(_run_chunks, pre, data[g], ts, chunk_seconds, progress and k == 0)
+            for k, (pre, g) in enumerate(zip(pres, groups, strict=True))
         ]
         parts = [f.result() for f in futures]
     return np.concatenate([p[0] for p in parts], axis=0), parts[0][1]
 
 
 def _run_chunks(
-    data: np.ndarray,
-    ts: np.ndarray,
-    ch_names: list[str],
-    sfreq: float,
-    config: PreprocessingConfig,
-    scaler: RobustScaler | None,
-    chunk_seconds: float,
-    progress: bool,
+    pre: Preprocessor, data: np.ndarray, ts: np.ndarray, chunk_seconds: float, progress: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    pre = Preprocessor(config, ch_names, sfreq, scaler)
     n = data.shape[1]
-    step = max(1, int(round(chunk_seconds * sfreq)))
+    step = max(1, int(round(chunk_seconds * pre.sfreq_in)))
     starts = range(0, n, step)
     if progress:
         from tqdm import tqdm
@@ -656,7 +641,7 @@ def _run_chunks(
         outs.append(o)
         tss.append(t)
     if not outs:
-        return np.zeros((len(ch_names), 0), np.float32), np.zeros(0)
+        return np.zeros((pre.n_channels, 0), np.float32), np.zeros(0)
     return np.concatenate(outs, axis=1), np.concatenate(tss)
 
 

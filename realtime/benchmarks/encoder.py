@@ -93,52 +93,54 @@ def count_gflop(model: Any, n_channels: int, n_times: int) -> float:
     return (totals[1] - totals[0]) / 1e9
 
 
-def measure_peak_gflops(repeats: int = 7) -> float:
-    """Best fp32 matmul rate (GFLOP/s) over square products of two sizes, current torch thread count."""
-    import torch
+class MatmulProbe:
+    """Times one square fp32 product on a device: the matmul rate (GFLOP/s) available right now."""
 
-    best = 0.0
-    for n in (1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.matmul(a, b)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
+    def __init__(self, device: str = "cpu", n: int = 1024) -> None:
+        import torch
 
+        self.torch, self.device, self.n = torch, torch.device(device), n
+        self.a = torch.randn(n, n, device=self.device)
+        self.b = torch.randn(n, n, device=self.device)
+        self.rate()  # first call allocates / initialises the BLAS
 
-def _matmul_rate() -> float:
-    """One timed 1024² fp32 product: the machine's matmul rate (GFLOP/s) right now."""
-    import torch
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
 
-    a, b = _PROBE
-    t0 = time.perf_counter()
-    torch.matmul(a, b)
-    return 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
+    def rate(self) -> float:
+        self._sync()
+        t0 = time.perf_counter()
+        self.torch.matmul(self.a, self.b)
+        self._sync()
+        return 2 * self.n**3 / (time.perf_counter() - t0) / 1e9
 
 
-_PROBE: tuple = ()
+def measure_peak_gflops(device: str = "cpu", repeats: int = 7) -> float:
+    """Best fp32 matmul rate (GFLOP/s) over 1024² and 2048² products, current torch thread count."""
+    return max(MatmulProbe(device, n).rate() for n in (1024, 2048) for _ in range(repeats))
 
 
 def time_runtime(
-    runtime: Any, x: np.ndarray, iters: int, max_seconds: float, gflop: float
+    runtime: Any,
+    x: np.ndarray,
+    iters: int,
+    max_seconds: float,
+    gflop: float,
+    probe: MatmulProbe | None = None,
 ) -> dict[str, float]:
     """p50 / p99 / min latency of ``runtime.run(x)`` in ms (after a warm-up).
 
     ``x_floor_paired`` is the median over runs of latency ÷ (FLOPs ÷ matmul rate measured just before that
-    run): on a shared machine it compares each run with the CPU share it actually had.
+    run): on a shared machine it compares each run with the share of the processor it actually had.
     """
-    global _PROBE
-    import torch
-
-    _PROBE = (torch.randn(1024, 1024), torch.randn(1024, 1024))
+    probe = probe or MatmulProbe("cpu")
     runtime.warmup(3)
     times: list[float] = []
     ratios: list[float] = []
     deadline = time.perf_counter() + max_seconds
     while len(times) < iters and (len(times) < 10 or time.perf_counter() < deadline):
-        rate = _matmul_rate()
+        rate = probe.rate()
         t0 = time.perf_counter()
         runtime.run(x)
         dt = time.perf_counter() - t0
@@ -187,14 +189,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logger.warning("skipping tensorrt: %s", reason)
         backends.remove("tensorrt")
     torch.manual_seed(0)
-    peak = measure_peak_gflops()
+    # the floor is taken on the device the torch backends run on; CPU-only backends are also compared with
+    # the CPU's own rate when that device is a GPU
+    peak = measure_peak_gflops(device)
+    cpu_peak = peak if device == "cpu" else measure_peak_gflops("cpu")
+    probes = {"cpu": MatmulProbe("cpu"), device: MatmulProbe(device)}
     result: dict[str, Any] = {
         "peak_gflops": peak,
         "threads": threads,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "models": {},
     }
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {threads} thread(s)")
+    if device != "cpu":
+        result["cpu_peak_gflops"] = cpu_peak
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s on {result['device']} ({threads} CPU thread(s))")
     with tempfile.TemporaryDirectory(prefix="bench-encoder-") as tmp:
         for name in args.models:
             arch = arch_for(name)
@@ -209,8 +217,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             x = np.random.default_rng(0).standard_normal((1, arch["n_channels"], arch["n_times"]), np.float32)
             for backend in backends:
                 rt = _make_runtime(backend, model, device, threads, Path(tmp))
-                entry[backend] = time_runtime(rt, x, args.iters, args.max_seconds, gflop)
-                entry[backend]["x_floor"] = entry[backend]["p50_ms"] / entry["floor_ms"]
+                on_cpu = backend == "onnxruntime" and "CUDA" not in rt.describe().get("provider", "")
+                probe, ref = (probes["cpu"], cpu_peak) if on_cpu else (probes[device], peak)
+                entry[backend] = time_runtime(rt, x, args.iters, args.max_seconds, gflop, probe)
+                entry[backend]["x_floor"] = entry[backend]["p50_ms"] / (gflop / ref * 1e3)
                 rt.close()
             result["models"][name] = entry
             _print_row(name, entry, backends)

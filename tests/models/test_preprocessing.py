@@ -222,7 +222,8 @@ def test_threaded_recording_equals_single_thread():
     cfg = PreprocessingConfig(notch_freqs=[50.0, 100.0], sfreq_out=120.0)
     scaler = fit_robust_scaler(x, ts, names, sfreq, cfg)
     one, one_ts = preprocess_recording(x, ts, names, sfreq, cfg, scaler)
-    three, three_ts = preprocess_recording(x, ts, names, sfreq, cfg, scaler, n_jobs=3)
+    unnamed = RobustScaler(scaler.center, scaler.scale)  # statistics in channel order, without names
+    three, three_ts = preprocess_recording(x, ts, names, sfreq, cfg, unnamed, n_jobs=3)
     np.testing.assert_array_equal(three, one)
     np.testing.assert_array_equal(three_ts, one_ts)
     with pytest.raises(ValueError, match="4 timestamps for"):
