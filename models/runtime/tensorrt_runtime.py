@@ -118,10 +118,16 @@ def build_engine(
     kwargs: dict[str, Any] = {"ir": "dynamo", "inputs": [spec], "min_block_size": 1}
     params = inspect.signature(torch_tensorrt.dynamo.compile).parameters
     if precision == "fp16":
-        kwargs["enabled_precisions"] = {torch.float16, torch.float32}
-        # newer releases respect the model's dtypes unless told otherwise
-        if "use_explicit_typing" in params:
-            kwargs["use_explicit_typing"] = False
+        # the way to ask for fp16 kernels changed across releases: enabled_precisions (+ use_explicit_typing
+        # off, where that exists) until it was deprecated, then enable_autocast
+        if "enabled_precisions" in params:
+            kwargs["enabled_precisions"] = {torch.float16, torch.float32}
+            if "use_explicit_typing" in params:
+                kwargs["use_explicit_typing"] = False
+        elif "enable_autocast" in params:
+            kwargs["enable_autocast"] = True
+            if "autocast_low_precision_type" in params:
+                kwargs["autocast_low_precision_type"] = torch.float16
     trt_module = torch_tensorrt.compile(module, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
