@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from realtime.cli import UserFacingError
 
@@ -36,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(str(exc)) from None
     secured = " (CURVE, authorised clients only)" if args.keys else ""
     print(f"bus broker: publishers -> {args.frontend}, subscribers <- {args.backend}{secured}; Ctrl-C stops")
+    signal.signal(signal.SIGTERM, lambda signum, frame: broker.stop())  # stop cleanly, like Ctrl-C
     broker.run()
     return 0

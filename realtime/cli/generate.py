@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from realtime.cli import UserFacingError
 
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     node = GeneratorNode(config, sub_endpoint=args.sub, pub_endpoint=args.pub, keys=args.keys)
+    signal.signal(signal.SIGTERM, lambda signum, frame: node.stop())  # stop cleanly, like Ctrl-C
     try:
         node.start()
         print(

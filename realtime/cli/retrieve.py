@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from realtime.cli import UserFacingError
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         f"retrieval node: {len(node.retriever.ids)} images in {node.space!r}, top {node.k}, "
         f"{args.backend}; embeddings from {args.sub}, answers to {args.pub}; Ctrl-C stops"
     )
+    signal.signal(signal.SIGTERM, lambda signum, frame: node.stop())  # stop cleanly, like Ctrl-C
     try:
         node.run()
     except (InsecureBindError, KeysError, OSError) as exc:

@@ -204,3 +204,40 @@ def test_garbage_on_the_bus_never_stops_the_retrieval_node(gallery: Gallery):
         assert msg.get("ids")[0] == gallery.ids[9]
         assert node.running
         assert node.stats["bus_malformed"] >= 90 and node.stats["bad_payload"] >= 4
+
+
+def test_retrieve_verb_runs_as_a_process_and_stops_cleanly_on_sigterm(gallery: Gallery):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    def port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    front, back = f"tcp://127.0.0.1:{port()}", f"tcp://127.0.0.1:{port()}"
+    root = Path(__file__).resolve().parents[2]
+    argv = [sys.executable, "-m", "realtime.cli", "retrieve", "--gallery", str(gallery.root), "--k", "2"]
+    with (
+        Broker(front, back),
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("retrieval",)) as sub,
+    ):
+        proc = subprocess.Popen(
+            [*argv, "--sub", back, "--pub", front], cwd=root, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            msg = _publish_until(pub, sub, "embedding.s", gallery.embeddings[5], timeout=60, space=SPACE)
+            assert msg is not None and msg.get("ids") == [gallery.ids[5], msg.get("ids")[1]]
+            (src,) = {s for s, p in sub.publishers().items() if p["name"] == "retrieval"}
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, proc.stderr.read()
+            deadline = time.monotonic() + 5
+            while sub.publishers()[src]["state"] != "stopped":  # said goodbye: not counted as lost
+                sub.recv(timeout=0.1)
+                assert time.monotonic() < deadline
+        finally:
+            proc.kill()
+            proc.wait()
