@@ -318,7 +318,7 @@ def build_decoder_node(
         ckpt = ensure_demo_assets().checkpoint_dir
     else:
         ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
-    runtime, meta = load_runtime(ckpt, config.encoder.runtime)
+    runtime, meta = load_runtime(ckpt, config.encoder.runtime, subject=config.encoder.subject_index)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
     return DecoderNode(
