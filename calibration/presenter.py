@@ -166,6 +166,7 @@ class Presenter:
         self._planned = 0.0
         self._catch_onsets: list[float] = []
         self._pixmaps: dict[str, Any] = {}
+        self.on_frame = None  # callable(state, stamp) after each painted state change (tests, logging)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> Presenter:
@@ -309,6 +310,8 @@ class Presenter:
         if self.window is not None:
             self.window.repaint()
         self._last_stamp = self.clock.now()
+        if self.on_frame is not None:
+            self.on_frame(state, self._last_stamp)
 
     def _finish(self, aborted: bool) -> None:
         self._timer.stop()
