@@ -37,7 +37,8 @@ DRAW_KINDS = (RETRIEVAL, IMAGE)
 STAGE_RECEIVED = "display.recv"
 STAGE_DRAWN = "display.draw"
 
-_MAX_RUN_SAMPLES = 100_000  # whole-run draw latencies kept for the summary (~0.8 MB per kind)
+# drawn windows remembered for the whole-run summary (~250 B each: ~20 MB at the cap, 14 h at 2 windows/s)
+DEFAULT_RECORD_LIMIT = 100_000
 
 
 class PayloadError(ValueError):
@@ -192,6 +193,8 @@ class DisplayState:
         No bus message for this long raises an alarm; a stream or node silent this long is flagged too.
     clock : callable
         Returns LSL seconds; ``pylsl.local_clock`` by default.
+    record_limit : int
+        Drawn windows remembered for :meth:`draw_records` and the whole-run summary (oldest dropped).
     """
 
     def __init__(
@@ -200,7 +203,10 @@ class DisplayState:
         signal_seconds: float = 10.0,
         silence_alarm_s: float = 3.0,
         clock: Callable[[], float] = pylsl.local_clock,
+        record_limit: int = DEFAULT_RECORD_LIMIT,
     ) -> None:
+        if record_limit < 1:
+            raise ValueError(f"record_limit must be >= 1, got {record_limit}")
         if signal_seconds <= 0:
             raise ValueError(f"signal_seconds must be > 0, got {signal_seconds}")
         self.latency_window_s = float(latency_window_s)
@@ -220,8 +226,8 @@ class DisplayState:
         self._seen_trace: OrderedDict[tuple[str, float], None] = OrderedDict()
         self._draw_recent = {k: RollingWindow(latency_window_s) for k in DRAW_KINDS}
         self._hop = RollingWindow(latency_window_s)
-        self._draw_run: dict[str, deque[float]] = {k: deque(maxlen=_MAX_RUN_SAMPLES) for k in DRAW_KINDS}
-        self._accuracy = Accuracy()
+        self._draw_run: dict[str, deque[float]] = {k: deque(maxlen=record_limit) for k in DRAW_KINDS}
+        self._accuracy = Accuracy(history=deque(maxlen=min(2000, record_limit)))
         self._last_error = ""
         self._t_last_error = -math.inf
         self.own_sources: set[str] = set()  # our own status.display publishers: their alarms are ours already
@@ -234,7 +240,7 @@ class DisplayState:
         self._n_frames = 0
         self._display_state = "running"
         self._lost_publishers: list[str] = []
-        self._draw_records: deque[tuple] = deque(maxlen=_MAX_RUN_SAMPLES)
+        self._draw_records: deque[tuple] = deque(maxlen=record_limit)
         self._listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ bus thread side
@@ -369,7 +375,7 @@ class DisplayState:
                 if key in self._seen_trace:
                     continue
                 self._seen_trace[key] = None
-                if len(self._seen_trace) > 4096:
+                if len(self._seen_trace) > 1024:  # a retrieval follows its embedding within moments
                     self._seen_trace.popitem(last=False)
             window = self._stages.get(stage)
             if window is None:
