@@ -216,6 +216,7 @@ def time_resolved(
     subject_index: np.ndarray | None = None,
     ridge_alphas: list[float] | None = None,
     progress: bool = True,
+    step: float = 0.05,
 ) -> list[dict[str, Any]]:
     """Single-trial top-1/top-5 per window for the network (masked input) and a per-window ridge refit."""
     from tqdm import tqdm
@@ -227,7 +228,7 @@ def time_resolved(
     true = _true_rows(test.image_ids, cand_ids)
     subj = test.subjects if subject_index is None else np.asarray(subject_index)
     rows = []
-    windows = time_windows(test.tmin, test.n_times, test.sfreq)
+    windows = time_windows(test.tmin, test.n_times, test.sfreq, step=step)
     for kind, t0, t1, sl in tqdm(windows, desc="time-resolved", unit="window", disable=not progress):
         masked = np.zeros_like(test.X)
         masked[:, :, sl] = test.X[:, :, sl]
@@ -235,9 +236,10 @@ def time_resolved(
         fit = fit_ridge(
             train.X[:, :, sl],
             train.targets,
-            alphas=ridge_alphas or DEFAULT_ALPHAS,
+            alphas=ridge_alphas or DEFAULT_ALPHAS[::2],
             groups=train.image_ids,
             n_folds=3,
+            scoring="rank",
         )
         ridge_pred = test.X[:, :, sl].reshape(len(test.X), -1) @ fit.weight + fit.bias
         r = _scores(ridge_pred, cand, true, n_way, seed)

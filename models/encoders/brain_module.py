@@ -46,7 +46,11 @@ class BrainModuleConfig(StrictModel):
     glu: bool = True
     dropout: float = Field(default=0.0, ge=0, lt=1)
     out_channels: int = Field(default=2048, gt=0, description="channels of the last 1×1 conv")
-    aggregation: Literal["affine", "gap", "attention"] = "affine"
+    aggregation: Literal["affine", "channel_affine", "gap", "attention"] = Field(
+        default="affine",
+        description="affine: one learned weighting of time for all channels (Benchetrit et al.); "
+        "channel_affine: one per channel (more latency-specific, for small data); gap; attention",
+    )
     head_hidden: int | None = Field(default=None, description="hidden size of the heads (None: linear)")
     output_head: Literal["clip", "mse"] = Field(
         default="clip", description="which head forward() returns (MSE-only training uses 'mse')"
@@ -153,12 +157,17 @@ class TemporalAggregation(nn.Module):
         self.kind = kind
         if kind == "affine":
             self.proj = nn.Linear(n_times, 1)
+        elif kind == "channel_affine":
+            self.weight = nn.Parameter(torch.full((channels, n_times), 1.0 / n_times))
+            self.bias = nn.Parameter(torch.zeros(channels))
         elif kind == "attention":
             self.proj = nn.Conv1d(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "affine":
             return self.proj(x).squeeze(-1)
+        if self.kind == "channel_affine":
+            return (x * self.weight).sum(dim=-1) + self.bias
         if self.kind == "gap":
             return x.mean(dim=-1)
         attn = torch.softmax(self.proj(x), dim=-1)  # (b, 1, t)

@@ -160,6 +160,9 @@ def average_repetitions(data: EncodingData) -> EncodingData:
 
 def from_epochs_dataset(ds: Any) -> EncodingData:
     """Adapt a ``models.datasets.EpochsDataset`` (X, image_ids, splits, subject_ids, embeddings_for, ...)."""
+    keep = np.isin(np.asarray(ds.splits), ["train", "test"])  # catch trials have no image target
+    if not keep.all():
+        ds = ds.subset(keep) if hasattr(ds, "subset") else ds
     image_ids = [str(i) for i in ds.image_ids]
     subject_ids = np.asarray(ds.subject_ids)
     names = [str(s) for s in np.unique(subject_ids)]
@@ -180,6 +183,7 @@ def from_epochs_dataset(ds: Any) -> EncodingData:
         space=str(ds.space),
         positions=None if positions is None else np.asarray(positions),
         modality=getattr(ds, "modality", None),
+        summary=ds.summary() if callable(getattr(ds, "summary", None)) else {},
         preprocessing=pre.model_dump(mode="json") if hasattr(pre, "model_dump") else pre,
         scaler=scaler.to_dict() if hasattr(scaler, "to_dict") else scaler,
     )
@@ -210,6 +214,7 @@ def concatenate(parts: list[EncodingData]) -> EncodingData:
         subjects=subjects.astype(np.int64),
         subject_names=names,
         targets=np.concatenate([p.targets for p in parts]),
+        summary=first.summary if len(parts) == 1 else {"parts": [p.summary for p in parts]},
     )
 
 

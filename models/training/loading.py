@@ -6,25 +6,38 @@ cut windows around the stimulus markers, so the encoder trains on exactly what i
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from models.training.data import DataError, EncodingData, concatenate, from_epochs_dataset, load_encoding_data
 
+logger = logging.getLogger(__name__)
+
 
 def _load_one(kind: str, path: str | None, subject: str | None, common: dict[str, Any]) -> EncodingData:
+    import importlib
+    import inspect
+
     from models import datasets
 
-    if kind == "simulated":
-        ds = datasets.load_simulated(path, **common)
-    elif kind == "xdf":
-        ds = datasets.load_xdf_recording(path, **common)
-    elif kind == "things_meg":
-        ds = datasets.load_things_meg(path, subject, **common)
-    elif kind == "things_eeg2":
-        ds = datasets.load_things_eeg2(path, subject, **common)
-    else:
-        raise DataError(f"unknown data kind '{kind}'")
+    if kind not in datasets.LOADERS:
+        raise DataError(f"unknown data kind '{kind}'; known: {', '.join(sorted(datasets.LOADERS))}")
+    module, name = datasets.LOADERS[kind].split(":")
+    loader = getattr(importlib.import_module(module), name)
+    accepted = inspect.signature(loader).parameters
+    kwargs = {k: v for k, v in common.items() if k in accepted}
+    ignored = sorted(set(common) - set(kwargs))
+    if ignored:
+        # e.g. THINGS-EEG2's release is already preprocessed: its loader takes no preprocessing config
+        logger.info("%s loader does not take %s; ignored", kind, ", ".join(ignored))
+    try:
+        if kind in ("things_meg", "things_eeg2"):
+            ds = loader(path, subject, **kwargs)
+        else:
+            ds = loader(path, **kwargs)
+    except datasets.DatasetError as exc:
+        raise DataError(str(exc)) from None
     return from_epochs_dataset(ds)
 
 
@@ -48,7 +61,13 @@ def load_recordings(
             raise DataError(f"data not found: {p}")
     if kind == "npz":
         return concatenate([load_encoding_data(p) for p in paths])
-    common: dict[str, Any] = {"preprocessing": preprocessing, "tmin": tmin, "tmax": tmax, **(options or {})}
+    common: dict[str, Any] = {
+        "preprocessing": preprocessing,
+        "tmin": tmin,
+        "tmax": tmax,
+        "progress": progress,
+        **(options or {}),
+    }
     if gallery is not None:
         common["gallery"] = gallery
     if kind in ("things_meg", "things_eeg2"):

@@ -307,10 +307,14 @@ def fit_candidate(
 def fit_ridge_encoder(
     data: EncodingData, alphas: list[float] | None = None, seed: int = 0
 ) -> tuple[RidgeEncoder, dict[str, Any]]:
-    """Ridge baseline on ``data`` (all its rows), penalty by cross-validation grouped by image."""
-    fit = fit_ridge(
-        data.X, data.targets, alphas=alphas or list(DEFAULT_ALPHAS), groups=data.image_ids, seed=seed
-    )
+    """Ridge baseline on ``data`` (all its rows), penalty by cross-validation grouped by image.
+
+    The penalty is chosen by held-out retrieval rank, not MSE: MSE favours heavy shrinkage towards the mean
+    embedding, which costs retrieval (measured on a virtual subject: 200-way top-5 6.5 % with the MSE-chosen
+    vs 11.5 % with the rank-chosen penalty). The baseline should be the strongest honest linear decoder.
+    """
+    alphas = alphas or list(DEFAULT_ALPHAS)
+    fit = fit_ridge(data.X, data.targets, alphas=alphas, groups=data.image_ids, scoring="rank", seed=seed)
     enc = RidgeEncoder(RidgeConfig(n_channels=len(data.ch_names), n_times=data.n_times, dim=data.dim))
     enc.load_fit(fit).eval()
     return enc, {"alpha": fit.alpha, "alphas": fit.alphas, "cv_scores": fit.cv_scores}

@@ -25,7 +25,7 @@ def _brain(**kw):
     return build_encoder(arch)
 
 
-@pytest.mark.parametrize("aggregation", ["affine", "gap", "attention"])
+@pytest.mark.parametrize("aggregation", ["affine", "channel_affine", "gap", "attention"])
 def test_brain_module_shapes_and_subjects(aggregation):
     torch.manual_seed(0)
     model = _brain(n_subjects=3, aggregation=aggregation).eval()
