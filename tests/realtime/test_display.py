@@ -384,8 +384,10 @@ def test_memory_stays_flat_over_a_two_minute_run(qtbot, tmp_path, bus_endpoints)
     assert summary["messages"]["retrieval"]["received"] > 10 * SOAK_S  # the rate was really high
     assert summary["messages"]["retrieval"]["drawn"] > 2 * SOAK_S
     assert len(state.draw_records()) == 300
-    assert max(warm) - warm[0] < 25, f"RSS grew {max(warm) - warm[0]:.1f} MB after warm-up: {samples}"
-    assert slope < 0.1, f"RSS keeps growing at {slope * 60:.1f} MB/min: {samples}"
+    # measured on a loaded 2-core machine: +0.8 to +2 MB, 0.4-0.7 MB/min over the last 90 s; a leak of
+    # 3 kB per window (20 windows/s here) or one pixmap every few seconds breaks the 3 MB/min bound
+    assert max(warm) - warm[0] < 15, f"RSS grew {max(warm) - warm[0]:.1f} MB after warm-up: {samples}"
+    assert slope < 0.05, f"RSS keeps growing at {slope * 60:.1f} MB/min: {samples}"
     assert len(window.retrieval.cache) <= window.retrieval.cache.capacity
     # the bus thread kept up: messages did not queue between the last stage's stamp and our receipt
     hop = summary["bus_to_display"]
