@@ -92,12 +92,10 @@ def finish_calibration(
     summary = {
         "trials": int(len(data.X)),
         "chance_top5": result.chance_top5,
-        "zero_shot": {"top5": result.zero_shot.test["top5"], "top1": result.zero_shot.test["top1"]},
-        "ridge": {"top5": result.ridge.test["top5"], "top1": result.ridge.test["top1"]},
+        "zero_shot": {"top5": result.zero_shot.test["top5"]},
+        "ridge": {"top5": result.ridge.test["top5"]},
         "adapted": {"top1": result.adapted.test["top1"], "top5": result.adapted.test["top5"]},
-        "reference": {"top5": result.reference.test["top5"], "top1": result.reference.test["top1"]}
-        if result.reference
-        else None,
+        "reference": {"top5": result.reference.test["top5"]} if result.reference else None,
         "report": None,
     }
     t = time.perf_counter()

@@ -138,9 +138,9 @@ class ProtocolConfig(StrictModel):
     preprocessing: PreprocessingConfig = Field(
         default_factory=lambda: PreprocessingConfig(
             l_freq=0.5,
-            h_freq=20.0,
-            notch_freqs=[],
-            sfreq_out=50.0,
+            h_freq=40.0,
+            notch_freqs=[50.0],
+            sfreq_out=100.0,
             robust_scale=True,
             clamp=20.0,
             baseline=(None, 0.0),
@@ -152,6 +152,9 @@ class ProtocolConfig(StrictModel):
     pretrained: PretrainedConfig = Field(default_factory=PretrainedConfig)
     reference_factor: int = Field(
         default=5, ge=1, description="the reference gets this × the training trials"
+    )
+    reference_from_scratch: bool = Field(
+        default=False, description="also train the reference architecture from scratch (slower)"
     )
 
     @model_validator(mode="after")

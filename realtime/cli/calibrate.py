@@ -15,6 +15,8 @@ that reacts to the presenter; ``--speed X`` then runs X times faster than real t
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 
 from realtime.cli import UserFacingError
@@ -98,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     summary = dict(outcome.summary)
     seconds = {k: round(v, 1) for k, v in {**outcome.seconds, "total": total}.items()}
     if args.json:
-        print_json({**summary, "seconds": seconds})
+        # the JSON is exactly the issue's; timings go to stderr
+        print("seconds: " + json.dumps(seconds), file=sys.stderr, flush=True)
+        print_json(summary)
     else:
         _print_summary(args.subject, summary, seconds, outcome.profile)
     return 0

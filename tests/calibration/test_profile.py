@@ -1,4 +1,4 @@
-"""Subject profiles: the exact interface `brainstream live --subject ID` calls, round trip and clear errors."""
+"""Subject profiles: the interface `brainstream live --subject ID` calls, round trip, clear errors."""
 
 from __future__ import annotations
 
