@@ -13,8 +13,10 @@ repeated test images are touched once, after selection):
 6. a learning curve (test accuracy against the number of calibration trials) and, for a virtual subject,
    a **reference** trained on that subject with ``reference_factor`` × the data (simulated offline).
 
-Retrieval is N-way among the test images (``protocol.n_way``, capped by the test set), on test signals
-averaged over repetitions (the THINGS convention) and on single trials; chance is reported beside it.
+Retrieval is N-way among the test images (``protocol.n_way``, capped by the test set), with each test
+image's predicted embeddings averaged over its repetitions (main numbers) and on single trials; chance is
+reported beside it. Embeddings, not signals, are averaged: much of the image information is in induced
+(non-phase-locked) activity, which averaging the raw repetitions cancels.
 """
 
 from __future__ import annotations
@@ -33,13 +35,7 @@ from torch import nn
 
 from calibration.protocol import AdaptationConfig, ProtocolConfig
 from models.metrics import retrieval_metrics, retrieval_ranks
-from models.training.data import (
-    DataError,
-    EncodingData,
-    average_repetitions,
-    candidates_for,
-    carve_validation,
-)
+from models.training.data import DataError, EncodingData, candidates_for, carve_validation
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +110,16 @@ def val_score(model: nn.Module, val: EncodingData, seed: int = 0) -> dict[str, f
 
 
 def score_test(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) -> dict[str, Any]:
-    """N-way retrieval on the test images: averaged over repetitions (main numbers) and single trials."""
-    cand, true, cand_ids = candidates_for(test)
-    avg = average_repetitions(test)
-    index = {c: k for k, c in enumerate(cand_ids)}
-    true_avg = np.array([index[i] for i in avg.image_ids])
-    averaged = retrieval_metrics(predict(model, avg.X), cand, true_avg, n_way=n_way, seed=seed)
-    single = retrieval_metrics(predict(model, test.X), cand, true, n_way=n_way, seed=seed)
+    """N-way retrieval on the test images: embeddings averaged over repetitions (main) and single trials."""
+    cand, true, _ = candidates_for(test)
+    pred = predict(model, test.X)
+    n_img = len(cand)
+    counts = np.bincount(true, minlength=n_img)[:, None]
+    averaged_pred = np.zeros((n_img, pred.shape[1]))
+    np.add.at(averaged_pred, true, pred)
+    averaged_pred /= np.maximum(counts, 1)
+    averaged = retrieval_metrics(averaged_pred, cand, np.arange(n_img), n_way=n_way, seed=seed)
+    single = retrieval_metrics(pred, cand, true, n_way=n_way, seed=seed)
     return {
         "top1": averaged["top1"],
         "top5": averaged["top5"],
@@ -157,6 +156,7 @@ def fine_tune(
     cfg: AdaptationConfig,
     progress: bool = False,
     desc: str = "adapting",
+    trunk_lr_factor: float | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the subject layer (``subject_layer``) or everything with a slower trunk (``light``).
 
@@ -178,7 +178,8 @@ def fine_tune(
     clip = ClipLoss(0.07, learn_temperature=True, symmetric=True)
     groups = [{"params": subject_params + list(clip.parameters()), "lr": cfg.lr}]
     if mode == "light":
-        groups.append({"params": trunk_params, "lr": cfg.lr * cfg.trunk_lr_factor})
+        factor = cfg.trunk_lr_factors[0] if trunk_lr_factor is None else trunk_lr_factor
+        groups.append({"params": trunk_params, "lr": cfg.lr * factor})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     X, Y = torch.from_numpy(train.X), torch.from_numpy(train.targets)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -216,7 +217,8 @@ def fine_tune(
     for p in model.parameters():
         p.requires_grad_(True)
     model.eval()
-    return model, {"mode": mode, "best_epoch": best[2], "val_start": start, "history": history}
+    log = {"mode": mode, "trunk_lr_factor": trunk_lr_factor, "best_epoch": best[2], "val_start": start}
+    return model, {**log, "history": history}
 
 
 def fit_ridge(train: EncodingData, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
@@ -231,8 +233,10 @@ def _adapt_variants(
 ) -> list[ModelResult]:
     out = []
     for mode in cfg.modes:
-        model, log = fine_tune(base, train, val, mode, cfg, progress, desc=f"{tag}: {mode}")
-        out.append(ModelResult(f"adapted:{mode}", model, val_score(model, val), log=log))
+        for factor in cfg.trunk_lr_factors if mode == "light" else [None]:
+            name = f"adapted:{mode}" + ("" if factor is None else f"@{factor:g}")
+            model, log = fine_tune(base, train, val, mode, cfg, progress, f"{tag}: {name}", factor)
+            out.append(ModelResult(name, model, val_score(model, val), log=log))
     return out
 
 
@@ -273,7 +277,7 @@ def adapt(
     for r in [zero, ridge, *variants]:
         r.test = score_test(r.model, test, n_way)
     t = time.perf_counter()
-    curve = learning_curve(base, data, test, adapted.log["mode"], config, n_way, progress)
+    curve = learning_curve(base, data, test, adapted.log, config, n_way, progress)
     curve.append(
         {"n_trials": len(train.X) + len(val.X), "adapted": adapted.test["top5"], "ridge": ridge.test["top5"],
          "adapted_top1": adapted.test["top1"], "ridge_top1": ridge.test["top1"]}
@@ -291,12 +295,12 @@ def learning_curve(
     base: nn.Module,
     data: EncodingData,
     test: EncodingData,
-    mode: str,
+    recipe: dict[str, Any],
     config: ProtocolConfig,
     n_way: int,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Test top-5 of the adapted model and ridge trained on the FIRST n calibration training trials."""
+    """Test top-5 of the adapted recipe (the one chosen on validation) and ridge on the FIRST n trials."""
     cfg = config.adaptation
     train_all = data.split("train")
     rows = []
@@ -309,7 +313,16 @@ def learning_curve(
         except DataError as exc:
             logger.warning("learning curve: %s trials are too few (%s)", n, exc)
             continue
-        model, _ = fine_tune(base, tr, va, mode, cfg, progress, desc=f"learning curve n={n}")
+        model, _ = fine_tune(
+            base,
+            tr,
+            va,
+            recipe["mode"],
+            cfg,
+            progress,
+            f"learning curve n={n}",
+            recipe.get("trunk_lr_factor"),
+        )
         ridge, _ = fit_ridge(tr, cfg.seed)
         a, r = score_test(model, test, n_way), score_test(ridge, test, n_way)
         rows.append(
@@ -401,7 +414,7 @@ def fit_reference(
         base, train, val, cfg.model_copy(update={"modes": ["light"]}), progress, "reference"
     )
     if config.reference_from_scratch:
-        ref_cfg = cfg.model_copy(update={"trunk_lr_factor": 1.0})
+        ref_cfg = cfg.model_copy(update={"trunk_lr_factors": [1.0]})
         scratch = _scratch_model(pre_meta)
         model, log = fine_tune(
             scratch, train, val, "light", ref_cfg, progress, desc="reference: from scratch"

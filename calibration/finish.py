@@ -25,10 +25,15 @@ def load_calibration_runs(xdfs: list[Path], config: ProtocolConfig, gallery: Any
         to_encoding,
     )
     from models.datasets.common import positions_for
+    from models.datasets.epochs import DatasetError
 
     filtered, quality, modality = [], None, None
     for path in xdfs:
-        run = read_run(path)
+        try:
+            run = read_run(path)
+        except DatasetError as exc:  # a run cut before anything was recorded: nothing to use
+            logger.warning("skipping %s: %s", path, exc)
+            continue
         if filtered and run.recording.ch_names != filtered[0].ch_names:
             raise ValueError(f"{path} has other channels than the first run; runs of one subject must match")
         f = filter_recording(run.recording, config.preprocessing)
@@ -37,6 +42,8 @@ def load_calibration_runs(xdfs: list[Path], config: ProtocolConfig, gallery: Any
         modality = run.modality
         filtered.append(f)
         del run
+    if not filtered:
+        raise ValueError("no calibration run holds any recorded trial; record one first")
     names = filtered[0].ch_names
     ds = epochs_from_filtered(
         filtered, config.preprocessing, config.window.tmin, config.window.tmax, gallery=gallery,
@@ -123,7 +130,7 @@ def finish_calibration(
                 for s, x in zip(states, [x for _, x in runs], strict=True)
             ],
             "seconds": {**seconds}, "pretrained": {"path": str(pretrained), **read_info(pretrained)},
-            "reference": reference_info,
+            "reference": reference_info, "reference_factor": config.reference_factor,
         },
     )  # fmt: skip
     summary["report"] = str(report)

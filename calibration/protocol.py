@@ -75,14 +75,18 @@ class AdaptationConfig(StrictModel):
         default_factory=lambda: ["subject_layer", "light"],
         min_length=1,
         description="subject_layer: only the new subject layer trains (trunk frozen); light: the subject "
-        "layer at lr, the shared trunk at lr × trunk_lr_factor",
+        "layer and read-out heads at lr, the shared trunk at lr × each of trunk_lr_factors",
     )
     lr: float = Field(default=3e-3, gt=0)
-    trunk_lr_factor: float = Field(default=0.1, gt=0, le=1)
+    trunk_lr_factors: list[float] = Field(
+        default_factory=lambda: [0.1, 0.3],
+        min_length=1,
+        description="light mode: trunk learning-rate factors tried (one candidate each, chosen on validation)",
+    )
     weight_decay: float = Field(default=0.01, ge=0)
     batch_size: int = Field(default=64, gt=1)
-    max_epochs: int = Field(default=30, gt=0)
-    patience: int = Field(default=6, gt=0)
+    max_epochs: int = Field(default=60, gt=0)
+    patience: int = Field(default=10, gt=0)
     val_fraction: float = Field(default=0.15, gt=0, lt=1, description="share of training IMAGES held out")
     learning_curve: list[int] = Field(
         default_factory=lambda: [50, 100, 200],

@@ -79,6 +79,7 @@ def plot_learning_curve(
     reference: float | None,
     chance: float,
     path: Path,
+    reference_factor: int = 5,
 ) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -87,7 +88,9 @@ def plot_learning_curve(
     ax.plot(n, [100 * r["ridge"] for r in curve], "s-", label="ridge")
     ax.axhline(100 * zero_shot, color="tab:purple", ls="--", label="zero-shot (no adaptation)")
     if reference is not None:
-        ax.axhline(100 * reference, color="tab:green", ls="-.", label="reference (5× the data)")
+        ax.axhline(
+            100 * reference, color="tab:green", ls="-.", label=f"reference ({reference_factor}× the data)"
+        )
     ax.axhline(100 * chance, color="gray", ls=":", label="chance")
     ax.set_xlabel("calibration training trials used")
     ax.set_ylabel("test top-5 accuracy (%)")
@@ -143,7 +146,12 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
     )
     ref5 = (s.get("reference") or {}).get("top5")
     plot_learning_curve(
-        ctx["learning_curve"], s["zero_shot"]["top5"], ref5, s["chance_top5"], out / "learning_curve.png"
+        ctx["learning_curve"],
+        s["zero_shot"]["top5"],
+        ref5,
+        s["chance_top5"],
+        out / "learning_curve.png",
+        ctx.get("reference_factor", 5),
     )
     bars = {k: v for k, v in ctx["models"].items() if v is not None}
     plot_retrieval(bars, ctx["chance_top1"], ctx["chance_top5"], out / "retrieval.png")
@@ -151,9 +159,10 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
         f"# Calibration report — subject {ctx['subject_id']}",
         "",
         f"Protocol **{ctx['protocol']}**: {s['trials']} trials recorded (train + repeated test), "
-        f"{ctx['n_way']}-way retrieval among the held-out test images (test signals averaged over their "
-        "repetitions; single-trial numbers beside them). Models were chosen on validation images carved "
-        "from the training images; the test images were used once, after every choice.",
+        f"{ctx['n_way']}-way retrieval among the held-out test images (each test image's predicted "
+        "embeddings averaged over its repetitions; single-trial numbers beside them). Models were chosen on "
+        "validation images carved from the training images; the test images were used once, after every "
+        "choice.",
         "",
         "| model | top-1 | top-5 | single-trial top-1 | single-trial top-5 |",
         "|---|---|---|---|---|",
