@@ -81,7 +81,7 @@ class AdaptationConfig(StrictModel):
     trunk_lr_factors: list[float] = Field(
         default_factory=lambda: [0.1, 0.3],
         min_length=1,
-        description="light mode: trunk learning-rate factors tried (one candidate each, chosen on validation)",
+        description="light mode: trunk learning-rate factors tried (one candidate each, chosen on val)",
     )
     weight_decay: float = Field(default=0.01, ge=0)
     batch_size: int = Field(default=64, gt=1)
