@@ -131,6 +131,7 @@ def finish_calibration(
             ],
             "seconds": {**seconds}, "pretrained": {"path": str(pretrained), **read_info(pretrained)},
             "reference": reference_info, "reference_factor": config.reference_factor,
+            "adapted_name": result.adapted.name, "subjects_dir": str(subjects_dir),
         },
     )  # fmt: skip
     summary["report"] = str(report)

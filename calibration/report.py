@@ -80,11 +80,12 @@ def plot_learning_curve(
     chance: float,
     path: Path,
     reference_factor: int = 5,
+    adapted_name: str = "pretrained + new subject layer",
 ) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     n = [r["n_trials"] for r in curve]
-    ax.plot(n, [100 * r["adapted"] for r in curve], "o-", label="adapted (pretrained + subject layer)")
+    ax.plot(n, [100 * r["adapted"] for r in curve], "o-", label=f"adapted ({adapted_name})")
     ax.plot(n, [100 * r["ridge"] for r in curve], "s-", label="ridge")
     ax.axhline(100 * zero_shot, color="tab:purple", ls="--", label="zero-shot (no adaptation)")
     if reference is not None:
@@ -94,7 +95,7 @@ def plot_learning_curve(
     ax.axhline(100 * chance, color="gray", ls=":", label="chance")
     ax.set_xlabel("calibration training trials used")
     ax.set_ylabel("test top-5 accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 104)
     ax.set_title("Learning curve")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -116,7 +117,7 @@ def plot_retrieval(models: dict[str, dict[str, float]], chance1: float, chance5:
     ax.set_xticks(x)
     ax.set_xticklabels(names)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 104)
     ax.set_title("Retrieval on the held-out repeated test images")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -152,6 +153,7 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
         s["chance_top5"],
         out / "learning_curve.png",
         ctx.get("reference_factor", 5),
+        ctx.get("adapted_name", "pretrained + new subject layer"),
     )
     bars = {k: v for k, v in ctx["models"].items() if v is not None}
     plot_retrieval(bars, ctx["chance_top1"], ctx["chance_top5"], out / "retrieval.png")
@@ -192,6 +194,9 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
         )
         lines.append("")
     lines += [
+        f"Use it live: `brainstream live --config configs/pipelines/<pipeline>.yaml --subject {ctx['subject_id']}"
+        f" --subjects-dir {ctx.get('subjects_dir', 'subjects')}`.",
+        "",
         "## Retrieval",
         "",
         "![retrieval](retrieval.png)",
