@@ -194,7 +194,7 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
         )
         lines.append("")
     lines += [
-        f"Use it live: `brainstream live --config configs/pipelines/<pipeline>.yaml --subject {ctx['subject_id']}"
+        f"Use it live: `brainstream live --config configs/pipelines/<name>.yaml --subject {ctx['subject_id']}"
         f" --subjects-dir {ctx.get('subjects_dir', 'subjects')}`.",
         "",
         "## Retrieval",
