@@ -78,7 +78,8 @@ def protocol() -> ProtocolConfig:
     return ProtocolConfig(
         n_way=20,
         adaptation=AdaptationConfig(
-            modes=["subject_layer", "light"], lr=1e-2, max_epochs=12, patience=5, val_fraction=0.2,
+            modes=["subject_layer", "light"], trunk_lr_factors=[0.3], lr=1e-2, max_epochs=12, patience=5,
+            val_fraction=0.2,
             learning_curve=[40],
         ),
     )  # fmt: skip
