@@ -174,10 +174,7 @@ def measure(
     kwargs = {} if snr is None else {"snr": snr}
     subject = VirtualSubject(profile, gallery, seed=seed, **kwargs)
     design = design or RSVPDesign(n_train_images=800, n_test_images=200, test_repeats=1)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        data = simulate_epochs(subject, design, with_power=probe_nonlinear, progress=progress)
+    data = simulate_epochs(subject, design, with_power=probe_nonlinear, progress=progress)
 
     def embeddings_of(image_ids):
         return gallery.embeddings[[gallery.index_of(i) for i in image_ids]].astype(np.float64)

@@ -202,27 +202,25 @@ class LiveSubject:
     # ------------------------------------------------------------------ streaming loop
     def _run(self) -> None:
         import pylsl
-        from threadpoolctl import threadpool_limits
 
         s = self.subject
         self.t0 = pylsl.local_clock()
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
-                while not self._stop.is_set():
-                    now = pylsl.local_clock()
-                    if self._inlet is not None:
-                        self._poll_markers()
-                    else:
-                        self._schedule_trials(now)
-                    target = int((now - self.t0) * s.sfreq)
-                    n = target - s.n_generated
-                    if n > 0:
-                        self._push(s.generate(n))
-                    if self._marker_outlet is not None:
-                        self._send_due_markers(now)
-                    if self.finished:
-                        break
-                    self._stop.wait(self.chunk_s)
+            while not self._stop.is_set():
+                now = pylsl.local_clock()
+                if self._inlet is not None:
+                    self._poll_markers()
+                else:
+                    self._schedule_trials(now)
+                target = int((now - self.t0) * s.sfreq)
+                n = target - s.n_generated
+                if n > 0:
+                    self._push(s.generate(n))
+                if self._marker_outlet is not None:
+                    self._send_due_markers(now)
+                if self.finished:
+                    break
+                self._stop.wait(self.chunk_s)
         except Exception as exc:  # keep the reason; the owner sees it in stats and the log
             logger.exception("live subject stopped")
             self.stats.errors.append(f"{type(exc).__name__}: {exc}")

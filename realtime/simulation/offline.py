@@ -182,11 +182,7 @@ def simulate_recording(
         )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    from threadpoolctl import threadpool_limits
-
-    # the matrix products here are small: one BLAS thread beats several fighting over 2 cores
-    with threadpool_limits(limits=1, user_api="blas"):
-        raw.save(out, overwrite=overwrite, fmt="single", verbose=False)
+    raw.save(out, overwrite=overwrite, fmt="single", verbose=False)
     raw.close_progress()
     return SimulationResult(
         out, len(trials), n_samples / subject.sfreq, subject.n_channels, subject.sfreq, meta

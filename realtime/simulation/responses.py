@@ -43,15 +43,19 @@ COMMON_ROIS = ("V1", "LO")
 class ResponseParams:
     """Response-model settings (defaults are the virtual subject's)."""
 
-    n_evoked: int = 24
-    n_induced: int = 16
+    n_evoked: int = 16
+    n_induced: int = 24
     n_pca: int = 24
+    # thresholds of the rectified tuning: each feature fires for roughly 15-40 % of images
+    threshold_range: tuple[float, float] = (0.3, 1.0)
+    # induced bursts carry most of the image information: invisible to linear read-outs of the raw signal
+    induced_gain: float = 2.0
     response_len_s: float = 0.6
     trial_latency_jitter_s: float = 0.012
     source_latency_jitter_s: float = 0.008
     trial_gain_sigma: float = 0.25
     offset_gain: float = 0.4
-    common_gain: float = 1.0
+    common_gain: float = 3.0
 
 
 class ResponseModel:
@@ -87,9 +91,9 @@ class ResponseModel:
         self.dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
         lat_dirs = rng.standard_normal((params.n_evoked, n_pca))
         self.lat_dirs = lat_dirs / np.linalg.norm(lat_dirs, axis=1, keepdims=True)
-        # thresholds make features sparse: each fires for roughly 20-50 % of images
-        self.thresholds = rng.uniform(0.0, 0.8, n_feat)
+        self.thresholds = rng.uniform(*params.threshold_range, n_feat)
         self.gains = rng.lognormal(0.0, 0.3, n_feat)
+        self.gains[params.n_evoked :] *= params.induced_gain
         self.evoked_latency = rng.uniform(0.10, 0.35, params.n_evoked)
         self.evoked_width = rng.uniform(0.025, 0.06, params.n_evoked)
         self.evoked_freq = rng.uniform(2.0, 6.0, params.n_evoked)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,9 +25,9 @@ from realtime.simulation.responses import ALPHA_ROIS_MM, ROIS_MM, ResponseModel,
 logger = logging.getLogger(__name__)
 
 SIMULATION_VERSION = 1
-# RMS of the single-trial stimulus-driven signal (50-550 ms) over the 1-40 Hz background, all sensors.
+# RMS of the single-trial image-specific signal (50-550 ms) over the 1-40 Hz background, all sensors.
 # Tuned so that ridge top-5 on a 200-way single-trial test is ~10-30 % (see tests / the report).
-DEFAULT_SNR = 0.5
+DEFAULT_SNR = 0.8
 # RMS of the 1/f brain background at the sensors, by modality (SI units)
 BRAIN_RMS = {"meg": 2e-13, "eeg": 1e-5}
 ERD_DEPTH = 0.7
@@ -69,8 +70,9 @@ class VirtualSubject:
     seed : int
         Subject identity: source positions, orientations, gains, latencies, alpha frequency, bad channel.
     snr : float
-        RMS of the single-trial stimulus-driven signal 50-550 ms after onset over the RMS of the 1-40 Hz
-        background, across sensors. The default makes single-trial decoding hard but possible.
+        RMS of the single-trial image-specific signal 50-550 ms after onset over the RMS of the 1-40 Hz
+        background, across sensors (the image-independent P1/N1 comes on top). The default makes
+        single-trial decoding hard but possible.
     line_freq : float
         Mains frequency (Hz).
     bad_channel : bool | None
@@ -153,7 +155,8 @@ class VirtualSubject:
         self.background = Background(
             rng=np.random.default_rng([self.seed, 2]), seed=self.seed, bad_channel=bad_idx, **self._bg_args
         )
-        self.stim_scale = self._calibrate_snr()
+        with _OneBlasThread():
+            self.stim_scale = self._calibrate_snr()
         self.stats = SubjectStats()
         self._pending: list[_Pending] = []
         self._bg_buf = np.zeros((len(self.ch_names), 0), dtype=np.float32)
@@ -200,10 +203,11 @@ class VirtualSubject:
         n_img = min(64, len(self.gallery.ids))
         picks = rng.choice(len(self.gallery.ids), n_img, replace=False)
         t0, t1 = int(0.05 * self.sfreq), int(0.55 * self.sfreq)
+        feat = slice(0, self.responses.n_feature_sources)  # the image-specific part defines the SNR
         power = []
         for i in picks:
             src = self.responses.trial(self.gallery.embeddings[i], rng)
-            power.append(np.mean((self.stim_mixing @ src[:, t0:t1]) ** 2))
+            power.append(np.mean((self.stim_mixing[:, feat] @ src[feat, t0:t1]) ** 2))
         sig_rms = float(np.sqrt(np.mean(power)))
         return self.snr * bg_rms / max(sig_rms, 1e-30)
 
@@ -247,8 +251,11 @@ class VirtualSubject:
         if on < self.stats.samples:
             self.stats.late_stimuli += 1
         scale = np.float32(self.stim_scale)
-        resp_on = (self.stim_mixing @ self.responses.trial(emb, trial_rng)).astype(np.float32) * scale
-        resp_off = (self.stim_mixing @ self.responses.trial(emb, trial_rng, offset=True)).astype(np.float32)
+        with _OneBlasThread():
+            resp_on = (self.stim_mixing @ self.responses.trial(emb, trial_rng)).astype(np.float32) * scale
+            resp_off = (self.stim_mixing @ self.responses.trial(emb, trial_rng, offset=True)).astype(
+                np.float32
+            )
         bisect.insort(self._pending, _Pending(on, resp_on))
         bisect.insort(self._pending, _Pending(off, resp_off * scale))
         bisect.insort(self._pending, _Pending(on, self._erd_kernel, "erd"))
@@ -258,6 +265,10 @@ class VirtualSubject:
         n = int(n_samples)
         if n < 0:
             raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+        with _OneBlasThread():
+            return self._generate(n)
+
+    def _generate(self, n: int) -> np.ndarray:
         while self._bg_buf.shape[1] < n:
             bg, alpha = self.background.next_block()
             self._bg_buf = np.concatenate([self._bg_buf, bg], axis=1)
@@ -309,6 +320,35 @@ class VirtualSubject:
 
     def metadata_json(self, **extra: Any) -> str:
         return json.dumps(self.metadata(**extra), sort_keys=True)
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_CONTROLLER = None
+
+
+class _OneBlasThread:
+    """Run the small matrix products here on one BLAS thread (several threads fight for 2 cores and are ~5x
+    slower). The limit is process-wide while held, so holders are serialised by a lock."""
+
+    def __enter__(self) -> None:
+        global _BLAS_CONTROLLER
+        _BLAS_LOCK.acquire()
+        try:
+            if _BLAS_CONTROLLER is None:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS_CONTROLLER = ThreadpoolController()
+            self._ctx = _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+            self._ctx.__enter__()
+        except BaseException:
+            _BLAS_LOCK.release()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self._ctx.__exit__(*exc)
+        finally:
+            _BLAS_LOCK.release()
 
 
 def _roi_mm(name: str) -> tuple[float, float, float]:
