@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "decode": "decode",
     "services": "services",
     "latency": "latency",
+    "simulation": "simulation",
 }
 
 

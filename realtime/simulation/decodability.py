@@ -173,7 +173,7 @@ def measure(
         gallery = Gallery.load(gallery)
     kwargs = {} if snr is None else {"snr": snr}
     subject = VirtualSubject(profile, gallery, seed=seed, **kwargs)
-    design = design or RSVPDesign(n_train_images=800, n_test_images=200, test_repeats=1)
+    design = design or RSVPDesign(n_train_images=800, n_test_images=200, test_repeats=2)
     data = simulate_epochs(subject, design, with_power=probe_nonlinear, progress=progress)
 
     def embeddings_of(image_ids):

@@ -49,7 +49,7 @@ class ResponseParams:
     # thresholds of the rectified tuning: each feature fires for roughly 15-40 % of images
     threshold_range: tuple[float, float] = (0.3, 1.0)
     # induced bursts carry most of the image information: invisible to linear read-outs of the raw signal
-    induced_gain: float = 2.0
+    induced_gain: float = 3.0
     response_len_s: float = 0.6
     trial_latency_jitter_s: float = 0.012
     source_latency_jitter_s: float = 0.008

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 SIMULATION_VERSION = 1
 # RMS of the single-trial image-specific signal (50-550 ms) over the 1-40 Hz background, all sensors.
 # Tuned so that ridge top-5 on a 200-way single-trial test is ~10-30 % (see tests / the report).
-DEFAULT_SNR = 0.8
+DEFAULT_SNR = 1.4
 # RMS of the 1/f brain background at the sensors, by modality (SI units)
 BRAIN_RMS = {"meg": 2e-13, "eeg": 1e-5}
 ERD_DEPTH = 0.7
@@ -51,11 +51,23 @@ class SubjectStats:
     unknown_images: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Stimulus:
+    """One presentation; its sensor-space responses are computed when first needed and dropped after use,
+    so a long schedule costs almost no memory."""
+
+    number: int
+    image_index: int
+    responses: list[np.ndarray | None] = field(default_factory=lambda: [None, None])
+    computed: bool = False
+
+
 @dataclass(order=True)
 class _Pending:
     start: int
-    data: np.ndarray = field(compare=False)  # (n_rows, n) added from sample ``start`` on
-    kind: str = field(compare=False, default="stim")
+    length: int = field(compare=False)
+    kind: str = field(compare=False)  # "on", "off" (responses) or "erd" (alpha suppression)
+    stim: _Stimulus | None = field(compare=False, default=None)
 
 
 class VirtualSubject:
@@ -125,6 +137,7 @@ class VirtualSubject:
         self.source_rois = self.responses.roi_names(rng)
         stim_idx = self._pick_sources(rng, [_roi_mm(r) for r in self.source_rois], jitter_mm=6.0)
         self.stim_mixing = self.forward.mixing(stim_idx, _orientations(rng, len(stim_idx)))
+        self._stim_mixing32 = self.stim_mixing.astype(np.float32)
         alpha_centres = [(s * x, y, z) for (x, y, z) in ALPHA_ROIS_MM.values() for s in (1, -1)]
         alpha_idx = self._pick_sources(rng, alpha_centres, jitter_mm=4.0)
         alpha_mix = self.forward.mixing(alpha_idx, _orientations(rng, len(alpha_idx)))
@@ -243,22 +256,28 @@ class VirtualSubject:
         if offset < onset:
             raise ValueError(f"stimulus offset {offset} is before its onset {onset}")
         idx = self.gallery.index_of(image_id)
-        emb = self.gallery.embeddings[idx]
-        trial_rng = np.random.default_rng([self.seed, 5, self.stats.stimuli])
-        self.stats.stimuli += 1
         on = int(round(onset * self.sfreq))
         off = int(round(offset * self.sfreq))
         if on < self.stats.samples:
             self.stats.late_stimuli += 1
-        scale = np.float32(self.stim_scale)
-        with _OneBlasThread():
-            resp_on = (self.stim_mixing @ self.responses.trial(emb, trial_rng)).astype(np.float32) * scale
-            resp_off = (self.stim_mixing @ self.responses.trial(emb, trial_rng, offset=True)).astype(
-                np.float32
-            )
-        bisect.insort(self._pending, _Pending(on, resp_on))
-        bisect.insort(self._pending, _Pending(off, resp_off * scale))
-        bisect.insort(self._pending, _Pending(on, self._erd_kernel, "erd"))
+        stim = _Stimulus(self.stats.stimuli, idx)
+        self.stats.stimuli += 1
+        n_len = self.responses.n_len
+        bisect.insort(self._pending, _Pending(on, n_len, "on", stim))
+        bisect.insort(self._pending, _Pending(off, n_len, "off", stim))
+        bisect.insort(self._pending, _Pending(on, self._erd_kernel.shape[1], "erd"))
+
+    def _responses(self, stim: _Stimulus) -> list[np.ndarray | None]:
+        """Onset and offset responses at the sensors (scaled), from the stimulus' own generator."""
+        if not stim.computed:
+            rng = np.random.default_rng([self.seed, 5, stim.number])
+            emb = self.gallery.embeddings[stim.image_index]
+            scale = np.float32(self.stim_scale)
+            for i, offset in enumerate((False, True)):
+                src = self.responses.trial(emb, rng, offset=offset).astype(np.float32)
+                stim.responses[i] = (self._stim_mixing32 @ src) * scale
+            stim.computed = True
+        return stim.responses
 
     def generate(self, n_samples: int) -> np.ndarray:
         """The next ``n_samples`` of sensor data: ``(n_channels, n_samples)`` float32, T (MEG) or V (EEG)."""
@@ -284,14 +303,18 @@ class VirtualSubject:
             if item.start >= stop:
                 keep.append(item)
                 continue
-            a, b = max(start, item.start), min(stop, item.start + item.data.shape[1])
-            if b > a:
-                seg = item.data[:, a - item.start : b - item.start]
-                if item.kind == "erd":
-                    erd[a - start : b - start] += seg[0]
-                else:
-                    out[:, a - start : b - start] += seg
-            if item.start + item.data.shape[1] > stop:
+            a, b = max(start, item.start), min(stop, item.start + item.length)
+            done = item.start + item.length <= stop
+            if item.kind == "erd":
+                erd[a - start : b - start] += self._erd_kernel[0, a - item.start : b - item.start]
+            else:
+                which = 0 if item.kind == "on" else 1
+                resp = self._responses(item.stim)
+                if b > a:
+                    out[:, a - start : b - start] += resp[which][:, a - item.start : b - item.start]
+                if done:
+                    resp[which] = None
+            if not done:
                 keep.append(item)
         self._pending = keep
         out += alpha * (1.0 - ERD_DEPTH * np.minimum(erd, 1.0))[None, :]
