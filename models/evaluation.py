@@ -90,11 +90,13 @@ def evaluate_split(
     n_way: int = 200,
     seed: int = 0,
     subject_index: np.ndarray | None = None,
+    ridge_subject_index: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Retrieval on the test trials ``test`` (all candidates = its unique images).
 
     ``subject_index`` maps each trial to the model's subject layer (-1: unseen subject); default
-    ``test.subjects``. Returns ``{"metrics": issue JSON (n_way), "whole_set": same with N = all test
+    ``test.subjects``; ``ridge_subject_index`` does the same for the ridge's per-subject maps (default:
+    ``subject_index``). Returns ``{"metrics": issue JSON (n_way), "whole_set": same with N = all test
     images, "per_subject": {name: issue JSON}}`` (per subject only with several subjects).
     """
     if len(test.X) == 0:
@@ -108,7 +110,9 @@ def evaluate_split(
     model_avg = predict(model, avg.X, avg_subj)
     ridge_pred = ridge_avg = None
     if ridge is not None:
-        ridge_pred, ridge_avg = predict(ridge, test.X), predict(ridge, avg.X)
+        rsubj = subj if ridge_subject_index is None else np.asarray(ridge_subject_index)
+        ridge_pred = predict(ridge, test.X, rsubj)
+        ridge_avg = predict(ridge, avg.X, rsubj[_first_rows(test, avg)])
     result = {
         "metrics": _report(test, model_pred, ridge_pred, avg, model_avg, ridge_avg, n_way, seed),
         "whole_set": _report(test, model_pred, ridge_pred, avg, model_avg, ridge_avg, None, seed),
@@ -167,7 +171,10 @@ def leave_one_subject_out(config, data: EncodingData, progress: bool = True) -> 
         result = train(config, data=rest, progress=progress, evaluate_test=False)
         ridge = None
         if config.evaluation.ridge:
-            ridge, _ = fit_ridge_encoder(rest.split("train"), config.evaluation.ridge_alphas, config.seed)
+            # an unseen subject gets one linear map fitted on all training subjects
+            ridge, _ = fit_ridge_encoder(
+                rest.split("train"), config.evaluation.ridge_alphas, config.seed, False
+            )
         test = only_subjects(data, [held]).split("test")
         unseen = np.full(len(test.X), SUBJECT_UNSEEN)
         report = evaluate_split(
@@ -216,7 +223,7 @@ def time_resolved(
     subject_index: np.ndarray | None = None,
     ridge_alphas: list[float] | None = None,
     progress: bool = True,
-    step: float = 0.05,
+    step: float = 0.1,
 ) -> list[dict[str, Any]]:
     """Single-trial top-1/top-5 per window for the network (masked input) and a per-window ridge refit."""
     from tqdm import tqdm
@@ -342,6 +349,7 @@ def evaluate_checkpoint(
     index = {name: k for k, name in enumerate(meta.subjects)}
     test = data.split("test")
     subject_index = np.array([index.get(data.subject_names[s], SUBJECT_UNSEEN) for s in test.subjects])
+    ridge_subject_index = subject_index
     if (checkpoint / "ridge").is_dir():
         ridge, _ = load_checkpoint(checkpoint / "ridge")
         ridge_source = "the checkpoint's ridge (fitted on the model's training data)"
@@ -349,8 +357,9 @@ def evaluate_checkpoint(
         from models.training.trainer import fit_ridge_encoder
 
         ridge, _ = fit_ridge_encoder(data.split("train"), seed=seed)
+        ridge_subject_index = test.subjects  # fitted on this data: its own subject order
         ridge_source = "fitted on the evaluation data's training split"
-    report = evaluate_split(model, test, ridge, n_way=n_way, seed=seed, subject_index=subject_index)
+    report = evaluate_split(model, test, ridge, n_way, seed, subject_index, ridge_subject_index)
     out: dict[str, Any] = dict(report["metrics"])
     out["whole_set"] = report["whole_set"]
     out["ridge_source"] = ridge_source

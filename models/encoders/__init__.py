@@ -32,10 +32,11 @@ DEMO_BRAIN_MODULE: dict[str, Any] = {
     "name": "brain_module",
     "spatial_channels": 32,
     "fourier_freqs": 8,
-    "hidden": 32,
+    "hidden": 48,
     "depth": 2,
     "out_channels": 64,
-    "dropout": 0.0,
+    "dropout": 0.2,
+    "aggregation": "channel_affine",
 }
 
 

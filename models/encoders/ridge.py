@@ -30,7 +30,7 @@ class RidgeConfig(StrictModel):
     n_channels: int = Field(gt=0)
     n_times: int = Field(gt=0)
     dim: int = Field(gt=0)
-    n_subjects: int = Field(default=1, ge=1, description="accepted for a uniform interface; ignored")
+    n_subjects: int = Field(default=1, ge=1, description="one map per subject when > 1")
 
 
 @dataclass
@@ -148,29 +148,41 @@ def fit_ridge(
 
 
 class RidgeEncoder(nn.Module):
-    """A fitted ridge map as a module: ``(batch, channels, times) → (batch, D)``; ``subject`` is ignored."""
+    """Fitted ridge map(s) as a module: ``(batch, channels, times) → (batch, D)``.
+
+    With ``n_subjects > 1`` each subject has its own map (the within-subject linear decoder); ``subject=None``
+    uses the mean map. With one map, ``subject`` is ignored.
+    """
 
     def __init__(self, config: RidgeConfig):
         super().__init__()
         self.config = config
         p = config.n_channels * config.n_times
-        self.linear = nn.Linear(p, config.dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.weight = nn.Parameter(torch.zeros(config.n_subjects, config.dim, p))
+        self.bias = nn.Parameter(torch.zeros(config.n_subjects, config.dim))
 
-    def load_fit(self, fit: RidgeFit) -> RidgeEncoder:
+    def load_fit(self, fit: RidgeFit | list[RidgeFit]) -> RidgeEncoder:
+        """Copy one fit (shared by all subjects) or one fit per subject into the module."""
+        fits = fit if isinstance(fit, list) else [fit] * self.config.n_subjects
         p = self.config.n_channels * self.config.n_times
-        if fit.weight.shape != (p, self.config.dim):
-            raise ValueError(
-                f"ridge fit has weight {fit.weight.shape}, the encoder expects ({p}, {self.config.dim})"
-            )
+        if len(fits) != self.config.n_subjects:
+            raise ValueError(f"{len(fits)} ridge fits for {self.config.n_subjects} subjects")
         with torch.no_grad():
-            self.linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(fit.weight.T)))
-            self.linear.bias.copy_(torch.from_numpy(fit.bias))
+            for k, f in enumerate(fits):
+                if f.weight.shape != (p, self.config.dim):
+                    raise ValueError(
+                        f"ridge fit has weight {f.weight.shape}, the encoder expects ({p}, {self.config.dim})"
+                    )
+                self.weight[k].copy_(torch.from_numpy(np.ascontiguousarray(f.weight.T)))
+                self.bias[k].copy_(torch.from_numpy(f.bias))
         return self
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
-        return self.linear(x.flatten(1))
+        flat = x.flatten(1)
+        if self.config.n_subjects == 1 or subject is None:
+            return flat @ self.weight.mean(dim=0).T + self.bias.mean(dim=0)
+        every = torch.einsum("bp,sdp->sbd", flat, self.weight) + self.bias[:, None, :]  # (S, b, D)
+        return every[subject, torch.arange(flat.shape[0], device=flat.device)]
 
     def forward_heads(
         self, x: torch.Tensor, subject: torch.Tensor | None = None

@@ -70,6 +70,13 @@ class OptimConfig(StrictModel):
     grad_clip: float | None = Field(default=1.0, gt=0)
 
 
+class AugmentConfig(StrictModel):
+    """Training-time augmentation (off by default; helps small data sets such as virtual subjects)."""
+
+    time_shift: int = Field(default=0, ge=0, description="shift each trial by up to ± this many samples")
+    noise_std: float = Field(default=0.0, ge=0, description="add Gaussian noise of this std (scaled units)")
+
+
 class SelectionConfig(StrictModel):
     val_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of training IMAGES held out")
     lambdas: list[float] = Field(
@@ -111,6 +118,7 @@ class TrainingConfig(StrictModel):
     model: dict[str, Any] = Field(description="architecture (models.encoders) without the data-given sizes")
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: Literal["cpu", "cuda", "auto"] = "auto"

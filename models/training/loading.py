@@ -80,8 +80,16 @@ def load_recordings(
 
 
 def load_data(config, progress: bool = True) -> EncodingData:
-    """The trials ``config.data`` names, preprocessed and cut as the config says."""
+    """The trials ``config.data`` names, preprocessed and cut as the config says.
+
+    ``.npz`` files (trials saved by ``save_encoding_data``, e.g. ``brainstream train --save-trials``) are
+    read as they are, after checking that they were made with this config's preprocessing and window.
+    """
     d = config.data
+    if d.paths and all(str(p).endswith(".npz") for p in d.paths):
+        data = load_recordings("npz", d.paths, None, None, 0.0, 0.0)
+        _check_cached(data, config)
+        return data
     return load_recordings(
         d.kind,
         d.paths,
@@ -147,3 +155,19 @@ def infer_kind_safe(paths: list[str]) -> str | None:
         return infer_kind(paths)
     except DataError:
         return None
+
+
+def _check_cached(data: EncodingData, config) -> None:
+    want = config.preprocessing.model_dump(mode="json")
+    n_times = int(
+        round((config.window.tmax - config.window.tmin) * (config.preprocessing.sfreq_out or data.sfreq))
+    )
+    same_pre = data.preprocessing is None or all(data.preprocessing.get(k) == v for k, v in want.items())
+    if config.data.kind == "npz":
+        return  # the config says the trials are the data: nothing to compare against
+    if not same_pre or abs(data.tmin - config.window.tmin) > 1e-6 or data.n_times != n_times:
+        raise DataError(
+            "the saved trials were made with another preprocessing or window than this config "
+            f"(trials: tmin {data.tmin:g} s, {data.n_times} samples at {data.sfreq:g} Hz); "
+            "re-load the recordings (pass the .fif/.xdf files) or use the config they were saved with"
+        )

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run leave-one-subject-out (one model per held-out subject); writes OUT/loso.json",
     )
+    parser.add_argument(
+        "--save-trials",
+        default=None,
+        help="also save the preprocessed trials to this .npz (reuse with --data)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
 
@@ -73,14 +78,17 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update=updates)
     except ConfigError as exc:
         raise UserFacingError(str(exc)) from None
-    from models.training.loading import load_data
-
     from models.evaluation import leave_one_subject_out
+    from models.training.loading import load_data
     from models.training.trainer import train
 
     out = Path(args.out)
     try:
         data = load_data(config, progress=not args.quiet)
+        if args.save_trials:
+            from models.training.data import save_encoding_data
+
+            save_encoding_data(args.save_trials, data)
         result = train(config, out, data=data, progress=not args.quiet)
         loso = leave_one_subject_out(config, data, progress=not args.quiet) if args.loso else None
     except (DataError, CheckpointError, ConfigError, FileNotFoundError) as exc:

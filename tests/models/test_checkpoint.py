@@ -106,7 +106,7 @@ def test_mismatched_weights_and_meta_refused(tmp_path):
     model, meta = _model_and_meta()
     save_checkpoint(tmp_path, model, meta)
     data = yaml.safe_load((tmp_path / "model.yaml").read_text())
-    data["arch"]["hidden"] = 48  # weights were saved for hidden=32
+    data["arch"]["hidden"] = DEMO_BRAIN_MODULE["hidden"] + 16  # weights were saved for the demo size
     (tmp_path / "model.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(CheckpointError, match="do not match.*shape mismatch"):
         load_checkpoint(tmp_path)

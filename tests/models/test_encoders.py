@@ -158,3 +158,17 @@ def test_ridge_encoder_module_matches_fit():
     np.testing.assert_allclose(out, X @ fit.weight + fit.bias, atol=1e-4)
     with pytest.raises(ValueError, match="expects"):
         RidgeEncoder(RidgeConfig(n_channels=5, n_times=5, dim=4)).load_fit(fit)
+
+
+def test_ridge_encoder_per_subject_maps():
+    X1, Y1, _ = _linear_problem(60, 4 * 5, 3, noise=0.01, seed=1)
+    X2, Y2, _ = _linear_problem(60, 4 * 5, 3, noise=0.01, seed=2)
+    fits = [fit_ridge(X1, Y1), fit_ridge(X2, Y2)]
+    enc = RidgeEncoder(RidgeConfig(n_channels=4, n_times=5, dim=3, n_subjects=2)).load_fit(fits)
+    x = torch.from_numpy(np.concatenate([X1[:3], X2[:3]]).reshape(6, 4, 5))
+    out = enc(x, torch.tensor([0, 0, 0, 1, 1, 1])).detach().numpy()
+    np.testing.assert_allclose(out[:3], X1[:3] @ fits[0].weight + fits[0].bias, atol=1e-4)
+    np.testing.assert_allclose(out[3:], X2[:3] @ fits[1].weight + fits[1].bias, atol=1e-4)
+    mean_w = (fits[0].weight + fits[1].weight) / 2
+    mean_b = (fits[0].bias + fits[1].bias) / 2
+    np.testing.assert_allclose(enc(x).detach().numpy(), x.reshape(6, -1).numpy() @ mean_w + mean_b, atol=1e-4)

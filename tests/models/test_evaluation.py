@@ -63,11 +63,12 @@ def test_time_windows_cover_sliding_and_growing():
 def test_time_resolved_finds_the_response(noisy, ridge, tmp_path):
     rows = time_resolved(ridge, noisy.split("train"), noisy.split("test"), n_way=10, progress=False, step=0.1)
     sliding = [r for r in rows if r["kind"] == "sliding"]
-    # the synthetic response peaks 0.3–0.45 of the way into the window: the window holding it must decode
-    # better than the first window
+    # the synthetic response sits 0.3–0.45 of the way into the epoch: a window holding it must decode
+    # clearly better than one that misses it
     best = max(sliding, key=lambda r: r["ridge"]["top5"])
-    assert best["ridge"]["top5"] > sliding[0]["ridge"]["top5"]
-    assert 0.0 < best["tmin"] + 0.1 < 0.6
+    worst = min(sliding, key=lambda r: r["ridge"]["top5"])
+    assert best["ridge"]["top5"] > worst["ridge"]["top5"] + 0.1
+    assert best["tmin"] <= 0.08 and best["tmax"] >= 0.12  # it holds the response (about 0.08-0.14 s)
     path = plot_time_resolved(rows, tmp_path / "tr.png", title="test")
     assert path.stat().st_size > 5000
 

@@ -106,6 +106,20 @@ def test_deterministic_on_cpu(data):
     assert parameter_digest(c.model) != parameter_digest(a.model)
 
 
+def test_augmentation_shifts_and_adds_noise():
+    from models.training.trainer import augment
+
+    x = torch.arange(10, dtype=torch.float32).repeat(4, 2, 1)  # (4, 2, 10)
+    gen = torch.Generator().manual_seed(0)
+    y = augment(x, 2, 0.0, gen)
+    for row in y:
+        d = row[0, 5] - x[0, 0, 5]
+        assert abs(d) <= 2 and torch.equal(row[0], row[1])  # one shift per trial, all channels alike
+        assert torch.allclose(row[0, 3:7], x[0, 0, 3:7] + d)
+    z = augment(x, 0, 0.5, gen)
+    assert 0.3 < float((z - x).std()) < 0.7
+
+
 def test_bad_input_refused(data):
     cfg = tiny_config(optim={"max_epochs": 1})
     leaky = data.subset(np.ones(len(data.X), bool))
