@@ -24,6 +24,8 @@ DEMO_PROFILE = "ctf275_things_meg"
 DEMO_TRAINING_CONFIG = CONFIG_ROOT / "training" / "demo_meg.yaml"
 SHIPPED_ENCODER = Path(__file__).resolve().parent / "assets" / "demo_encoder"
 # the offline session the encoder learns from; the live demo shows the same test images (zero-shot)
+# the code that decides what the virtual subject's brain does; any change means retraining the demo encoder
+SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py")
 DEMO_DESIGN = {"n_train_images": 600, "n_test_images": 50, "test_repeats": 4, "design_seed": 0}
 
 
@@ -45,7 +47,12 @@ def demo_fingerprint(gallery) -> str:
     """A digest of everything the demo encoder's training data depends on."""
     from realtime.simulation.subject import DEFAULT_SNR
 
+    sim_dir = Path(__file__).resolve().parents[1] / "simulation"
+    simulator = hashlib.sha256()
+    for name in SIMULATOR_SOURCES:
+        simulator.update((sim_dir / name).read_bytes())
     parts = {
+        "simulator": simulator.hexdigest()[:16],
         "profile": DEMO_PROFILE,
         "seed": DEMO_SUBJECT_SEED,
         "snr": DEFAULT_SNR,
