@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 SIMULATION_VERSION = 1
 # RMS of the single-trial image-specific signal (50-550 ms) over the 1-40 Hz background, all sensors.
 # Tuned so that ridge top-5 on a 200-way single-trial test is ~10-30 % (see tests / the report).
-DEFAULT_SNR = 1.4
+DEFAULT_SNR = 2.0
 # RMS of the 1/f brain background at the sensors, by modality (SI units)
 BRAIN_RMS = {"meg": 2e-13, "eeg": 1e-5}
 ERD_DEPTH = 0.7
