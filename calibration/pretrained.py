@@ -37,9 +37,23 @@ class PretrainedError(RuntimeError):
     """The pretrained encoder cannot be used for this subject (seed overlap, broken cache)."""
 
 
+# the code that decides what a virtual subject's brain does: any change means pretraining again
+SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py")
+
+
+def simulator_digest() -> str:
+    import realtime.simulation as simulation
+
+    digest = hashlib.sha256()
+    for name in SIMULATOR_SOURCES:
+        digest.update((Path(simulation.__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
-    """Hash of everything the pretrained model depends on."""
+    """Hash of everything the pretrained model depends on (the simulator's code included)."""
     key = {
+        "simulator": simulator_digest(),
         "pretrained": config.pretrained.model_dump(mode="json"),
         "subject": config.subject.model_dump(mode="json"),
         "preprocessing": config.preprocessing.model_dump(mode="json"),
@@ -53,10 +67,10 @@ def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def pretrained_dir(config: ProtocolConfig, gallery: Any) -> Path:
+def pretrained_dir(config: ProtocolConfig, gallery: Any, key: str | None = None) -> Path:
     from models.stimuli import cache_root
 
-    return cache_root() / "pretrained" / f"{config.name}-{pretrained_key(config, gallery)}"
+    return cache_root() / "pretrained" / f"{config.name}-{key or pretrained_key(config, gallery)}"
 
 
 def check_seed(config: ProtocolConfig, seed: int | None) -> None:
@@ -142,7 +156,8 @@ def get_pretrained(
     from models.stimuli import _file_lock
 
     check_seed(config, new_subject_seed)
-    target = pretrained_dir(config, gallery)
+    key = pretrained_key(config, gallery)  # once: the simulator's sources may change while we train
+    target = pretrained_dir(config, gallery, key)
     if (target / INFO_FILE).is_file() and not rebuild:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +180,7 @@ def get_pretrained(
             info = {
                 "seeds": list(config.pretrained.seeds),
                 "subjects": result.meta.subjects,
-                "key": pretrained_key(config, gallery),
+                "key": key,
                 "n_trials": int(len(data.X)),
                 "seconds": round(time.perf_counter() - t0, 1),
                 "metrics": result.metrics,
