@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-repeats", type=int, default=4, help="(4)")
     parser.add_argument("--snr", type=float, default=None, help="default: the subject's default SNR")
     parser.add_argument("--decoding", action="store_true", help="also measure ridge retrieval (minutes)")
+    parser.add_argument(
+        "--cnn", action="store_true", help="with --decoding: also train a small CNN (minutes)"
+    )
 
 
 def _baseline_write(info, seconds: float, out: Path) -> float:
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.decoding:
         from realtime.simulation.decodability import measure
 
-        dec = measure(profile=profile, snr=snr, seed=0)
+        dec = measure(profile=profile, snr=snr, seed=0, cnn=args.cnn)
         res["ridge"] = dec["ridge"]
         res["nonlinear_probe"] = dec["ridge_linear_plus_power"]
         r, p = dec["ridge"], dec["ridge_linear_plus_power"]
@@ -86,4 +89,7 @@ def run(args: argparse.Namespace) -> dict:
             f"200-way single-trial top-5: chance {r['chance_top5']:.3f}  ridge {r['top5']:.3f}  "
             f"ridge+power probe {p['top5']:.3f}  (ridge top-1 {r['top1']:.3f})"
         )
+        if "cnn" in dec:
+            res["cnn"] = dec["cnn"]
+            print(f"small CNN top-5 {dec['cnn']['top5']:.3f} (top-1 {dec['cnn']['top1']:.3f})")
     return res

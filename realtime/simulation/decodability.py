@@ -160,6 +160,7 @@ def measure(
     snr: float | None = None,
     design: RSVPDesign | None = None,
     probe_nonlinear: bool = True,
+    cnn: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Simulate, epoch and report ridge (and nonlinear-probe) retrieval for one subject."""
@@ -188,6 +189,8 @@ def measure(
     out["ridge"] = ridge_retrieval(data, embeddings_of)
     if probe_nonlinear:
         out["ridge_linear_plus_power"] = ridge_retrieval(data, embeddings_of, features="linear+power")
+    if cnn:
+        out["cnn"] = cnn_retrieval(data, embeddings_of)
     return out
 
 
@@ -198,3 +201,70 @@ if __name__ == "__main__":  # python -m realtime.simulation.decodability [snr ..
     for value in sys.argv[1:] or ["none"]:
         result = measure(snr=None if value == "none" else float(value), progress=True)
         print(json.dumps(result, indent=1))
+
+
+def cnn_retrieval(
+    data: dict[str, Any], embeddings_of, *, epochs: int = 14, seed: int = 0, hidden: int = 128
+) -> dict[str, float]:
+    """A small nonlinear decoder for comparison with ridge: spatial 1x1 conv, 5 residual dilated convs
+    (BatchNorm, GELU), 8x temporal pooling, linear head; CLIP (learned temperature) + MSE loss, AdamW.
+    The epoch with the best validation top-5 (held-out training images) is kept; test reported once."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812 (the usual name)
+    from torch import nn
+
+    torch.manual_seed(seed)
+    splits, ids = data["splits"], np.array(data["image_ids"])
+    tr, te = splits == "train", splits == "test"
+    a, b = _robust_scale(data["X"][tr], data["X"][te])
+    Xtr = a.reshape(data["X"][tr].shape).astype(np.float32)
+    Xte = b.reshape(data["X"][te].shape).astype(np.float32)
+    Etr = embeddings_of(list(ids[tr])).astype(np.float32)
+    n_val = max(5, len(Xtr) // 5)
+    e_mean = torch.from_numpy(Etr[:-n_val].mean(0))
+    n_ch, n_t = Xtr.shape[1], Xtr.shape[2]
+
+    class _Block(nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(hidden, hidden, 3, padding=d, dilation=d)
+            self.bn = nn.BatchNorm1d(hidden)
+
+        def forward(self, x):
+            return x + F.gelu(self.bn(self.conv(x)))
+
+    net = nn.Sequential(
+        nn.Dropout(0.3), nn.Conv1d(n_ch, hidden, 1), nn.GELU(), *[_Block(d) for d in (1, 2, 4, 8, 1)],
+        nn.Conv1d(hidden, 64, 1), nn.GELU(), nn.AvgPool1d(8), nn.Flatten(),
+        nn.Linear(64 * (n_t // 8), Etr.shape[1]),
+    )  # fmt: skip
+    log_temp = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
+    opt = torch.optim.AdamW([*net.parameters(), log_temp], 1e-3, weight_decay=0.05)
+    xf, ef = torch.from_numpy(Xtr[:-n_val]), torch.from_numpy(Etr[:-n_val]) - e_mean
+    xv, ev = torch.from_numpy(Xtr[-n_val:]), torch.from_numpy(Etr[-n_val:]) - e_mean
+    best, state = -1.0, None
+    for _ in range(epochs):
+        net.train()
+        perm = torch.randperm(len(xf))
+        for b in range(0, len(perm), 64):
+            i = perm[b : b + 64]
+            pred = net(xf[i])
+            logits = F.normalize(pred, dim=1) @ F.normalize(ef[i], dim=1).T * log_temp.exp()
+            loss = 0.75 * F.cross_entropy(logits, torch.arange(len(i))) + 2.5 * F.mse_loss(pred, ef[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val = _topk(net(xv).numpy(), np.arange(n_val), ev.numpy(), 5)
+        if val > best:
+            best, state = val, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(state)
+    net.eval()
+    test_ids = sorted(set(ids[te]))
+    where = {i: k for k, i in enumerate(test_ids)}
+    true = np.array([where[i] for i in ids[te]])
+    cand = embeddings_of(test_ids) - e_mean.numpy()
+    with torch.no_grad():
+        pred = net(torch.from_numpy(Xte)).numpy()
+    return {"val_top5": best, "top1": _topk(pred, true, cand, 1), "top5": _topk(pred, true, cand, 5)}

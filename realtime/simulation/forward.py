@@ -259,12 +259,14 @@ def _inner_skull_bem_surfaces() -> list[dict]:
     writing the surface back out for the public path would need nibabel. The full 10242-vertex surface
     takes minutes to solve; the decimated one takes seconds.
     """
+    import mne
     from mne.bem import _surfaces_to_bem
     from mne.io.constants import FIFF
 
     surf = _inner_skull_surface()
     surf = {"rr": surf["rr"] * 1000.0, "tris": surf["tris"]}
-    return _surfaces_to_bem([surf], [FIFF.FIFFV_BEM_SURF_ID_BRAIN], [0.3], ico=BEM_ICO)
+    with mne.utils.use_log_level("warning"):
+        return _surfaces_to_bem([surf], [FIFF.FIFFV_BEM_SURF_ID_BRAIN], [0.3], ico=BEM_ICO)
 
 
 def _grid_inside(rr: np.ndarray, tris: np.ndarray, spacing: float, mindist: float) -> np.ndarray:
