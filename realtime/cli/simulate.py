@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live.add_argument("--source-id", default=None, help="LSL source id (default from profile and seed)")
     live.add_argument("--react-to", metavar="NAME", help="respond to this external marker stream's images")
     live.add_argument(
+        "--chunk-ms", type=float, default=20.0, metavar="MS", help="push period of the outlet (20 ms)"
+    )
+    live.add_argument(
         "--seconds", type=float, default=None, help="stop after S seconds (default: design end)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -163,7 +166,7 @@ def _run_live(args, profile, gallery, design) -> int:
     subject = VirtualSubject(profile, gallery, seed=args.subject, line_freq=args.line_freq, **kwargs)
     live = LiveSubject(
         subject, name=args.name or f"brainstream-sim-{profile.modality}", source_id=args.source_id,
-        react_to=args.react_to, design=design, image_s=args.image_s,
+        react_to=args.react_to, design=design, image_s=args.image_s, chunk_s=args.chunk_ms / 1000.0,
     )  # fmt: skip
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -96,7 +96,8 @@ def run_demo_session(
         "simulate", "--live", "--modality", "meg", "--subject", str(assets.subject_seed),
         "--gallery", str(assets.gallery_dir), "--name", pipeline.input.signal.name,
         "--n-train-images", "0", "--n-test-images", str(DEMO_DESIGN["n_test_images"]),
-        "--test-repeats", "1000", "--design-seed", str(DEMO_DESIGN["design_seed"]), "--no-progress"),
+        "--test-repeats", "1000", "--design-seed", str(DEMO_DESIGN["design_seed"]), "--no-progress",
+        "--chunk-ms", "5"),
         log_dir=run_dir / "logs")  # fmt: skip
     plan = SessionPlan(run_dir=run_dir, config_path=config_path, checkpoint=assets.checkpoint_dir,
                        gallery=assets.gallery_dir, screenshot=shots / "demo.png",
