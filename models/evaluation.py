@@ -209,7 +209,10 @@ def time_windows(tmin: float, n_times: int, sfreq: float, length: float = 0.25, 
     n_step = max(1, int(round(step * sfreq)))
     for s in range(0, n_times - n_len + 1, n_step):
         out.append(("sliding", tmin + s / sfreq, tmin + (s + n_len) / sfreq, slice(s, s + n_len)))
-    for e in range(n_len, n_times + 1, n_step):
+    ends = list(range(n_len, n_times + 1, n_step))
+    if ends and ends[-1] != n_times:
+        ends.append(n_times)  # the last growing window is always the whole epoch
+    for e in ends:
         out.append(("growing", tmin, tmin + e / sfreq, slice(0, e)))
     return out
 
