@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
     training = {**meta.training, "demo_fingerprint": fingerprint, "demo_subject_seed": DEMO_SUBJECT_SEED}
     save_checkpoint(out_dir, model, meta.model_copy(update={"training": training}))
     (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=1, default=float))
+    shutil.rmtree(work, ignore_errors=True)  # the simulated session is ~1.5 GB; keep only the checkpoint
     return out_dir
 
 
@@ -130,7 +132,6 @@ def ensure_demo_assets(progress: bool = True) -> DemoAssets:
 def main(argv: list[str] | None = None) -> int:
     """``python -m realtime.session.demo_assets --ship``: rebuild the shipped encoder for the current code."""
     import argparse
-    import shutil
 
     from models.gallery import Gallery
     from models.stimuli import default_gallery_dir

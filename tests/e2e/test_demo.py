@@ -1,0 +1,67 @@
+"""The embedded demo end to end: real processes, real LSL on loopback, the real bus, offscreen Qt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def test_shipped_demo_encoder_matches_the_simulator():
+    """If the simulator, gallery or recipe changed, the shipped encoder must be rebuilt
+    (`python -m realtime.session.demo_assets --ship`), otherwise every fresh demo trains for minutes."""
+    from models.gallery import Gallery
+    from models.stimuli import default_gallery_dir
+    from realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint
+
+    assert _fingerprint_of(SHIPPED_ENCODER) == demo_fingerprint(Gallery.load(default_gallery_dir()))
+
+
+@pytest.mark.timeout(240)
+def test_demo_runs_headless_and_reports(tmp_path):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("DISPLAY", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "realtime.cli",
+            "demo",
+            "--seconds",
+            "20",
+            "--headless",
+            "--json",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=220,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["windows"] >= 5
+    assert summary["dropped_samples"] == 0
+    assert summary["latency_ms"]["push_to_embedding"]["p50"] is not None
+    assert summary["retrieval"]["trials"] >= 5
+    assert summary["images"] >= 1
+    assert all(restarts == 0 for restarts in summary["restarts"].values()), summary["restarts"]
+    # the screenshot shows something (not a blank frame)
+    from PIL import Image
+
+    assert summary["screenshots"], "no screenshot written"
+    pixels = np.asarray(Image.open(summary["screenshots"][0]).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10
+    # the session was recorded: signal, markers and the decoder's embeddings
+    import pyxdf
+
+    streams, _ = pyxdf.load_xdf(summary["recording"])
+    names = {s["info"]["name"][0]: s for s in streams}
+    assert "brainstream-demo-meg" in names and "brainstream-demo-meg-markers" in names
+    assert any(n.startswith("bus:embedding.") for n in names)
+    assert names["brainstream-demo-meg"]["time_series"].shape[1] == 272
