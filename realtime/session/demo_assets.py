@@ -113,10 +113,15 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
 
 def ensure_demo_assets(progress: bool = True) -> DemoAssets:
     """The demo gallery (built on first use) and a demo encoder that matches it (shipped, cached or new)."""
+    from models.device_profile import load_device_profile
     from models.gallery import Gallery
     from models.stimuli import default_gallery_dir
+    from realtime.simulation.forward import load_forward
 
     gallery_dir = Path(default_gallery_dir())
+    # the virtual subject's forward model is computed once and cached; do it here, before any node waits
+    # on the subject's stream with a timeout
+    load_forward(load_device_profile(DEMO_PROFILE))
     fingerprint = demo_fingerprint(Gallery.load(gallery_dir))
     if _fingerprint_of(SHIPPED_ENCODER) == fingerprint:
         return DemoAssets(gallery_dir, SHIPPED_ENCODER, DEMO_SUBJECT_SEED, fingerprint)
