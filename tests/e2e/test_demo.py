@@ -32,7 +32,7 @@ def test_demo_runs_headless_and_reports(tmp_path):
             "realtime.cli",
             "demo",
             "--seconds",
-            "20",
+            "30",
             "--headless",
             "--json",
             "--run-dir",
