@@ -52,6 +52,9 @@ class GeneratorNode(ServiceNode):
 
             source = self._generator_source
             self.generator = load_generator(Path(source) if isinstance(source, Path) else source)
+        # compilation (minutes for SDXL with torch.compile) and lazy allocation happen here, before the node
+        # reports ready, not on the first embedding of a live session
+        self.generator.warmup()
 
     def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
         msg, skipped = subscriber.recv_latest(timeout=RECV_TIMEOUT_S)
