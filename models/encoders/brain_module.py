@@ -224,3 +224,9 @@ class BrainModule(nn.Module):
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         z = self.trunk(x, subject)
         return self.clip_head(z) if self.config.output_head == "clip" else self.mse_head(z)
+
+    def export_form(self) -> nn.Module:
+        """The same function arranged for ONNX Runtime (see :mod:`models.encoders.export_form`)."""
+        from models.encoders.export_form import BrainModuleExportForm
+
+        return BrainModuleExportForm(self)

@@ -44,7 +44,7 @@ def onnx_for(model: Any, path: str | Path | None = None, cache_dir: str | Path |
     """An ONNX export of ``model``: ``path`` if it holds these very weights, else a cached export."""
     import onnx
 
-    from models.runtime.onnx_runtime import export_onnx
+    from models.runtime.onnx_runtime import EXPORT_FORMAT, export_onnx
 
     digest = weights_digest(model)
     if path is not None and Path(path).is_file():
@@ -52,7 +52,7 @@ def onnx_for(model: Any, path: str | Path | None = None, cache_dir: str | Path |
         if meta.get(WEIGHTS_META_KEY) == digest:
             return Path(path)
         logger.warning("%s was exported from other weights; exporting afresh", path)
-    target = Path(cache_dir or cache_root() / "onnx") / f"encoder-{digest[:24]}.onnx"
+    target = Path(cache_dir or cache_root() / "onnx") / f"encoder-{digest[:24]}-v{EXPORT_FORMAT}.onnx"
     if not target.is_file():
         logger.info("exporting the encoder to ONNX: %s", target)
         export_onnx(model, target, extra_metadata={WEIGHTS_META_KEY: digest})

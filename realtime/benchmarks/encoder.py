@@ -289,6 +289,11 @@ def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: 
     inc = IncrementalEncoder(causal, subject=0, backend="onnxruntime", threads=threads)
     start = spec.n_times + causal.context
     inc_ends = sliding_window_ends(start - 1, n_cov, start, stride)
+    if inc_ends.size < 2:
+        raise ValueError(
+            f"--sliding-seconds {covered:g} is shorter than one causal window ({start / cfg.sfreq_out:.2f} s "
+            "with its context) plus a stride: pass a longer span (default 10)"
+        )
     t5 = time.perf_counter()
     inc.push(out[:, : inc_ends[0] + 1])
     for a, b in zip(inc_ends[:-1], inc_ends[1:], strict=True):

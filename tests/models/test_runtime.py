@@ -93,6 +93,38 @@ def test_onnxruntime_matches_torch_eager(name, tmp_path):
         assert _rel(a, b) <= 1e-4
 
 
+def test_brain_module_exports_in_its_onnx_form(tmp_path):
+    """The export form (BN folded, 2-D conv layout, merged input maps) is the same function as the model,
+    for every subject and for subject=None (their mean), and it is what ends up in the ONNX file."""
+    import onnx
+
+    torch.manual_seed(2)
+    model = ENCODERS["brain_module"]()
+    with torch.no_grad():  # non-trivial BatchNorm statistics and distinct subject layers
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+        model.subject_layer.weight.add_(0.1 * torch.randn_like(model.subject_layer.weight))
+    with pytest.raises(ValueError, match="eval"):
+        model.train().export_form()
+    model.eval()
+    form = model.export_form().eval()
+    x = torch.from_numpy(_windows(signature_of(model), 3))
+    with torch.no_grad():
+        for subject in (None, torch.tensor([0, 1, 1])):
+            assert _rel(form(x, subject).numpy(), model(x, subject).numpy()) <= 1e-5
+        assert (
+            _rel(model(x, torch.tensor([0, 0, 0])).numpy(), model(x, torch.tensor([1, 1, 1])).numpy()) > 1e-3
+        )
+    graph = onnx.load(str(export_onnx(model, tmp_path / "bm.onnx"))).graph
+    ops = [node.op_type for node in graph.node]
+    assert "BatchNormalization" not in ops
+    weights = {init.name: init.dims for init in graph.initializer}
+    conv_ranks = {len(weights[node.input[1]]) for node in graph.node if node.op_type == "Conv"}
+    assert conv_ranks == {4}
+
+
 def test_subject_index_is_honoured_and_required():
     torch.manual_seed(1)
     model = SmallConvEncoder()
