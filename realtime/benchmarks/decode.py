@@ -74,6 +74,7 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     name = f"bench-decode-{uuid.uuid4().hex[:8]}"
     ch_names = [f"CH{i:03d}" for i in range(N_CHANNELS)]
     runtime, meta = load_runtime(_checkpoint(kind, ch_names, folder), args.runtime)
+    runtime.warmup()  # compile / allocate before the stream starts
     endpoint = f"ipc://{folder}/bus-{kind}"
     publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
     subscriber = Subscriber(endpoint, topics=("embedding.",))

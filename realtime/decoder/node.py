@@ -123,12 +123,13 @@ class DecoderNode:
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> DecoderNode:
         """Connect the readers, build the windower against the stream's real channels and start the loop."""
+        # first: a compiling runtime takes seconds, during which a started reader would pile up a backlog
+        self.runtime.warmup()
         self.reader.start()
         if self.markers is not None:
             self._marker_queue = self.markers.subscribe()
             self.markers.start()
         self.windower = self._build_windower()
-        self.runtime.warmup()
         self._thread = threading.Thread(target=self._loop, name="decoder", daemon=True)
         self._thread.start()
         logger.info(
