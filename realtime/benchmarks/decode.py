@@ -113,6 +113,8 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
                 latencies.append((now - pushed) * 1e3)
                 from_sample.append((now - msg.t_sample) * 1e3)
         node.stop()
+        if node.error is not None:  # the loop thread died: its error, not an empty result
+            raise RuntimeError(f"the decoder failed during the benchmark: {node.error!r}") from node.error
     finally:
         pusher.kill()
         subscriber.close()
