@@ -10,8 +10,10 @@ each writing its JSON as soon as it finishes:
 3. ``parity``: torch.compile fp32 and fp16 against eager fp32 on the GPU (relative error; the TensorRT
    fp16 tolerance of the runtime tests, 1e-2, applies to the fp16 row).
 4. ``generator``: ``scripts/gpu_generator_latency.py`` (SDXL UNet at full size, random weights; 512², 1 step).
+5. ``decode``: ``brainstream bench decode`` with the compiled and the eager torch runtime on the GPU.
 
-The machine's python3 has torch; pydantic (and diffusers for stage 4) travel as wheels in ``.whl``::
+The machine's python3 has torch; pydantic (diffusers for stage 4; mne, pylsl, pyzmq for stage 5) travel as
+wheels in ``.whl``::
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 scripts/gpu_checks.py --out $OUT
@@ -153,7 +155,28 @@ def stage_generator(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"error": "no output"}
 
 
-STAGES = {"env": stage_env, "encoder": stage_encoder, "parity": stage_parity, "generator": stage_generator}
+def stage_decode(args: argparse.Namespace) -> dict[str, Any]:
+    """``brainstream bench decode`` (LSL push → embedding on the bus) with the GPU runtimes."""
+    out: dict[str, Any] = {}
+    for runtime in args.decode_runtimes.split(","):
+        path = Path(args.out) / f"decode_{runtime}.json"
+        cmd = [sys.executable, "-m", "realtime.cli", "bench", "decode", "--runtime", runtime, "--seconds",
+               "30", "--json"]  # fmt: skip
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.stage_timeout)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        out[runtime] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        path.write_text(json.dumps(out[runtime], indent=1))
+        print(runtime, json.dumps(out[runtime]), flush=True)
+    return out
+
+
+STAGES = {
+    "env": stage_env,
+    "encoder": stage_encoder,
+    "parity": stage_parity,
+    "generator": stage_generator,
+    "decode": stage_decode,
+}
 
 
 def main() -> int:
@@ -164,6 +187,7 @@ def main() -> int:
     parser.add_argument("--stage-timeout", type=float, default=240.0)
     parser.add_argument("--gen-modes", default="eager,cudagraphs")
     parser.add_argument("--gen-timeout", type=float, default=300.0)
+    parser.add_argument("--decode-runtimes", default="compile,torch")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one stage in this process
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
