@@ -211,6 +211,10 @@ def main() -> int:
             args.gen_modes,
             "--gen-timeout",
             str(args.gen_timeout),
+            "--decode-runtimes",
+            args.decode_runtimes,
+            "--stage-timeout",
+            str(args.stage_timeout),
         ]
         try:
             rc = subprocess.run(cmd, check=False, timeout=limit).returncode
