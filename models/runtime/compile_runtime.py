@@ -1,10 +1,8 @@
-"""``torch.compile`` backend: Inductor kernels; on a GPU ``mode="reduce-overhead"`` replays CUDA graphs."""
+"""``torch.compile`` backend: Inductor kernels; on a GPU replayed as CUDA graphs."""
 
 from __future__ import annotations
 
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -16,6 +14,33 @@ from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
 logger = logging.getLogger(__name__)
 
 
+class _GraphedCall:
+    """One CUDA graph of ``fn`` for fixed input shapes, with static input and output buffers.
+
+    Captured with ``torch.cuda.graph`` rather than Inductor's ``reduce-overhead`` mode: Inductor's graph
+    trees keep their state in thread-local storage, so a runtime warmed up on one thread fails when the
+    decoder's loop thread calls it (seen on an H100); a plain CUDA graph replays from any thread.
+    """
+
+    def __init__(self, fn: Any, example: tuple[torch.Tensor, ...], warmup: int = 2) -> None:
+        self.inputs = tuple(a.clone() for a in example)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # compile and autotune outside the capture
+            for _ in range(warmup):
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        for static, arg in zip(self.inputs, args, strict=True):
+            static.copy_(arg)
+        self.graph.replay()
+        return self.output
+
+
 class CompileRuntime(EncoderRuntime):
     """Run ``torch.compile(model)``; the first calls compile (call :meth:`warmup` before going live).
 
@@ -25,16 +50,16 @@ class CompileRuntime(EncoderRuntime):
     device : str
         ``"cpu"`` or ``"cuda[:i]"``.
     mode : str | None
-        torch.compile mode; default ``"reduce-overhead"`` (CUDA graphs) on a GPU and ``"default"`` on CPU.
+        torch.compile mode (default ``"default"``).
     dynamic : bool
         Compile for varying batch sizes (False: one graph per batch size, the fastest for batch 1).
+    signature : EncoderSignature | None
+        Read from ``model.config`` when None.
     backend : str
         torch.compile backend; ``"inductor"`` generates kernels (C++ on CPU, Triton on GPU).
-    own_thread : bool | None
-        Run every call (compilation included) on one dedicated thread. Default: on CUDA. CUDA graphs
-        recorded by ``reduce-overhead`` live in thread-local state, so a runtime warmed up on one thread and
-        called from another (the decoder's loop) would fail; routing calls through one thread costs tens of
-        microseconds.
+    cuda_graphs : bool | None
+        Capture each input shape once as a CUDA graph and replay it (default: on CUDA). One window is a few
+        dozen small kernels, so on a GPU their launch overhead dominates without it.
     """
 
     name = "compile"
@@ -47,7 +72,7 @@ class CompileRuntime(EncoderRuntime):
         dynamic: bool = False,
         signature: EncoderSignature | None = None,
         backend: str = "inductor",
-        own_thread: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         super().__init__(signature or signature_of(model))
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -55,41 +80,44 @@ class CompileRuntime(EncoderRuntime):
         self.device = torch.device(device)
         self.backend = backend
         self.model = model.eval().to(self.device)
+        self.cuda_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs needs a CUDA device")
         if backend == "inductor":
-            self.mode = mode or ("reduce-overhead" if self.device.type == "cuda" else "default")
+            self.mode = mode or "default"
             self.compiled = torch.compile(self.model, mode=self.mode, dynamic=dynamic)
         else:  # modes are inductor options
             self.mode = None
             self.compiled = torch.compile(self.model, backend=backend, dynamic=dynamic)
-        if own_thread is None:
-            own_thread = self.device.type == "cuda"
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="compile-runtime") if own_thread else None
-        self._worker_ident: int | None = None
+        self._graphs: dict[tuple, _GraphedCall] = {}
 
     def _run(self, x: np.ndarray, subject: np.ndarray | None) -> np.ndarray:
-        if self._executor is None or threading.get_ident() == self._worker_ident:
-            return self._call(x, subject)
-        return self._executor.submit(self._call, x, subject).result()
-
-    @property
-    def worker_thread_ident(self) -> int | None:
-        """Ident of the thread every call runs on (None before the first call, or without ``own_thread``)."""
-        return self._worker_ident
-
-    def _call(self, x: np.ndarray, subject: np.ndarray | None) -> np.ndarray:
-        if self._executor is not None:
-            self._worker_ident = threading.get_ident()
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device)
-            args = (xt,) if subject is None else (xt, torch.from_numpy(subject).to(self.device))
-            out = self.compiled(*args)
-            # CUDA-graph outputs live in a buffer the next replay overwrites: copy out now
-            return out.float().cpu().numpy().copy()
+            args = (
+                (torch.from_numpy(x),)
+                if subject is None
+                else (torch.from_numpy(x), torch.from_numpy(subject))
+            )
+            if not self.cuda_graphs:
+                return self.compiled(*(a.to(self.device) for a in args)).float().cpu().numpy()
+            key = tuple(tuple(a.shape) for a in args)
+            graphed = self._graphs.get(key)
+            if graphed is None:
+                logger.info("capturing a CUDA graph for input shapes %s", key)
+                graphed = self._graphs[key] = _GraphedCall(
+                    self.compiled, tuple(a.to(self.device) for a in args)
+                )
+            # the output buffer is overwritten by the next replay: copy it out now
+            return graphed(*args).float().cpu().numpy().copy()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._graphs.clear()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": str(self.device), "backend": self.backend, "mode": self.mode}
+        return {
+            **super().describe(),
+            "device": str(self.device),
+            "backend": self.backend,
+            "mode": self.mode,
+            "cuda_graphs": self.cuda_graphs,
+        }

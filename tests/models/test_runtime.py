@@ -229,12 +229,15 @@ def test_compile_runtime_matches_torch_eager():
     rt = CompileRuntime(model, backend="aot_eager")
     rt.warmup(1, batch=2)
     assert _rel(rt.run(x, 1), ref) <= 1e-4
-    assert CompileRuntime(model).mode == "default"  # inductor without CUDA graphs on CPU
+    assert CompileRuntime(model).mode == "default" and not CompileRuntime(model).cuda_graphs  # CPU
 
 
-def test_compile_runtime_keeps_every_call_on_one_thread():
-    """CUDA graphs live in thread-local state: a runtime warmed up on one thread must still work when the
-    decoder's loop thread calls it. With ``own_thread`` (the CUDA default) every call runs on one worker."""
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none on this machine)"
+)
+def test_compile_runtime_cuda_graphs_replay_from_another_thread():
+    """The decoder warms the runtime up on one thread and calls it from its loop thread; the captured CUDA
+    graphs must replay there, and equal eager for every batch size."""
     import threading
 
     from models.runtime.compile_runtime import CompileRuntime
@@ -242,19 +245,15 @@ def test_compile_runtime_keeps_every_call_on_one_thread():
     torch.manual_seed(4)
     model = SmallConvEncoder().eval()
     x = _windows(signature_of(model), 2)
-    ref = TorchRuntime(model).run(x, 1)
-    rt = CompileRuntime(model, backend="aot_eager", own_thread=True)
+    ref = TorchRuntime(model, device="cuda").run(x, np.array([1, 1]))
+    rt = CompileRuntime(model, device="cuda")
+    assert rt.cuda_graphs
     rt.warmup(1, batch=2)
-    worker = rt.worker_thread_ident
-    assert worker is not None and worker != threading.get_ident()
     results = {}
     caller = threading.Thread(target=lambda: results.setdefault("other", rt.run(x, 1)))
     caller.start()
     caller.join()
-    assert _rel(results["other"], ref) <= 1e-4 and _rel(rt.run(x, 1), ref) <= 1e-4
-    assert rt.worker_thread_ident == worker
-    rt.close()
-    assert CompileRuntime(model, backend="aot_eager").worker_thread_ident is None  # CPU: the caller's thread
+    assert _rel(results["other"], ref) <= 1e-3 and _rel(rt.run(x[:1], 1), ref[:1]) <= 1e-3
 
 
 def test_export_cli_writes_a_reusable_onnx_file(tmp_path, capsys, monkeypatch):
