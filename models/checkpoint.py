@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from models.config_base import ConfigError, StrictModel, validate_config
-from models.encoders import build_encoder, parse_arch
+from models.encoders import build_encoder, input_context, parse_arch
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.yaml"
@@ -47,7 +47,7 @@ class CheckpointMeta(StrictModel):
         default=None, description="(n_ch, 2) sensor positions in [0, 1]"
     )
     sfreq: float = Field(gt=0, description="model rate (Hz) of the input windows")
-    tmin: float = Field(description="window start relative to the event (s)")
+    tmin: float = Field(description="window start relative to the event (s); causal: the context's start")
     tmax: float = Field(description="window end relative to the event (s)")
     preprocessing: dict[str, Any] | None = Field(default=None, description="PreprocessingConfig as a dict")
     scaler: dict[str, Any] | None = Field(
@@ -77,7 +77,18 @@ class CheckpointMeta(StrictModel):
 
     @property
     def n_times(self) -> int:
+        """Samples per input window (a causal model's include its context)."""
         return int(self.arch["n_times"])
+
+    @property
+    def causal(self) -> bool:
+        """A causal brain module (``arch.causal``): servable incrementally on sliding windows."""
+        return bool(self.arch.get("causal", False))
+
+    @property
+    def context(self) -> int:
+        """Samples at the start of each window that are only a causal model's history (0 if not causal)."""
+        return input_context(self.arch)
 
     def check_channels(self, ch_names: list[str]) -> None:
         """Raise :class:`CheckpointError` unless ``ch_names`` equals the model's channels, in order."""

@@ -19,8 +19,10 @@ input poisons the embedding only until it has left the receptive field; :meth:`I
 returns None until then.
 
 Note: the trained non-causal brain module (centred ``same`` padding) cannot be streamed exactly (its edge
-frames see zero padding that moves with the window); a model meant for incremental serving is trained as a
-:class:`CausalBrainModule`.
+frames see zero padding that moves with the window); a model meant for incremental serving is trained causal
+(``causal: true`` in its architecture, :class:`~models.encoders.brain_module.BrainModuleConfig`): such a
+brain module computes the function of :class:`CausalBrainModule` with the same weights, its ``n_times``
+already counting the context.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class CausalBrainModule(nn.Module):
     Parameters
     ----------
     base : BrainModule
-        Supplies every weight (shared, not copied) and the architecture.
+        Supplies every weight (shared, not copied) and the architecture. A non-causal base gives the causal
+        function of its weights over ``base.config.n_times`` output frames; a causal one (``causal: true``,
+        trained as such) is that function already, over its own ``n_times`` input samples.
     """
 
     def __init__(self, base: nn.Module) -> None:
@@ -74,8 +78,15 @@ class CausalBrainModule(nn.Module):
             raise ValueError("strided convolutions cannot be streamed sample by sample")
         self.base = base
         self.context = receptive_context(base)
-        self.n_out_times = int(base.config.n_times)
-        self.config = base.config.model_copy(update={"n_times": self.n_out_times + self.context})
+        if getattr(base.config, "causal", False):
+            self.n_out_times = int(base.config.n_frames)
+            self.config = base.config
+        else:
+            self.n_out_times = int(base.config.n_times)
+            # the config of the equivalent causal brain module: input window = output frames + context
+            self.config = base.config.model_copy(
+                update={"n_times": self.n_out_times + self.context, "causal": True}
+            )
 
     def front(self, x: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
         """Pointwise-in-time layers: spatial attention, 1×1 conv, subject layer."""
@@ -159,8 +170,9 @@ class IncrementalEncoder:
 
     Parameters
     ----------
-    model : CausalBrainModule
-        The streaming model. A plain (centred-padding) brain module is refused: wrapping its weights in
+    model : CausalBrainModule | BrainModule
+        The streaming model: a :class:`CausalBrainModule`, or a brain module trained causal
+        (``config.causal``). A plain (centred-padding) brain module is refused: wrapping its weights in
         :class:`CausalBrainModule` computes a different function, so only a model trained in that form
         gives meaningful embeddings; wrap it explicitly if that is what you mean.
     subject : int | None
@@ -181,11 +193,14 @@ class IncrementalEncoder:
         onnx_path: str | None = None,
         threads: int | None = None,
     ) -> None:
+        if getattr(getattr(model, "config", None), "causal", False) and hasattr(model, "blocks"):
+            model = CausalBrainModule(model)  # trained causal: the same function, run stream-wise
         if not isinstance(model, CausalBrainModule):
             raise TypeError(
                 f"IncrementalEncoder needs a CausalBrainModule, got {type(model).__name__}: a brain module "
-                "trained with centred padding cannot be streamed exactly; train CausalBrainModule(base) or "
-                "wrap it explicitly, knowing that its embeddings then differ from the trained model's"
+                "trained with centred padding cannot be streamed exactly; train it with causal: true or "
+                "wrap it explicitly in CausalBrainModule, knowing that its embeddings then differ from the "
+                "trained model's"
             )
         causal = model.eval().cpu()
         self.step_module = StreamStep(causal, subject).eval()

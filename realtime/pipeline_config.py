@@ -46,6 +46,20 @@ class WindowingConfig(StrictModel):
     mode: Literal["event", "sliding"] = "event"
     stride_s: float = Field(default=0.05, gt=0, description="sliding mode: time between windows")
     max_wait_s: float = Field(default=2.0, gt=0, description="event mode: drop windows this late")
+    incremental: bool | None = Field(
+        default=None,
+        description="sliding mode: compute only each stride's new samples (needs a causal checkpoint and "
+        "the torch or onnxruntime runtime); None: on exactly when the checkpoint is causal",
+    )
+
+    @model_validator(mode="after")
+    def _incremental_sliding(self) -> WindowingConfig:
+        if self.incremental and self.mode != "sliding":
+            raise ValueError(
+                "incremental: true applies to sliding windows only (event-locked windows are computed "
+                "whole); set mode: sliding or drop incremental"
+            )
+        return self
 
 
 class EncoderConfig(StrictModel):

@@ -6,6 +6,10 @@ Build any of them from a plain dict (what a checkpoint's ``model.yaml`` stores):
     build_encoder({"name": "atm_s", "n_channels": 63, "n_times": 250, "dim": 1024, "n_subjects": 10})
     build_encoder({"name": "ridge", "n_channels": 272, "n_times": 181, "dim": 768})
 
+A brain module with ``causal: true`` takes windows of ``n_times`` samples of which the first ``context``
+(:func:`input_context`) are history for its unpadded convs; it can be served incrementally
+(``models.incremental``).
+
 Every encoder also has ``forward_heads(x, subject) -> (clip_out, mse_out)`` for the combined loss.
 """
 
@@ -17,7 +21,7 @@ from torch import nn
 
 from models.config_base import ConfigError, StrictModel, validate_config
 from models.encoders.atm import ATMS, ATMConfig
-from models.encoders.brain_module import BrainModule, BrainModuleConfig
+from models.encoders.brain_module import BrainModule, BrainModuleConfig, conv_context
 from models.encoders.ridge import RidgeConfig, RidgeEncoder, RidgeFit, fit_ridge
 
 # name -> (config schema, module class)
@@ -50,6 +54,19 @@ def parse_arch(arch_config: dict[str, Any], source: str = "arch config") -> Stri
     return validate_config(arch_config, REGISTRY[name][0], source)
 
 
+def input_context(arch_config: dict[str, Any]) -> int:
+    """Input samples an encoder needs before its window of interest: a causal brain module's receptive
+    context (``conv_context``), else 0. Reads a partial architecture too (without the data-given sizes)."""
+    if arch_config.get("name") != "brain_module" or not arch_config.get("causal", False):
+        return 0
+    fields = BrainModuleConfig.model_fields
+
+    def get(key: str) -> Any:
+        return arch_config.get(key, fields[key].default)
+
+    return conv_context(get("kernel_size"), get("depth"), get("dilation_period"), get("glu"))
+
+
 def build_encoder(arch_config: dict[str, Any]) -> nn.Module:
     """Build an encoder (freshly initialised) from its architecture dict (must contain ``name``)."""
     config = parse_arch(arch_config)
@@ -68,5 +85,6 @@ __all__ = [
     "RidgeFit",
     "build_encoder",
     "fit_ridge",
+    "input_context",
     "parse_arch",
 ]

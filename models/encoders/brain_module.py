@@ -7,6 +7,14 @@ dropout) → 1×1 conv → per-subject linear layer → residual dilated conv bl
 BatchNorm, GELU, GLU gating) → 1×1 conv → temporal aggregation (learned affine, GAP or attention) →
 separate CLIP and MSE heads.
 
+With ``causal: true`` the same layers run as a *causal* module: the dilated convs have no padding (each output
+frame depends only on input up to its time), so an input window of ``n_times`` samples yields
+``n_times - context`` feature frames, where ``context`` (:func:`conv_context`, the receptive field − 1) is the
+history the conv stack needs; the aggregation runs over those frames, i.e. over the last ``n_times - context``
+samples of the window. That is exactly the function :class:`models.incremental.IncrementalEncoder` computes
+stride by stride, so a model trained causal is served incrementally without approximation. Training data for
+it are cut ``context`` samples before the window of interest (``models.training.config``).
+
 Every op exports to ONNX with a dynamic batch axis: no data-dependent shapes, the spatial dropout only runs in
 training, the subject layer is a gather on a weight table.
 """
@@ -29,7 +37,9 @@ class BrainModuleConfig(StrictModel):
 
     name: Literal["brain_module"] = "brain_module"
     n_channels: int = Field(gt=0, description="input sensors")
-    n_times: int = Field(gt=0, description="samples per window at the model rate")
+    n_times: int = Field(
+        gt=0, description="samples per input window at the model rate (causal: including the context)"
+    )
     dim: int = Field(default=768, gt=0, description="embedding dimension D")
     n_subjects: int = Field(default=1, ge=1)
     positions: list[list[float]] | None = Field(
@@ -55,6 +65,23 @@ class BrainModuleConfig(StrictModel):
     output_head: Literal["clip", "mse"] = Field(
         default="clip", description="which head forward() returns (MSE-only training uses 'mse')"
     )
+    causal: bool = Field(
+        default=False,
+        description="unpadded causal convs; aggregation over the last n_times - context frames (streamable "
+        "sample by sample: models.incremental)",
+    )
+
+    @property
+    def context(self) -> int:
+        """Input samples before the first aggregated frame: the receptive field − 1 when causal, else 0."""
+        if not self.causal:
+            return 0
+        return conv_context(self.kernel_size, self.depth, self.dilation_period, self.glu)
+
+    @property
+    def n_frames(self) -> int:
+        """Feature frames the temporal aggregation sees."""
+        return self.n_times - self.context
 
     @model_validator(mode="after")
     def _check(self) -> BrainModuleConfig:
@@ -66,7 +93,24 @@ class BrainModuleConfig(StrictModel):
             )
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (keeps the length), got {self.kernel_size}")
+        if self.n_frames < 1:
+            raise ValueError(
+                f"a causal brain module needs more than its receptive context of {self.context} samples per "
+                f"window, got n_times {self.n_times}: widen the window (tmin earlier) or use fewer / "
+                "less dilated blocks"
+            )
         return self
+
+
+def block_dilations(k: int, period: int) -> tuple[int, int]:
+    """Dilations of the two residual convs of block ``k``: cycling over ``2 ** (j % period)``."""
+    return 2 ** ((2 * k) % period), 2 ** ((2 * k + 1) % period)
+
+
+def conv_context(kernel_size: int, depth: int, dilation_period: int, glu: bool) -> int:
+    """Samples of history the conv stack needs before one output frame (receptive field − 1)."""
+    spans = [(kernel_size - 1) * d for k in range(depth) for d in block_dilations(k, dilation_period)]
+    return sum(spans) + (depth * (kernel_size - 1) if glu else 0)
 
 
 class SpatialAttention(nn.Module):
@@ -123,28 +167,42 @@ class SubjectLayer(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Two residual dilated convs (BN, GELU) then an optional GLU-gated conv."""
+    """Two residual dilated convs (BN, GELU) then an optional GLU-gated conv.
+
+    ``causal``: the convs are unpadded, each shortens the sequence by its span, and a residual adds the
+    input's last frames (those aligned in time with the output frames).
+    """
 
     def __init__(
-        self, c_in: int, hidden: int, kernel: int, dilations: tuple[int, int], glu: bool, dropout: float
+        self,
+        c_in: int,
+        hidden: int,
+        kernel: int,
+        dilations: tuple[int, int],
+        glu: bool,
+        dropout: float,
+        causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i, dil in enumerate(dilations):
+            pad = 0 if causal else dil * (kernel // 2)
             self.convs.append(
-                nn.Conv1d(
-                    c_in if i == 0 else hidden, hidden, kernel, dilation=dil, padding=dil * (kernel // 2)
-                )
+                nn.Conv1d(c_in if i == 0 else hidden, hidden, kernel, dilation=dil, padding=pad)
             )
             self.norms.append(nn.BatchNorm1d(hidden))
         self.residual_first = c_in == hidden
         self.dropout = nn.Dropout(dropout)
-        self.glu = nn.Conv1d(hidden, 2 * hidden, kernel, padding=kernel // 2) if glu else None
+        glu_pad = 0 if causal else kernel // 2
+        self.glu = nn.Conv1d(hidden, 2 * hidden, kernel, padding=glu_pad) if glu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             y = self.dropout(functional.gelu(norm(conv(x))))
+            if self.causal:
+                x = x[..., -y.shape[-1] :]
             x = x + y if (i > 0 or self.residual_first) else y
         if self.glu is not None:
             x = functional.glu(self.glu(x), dim=1)
@@ -197,15 +255,13 @@ class BrainModule(nn.Module):
         self.subject_layer = SubjectLayer(c.spatial_channels, c.n_subjects)
         blocks = []
         for k in range(c.depth):
-            dil = (2 ** ((2 * k) % c.dilation_period), 2 ** ((2 * k + 1) % c.dilation_period))
-            blocks.append(
-                ConvBlock(
-                    c.spatial_channels if k == 0 else c.hidden, c.hidden, c.kernel_size, dil, c.glu, c.dropout
-                )
-            )
+            c_in = c.spatial_channels if k == 0 else c.hidden
+            dil = block_dilations(k, c.dilation_period)
+            blocks.append(ConvBlock(c_in, c.hidden, c.kernel_size, dil, c.glu, c.dropout, c.causal))
         self.blocks = nn.Sequential(*blocks)
         self.final = nn.Sequential(nn.Conv1d(c.hidden, c.out_channels, 1), nn.GELU())
-        self.aggregate = TemporalAggregation(c.aggregation, c.n_times, c.out_channels)
+        # causal: the unpadded stack leaves exactly n_frames frames, the last ones of the window
+        self.aggregate = TemporalAggregation(c.aggregation, c.n_frames, c.out_channels)
         self.clip_head = _head(c.out_channels, c.head_hidden, c.dim)
         self.mse_head = _head(c.out_channels, c.head_hidden, c.dim)
 

@@ -5,7 +5,8 @@ convolutions through im2col + GEMM; on the full-size brain module the 2-D path i
 window (docs/benchmarks.md). :class:`BrainModuleExportForm` therefore runs the conv stack as ``(batch, C, 1,
 T)`` 2-D convolutions with ``(1, k)`` kernels, folds each BatchNorm into the conv before it, and merges the
 three linear maps at the input (spatial attention, 1×1 conv, subject layer) into one matrix per subject.
-Every change is exact in real arithmetic; the export tests hold ONNX Runtime to 1e-4 of torch eager.
+Every change is exact in real arithmetic; the export tests hold ONNX Runtime to 1e-4 of torch eager. A causal
+brain module (``causal: true``: unpadded convs) keeps its form: the residuals add the aligned last frames.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ class _BlockForm(nn.Module):
             for conv, norm in zip(block.convs, block.norms, strict=True)
         )
         self.residual_first = block.residual_first
+        self.causal = block.causal
         self.glu = conv1d_as_2d(block.glu) if block.glu is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, conv in enumerate(self.convs):
             y = functional.gelu(conv(x))
+            if self.causal:  # unpadded convs shorten the sequence: add the aligned last input frames
+                x = x[..., -y.shape[-1] :]
             x = x + y if (i > 0 or self.residual_first) else y
         if self.glu is not None:
             x = functional.glu(self.glu(x), dim=1)

@@ -61,8 +61,12 @@ def signature_of(model: Any, n_channels: int | None = None, n_times: int | None 
 
 
 def weights_digest(model: Any) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes, bytes): identifies exported artefacts."""
+    """SHA-256 of a model's state dict (names, dtypes, shapes, bytes) and of its causal flag: identifies
+    exported artefacts."""
     h = hashlib.sha256()
+    if getattr(getattr(model, "config", None), "causal", False):
+        # a causal brain module has the state-dict layout of a padded one but computes another function
+        h.update(b"causal:")
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())

@@ -4,6 +4,11 @@ The encoder's data-dependent sizes (``n_channels``, ``n_times``, ``dim``, ``n_su
 filled in from the data; the ``model`` section gives the rest of the architecture (see
 ``models.encoders``). Selection over ``selection.lambdas`` × ``selection.model_overrides`` happens on a
 validation split carved from the TRAINING images; the test split is touched once, after selection.
+
+A causal brain module (``model.causal: true``) is trained on windows that start its receptive context
+earlier than ``window.tmin`` (:meth:`TrainingConfig.input_window`): it aggregates the feature frames of
+``[tmin, tmax)``, each computed from samples up to its own time only, which is what the incremental decoder
+computes live.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from models.config_base import StrictModel, load_config
-from models.encoders import REGISTRY
+from models.encoders import REGISTRY, input_context
 from models.preprocessing import PreprocessingConfig
 
 DATA_SIZE_KEYS = ("n_channels", "n_times", "dim", "n_subjects", "positions")
@@ -135,7 +140,34 @@ class TrainingConfig(StrictModel):
         given = [k for k in DATA_SIZE_KEYS if k in self.model]
         if given:
             raise ValueError(f"model must not set {given}: they come from the data")
+        contexts = sorted({input_context({**self.model, **ov}) for ov in self.selection.model_overrides})
+        if len(contexts) > 1:
+            raise ValueError(
+                f"selection.model_overrides give causal receptive contexts of {contexts} samples, but the "
+                "windows are cut once for all candidates: vary causal, depth, kernel_size, dilation_period "
+                "and glu in separate trainings"
+            )
+        if contexts[0] and self.preprocessing.sfreq_out is None and self.data.kind != "npz":
+            raise ValueError(
+                "a causal model needs preprocessing.sfreq_out (the model rate) to cut its receptive "
+                f"context of {contexts[0]} samples before window.tmin; set it"
+            )
         return self
+
+    @property
+    def context(self) -> int:
+        """Model-rate samples cut before ``window.tmin`` for a causal model's receptive field (else 0)."""
+        return input_context({**self.model, **self.selection.model_overrides[0]})
+
+    def input_window(self) -> tuple[float, float]:
+        """``(tmin, tmax)`` of the windows the loaders cut: ``window`` widened by the context."""
+        if not self.context:
+            return self.window.tmin, self.window.tmax
+        if self.preprocessing.sfreq_out is None:
+            raise ValueError(
+                "a causal model's context needs preprocessing.sfreq_out (the model rate); set it"
+            )
+        return self.window.tmin - self.context / float(self.preprocessing.sfreq_out), self.window.tmax
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:

@@ -90,17 +90,31 @@ def load_data(config, progress: bool = True) -> EncodingData:
         data = load_recordings("npz", d.paths, None, None, 0.0, 0.0)
         _check_cached(data, config)
         return data
-    return load_recordings(
+    tmin, tmax = config.input_window()
+    if config.context and config.preprocessing.baseline is not None:
+        logger.warning(
+            "causal model trained on baseline-corrected windows: served on sliding windows (no baseline) it "
+            "would see other input; set preprocessing.baseline: null for a model meant for sliding windows"
+        )
+    data = load_recordings(
         d.kind,
         d.paths,
         d.subjects,
         config.preprocessing,
-        config.window.tmin,
-        config.window.tmax,
+        tmin,
+        tmax,
         d.gallery,
         d.loader_options,
         progress,
     )
+    expected = int(round((tmax - tmin) * data.sfreq))
+    if config.context and data.n_times != expected:
+        logger.warning(
+            "the %s loader gave %d samples per window where the causal model's window [%g, %g) s holds %d; "
+            "its aggregation spans the last %d samples, not the configured window",
+            d.kind, data.n_times, tmin, tmax, expected, data.n_times - config.context,
+        )  # fmt: skip
+    return data
 
 
 def infer_kind(paths: list[str]) -> str:
@@ -159,13 +173,12 @@ def infer_kind_safe(paths: list[str]) -> str | None:
 
 def _check_cached(data: EncodingData, config) -> None:
     want = config.preprocessing.model_dump(mode="json")
-    n_times = int(
-        round((config.window.tmax - config.window.tmin) * (config.preprocessing.sfreq_out or data.sfreq))
-    )
-    same_pre = data.preprocessing is None or all(data.preprocessing.get(k) == v for k, v in want.items())
     if config.data.kind == "npz":
         return  # the config says the trials are the data: nothing to compare against
-    if not same_pre or abs(data.tmin - config.window.tmin) > 1e-6 or data.n_times != n_times:
+    tmin, tmax = config.input_window()
+    n_times = int(round((tmax - tmin) * (config.preprocessing.sfreq_out or data.sfreq)))
+    same_pre = data.preprocessing is None or all(data.preprocessing.get(k) == v for k, v in want.items())
+    if not same_pre or abs(data.tmin - tmin) > 1e-6 or data.n_times != n_times:
         raise DataError(
             "the saved trials were made with another preprocessing or window than this config "
             f"(trials: tmin {data.tmin:g} s, {data.n_times} samples at {data.sfreq:g} Hz); "

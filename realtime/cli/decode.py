@@ -16,6 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, help="override the config's encoder checkpoint folder")
     parser.add_argument("--subject", default=None, help="override the config's subject id")
     parser.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--incremental",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="sliding windows of a causal checkpoint: compute only each stride's new samples "
+        "(default: the config's windowing.incremental; auto: on exactly when the checkpoint is causal)",
+    )
     add_json_flag(parser)
 
 
@@ -31,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(str(exc)) from None
     if args.subject:
         config = config.model_copy(update={"subject": args.subject})
+    if args.incremental is not None:
+        value = {"auto": None, "on": True, "off": False}[args.incremental]
+        try:
+            windowing = config.windowing.model_validate(
+                {**config.windowing.model_dump(), "incremental": value}
+            )
+        except ValueError as exc:
+            raise UserFacingError(f"--incremental {args.incremental}: {exc}") from None
+        config = config.model_copy(update={"windowing": windowing})
     try:
         node = build_decoder_node(config, checkpoint=args.checkpoint)
         node.start()

@@ -4,6 +4,11 @@ Threads: the :class:`~realtime.acquisition.StreamReader` pulls LSL into a ring b
 sleeps on that buffer, feeds new samples and markers to the :class:`OnlineWindower`, encodes each ready
 window at batch size 1 and publishes it at once (DESIGN §3-4). A ``signal.<stream>`` preview and a
 ``status.decoder`` message go out a few times per second for the display.
+
+Sliding windows of a causal checkpoint run incrementally by default (``windowing.incremental``): the
+preprocessed samples stream into an :class:`~models.incremental.IncrementalEncoder` as they arrive and each
+stride's embedding is read when the window's last sample has gone in (:mod:`realtime.decoder.incremental`);
+the messages are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pylsl
 
 from models.preprocessing import PreprocessingConfig, RobustScaler
 from models.windowing import WindowSpec
+from realtime.decoder.incremental import EncodedWindow, IncrementalSliding
 from realtime.decoder.online import OnlineWindower, ReadyWindow
 
 logger = logging.getLogger(__name__)
@@ -57,8 +63,8 @@ class DecoderNode:
     ----------
     reader : StreamReader
         Connected signal reader (the node starts and stops it).
-    runtime : EncoderRuntime
-        The encoder, ready to run.
+    runtime : EncoderRuntime | None
+        The encoder, ready to run (None with ``incremental``).
     meta : CheckpointMeta
         The checkpoint's metadata: channels, model rate, window, preprocessing, scaler, space.
     publisher : realtime.bus.Publisher
@@ -76,6 +82,9 @@ class DecoderNode:
         Subject layer of a multi-subject encoder.
     preview_rate : float
         Rate of the ``signal.*`` preview (Hz); ``preview_channels`` channels at most.
+    incremental : IncrementalEncoder | None
+        Sliding mode only: compute the windows incrementally with this encoder (built from the same causal
+        checkpoint, its subject layer chosen) instead of running ``runtime`` on each whole window.
     """
 
     stage = "decoder"
@@ -96,7 +105,14 @@ class DecoderNode:
         preview_rate: float = 60.0,
         preview_channels: int = 32,
         status_period: float = 0.5,
+        incremental=None,
     ) -> None:
+        if incremental is not None and mode != "sliding":
+            raise ValueError(
+                "incremental decoding applies to sliding windows; event-locked windows are whole"
+            )
+        if runtime is None and incremental is None:
+            raise ValueError("the decoder node needs an encoder runtime (or an incremental encoder)")
         if mode == "event" and markers is None:
             raise ValueError(
                 "event-locked decoding needs a marker stream; configure input.markers or use "
@@ -109,7 +125,10 @@ class DecoderNode:
         self.mode = mode
         self.stride_s, self.max_wait_s = stride_s, max_wait_s
         self.scaler = scaler
-        self.subject_index = subject_index if getattr(runtime.signature, "with_subject", False) else None
+        self.incremental = incremental
+        self.sliding: IncrementalSliding | None = None
+        with_subject = getattr(getattr(runtime, "signature", None), "with_subject", False)
+        self.subject_index = subject_index if with_subject else None
         self.preview_rate, self.preview_channels = preview_rate, preview_channels
         self.status_period = status_period
         self.latency = LatencyLog()
@@ -124,18 +143,30 @@ class DecoderNode:
     def start(self) -> DecoderNode:
         """Connect the readers, build the windower against the stream's real channels and start the loop."""
         # first: a compiling runtime takes seconds, during which a started reader would pile up a backlog
-        self.runtime.warmup()
+        if self.incremental is not None:
+            for _ in range(3):  # allocate the session's buffers; IncrementalSliding resets the state
+                self.incremental.push(np.zeros((self.incremental.n_channels, 6), np.float32))
+        else:
+            self.runtime.warmup()
         self.reader.start()
         if self.markers is not None:
             self._marker_queue = self.markers.subscribe()
             self.markers.start()
         self.windower = self._build_windower()
+        if self.incremental is not None:
+            self.sliding = IncrementalSliding(self.windower, self.incremental)
         self._thread = threading.Thread(target=self._loop, name="decoder", daemon=True)
         self._thread.start()
         logger.info(
-            "decoder running: %s, %s windows, runtime %s", self.reader.name, self.mode, self.runtime.name
+            "decoder running: %s, %s windows, runtime %s", self.reader.name, self.mode, self.runtime_name
         )
         return self
+
+    @property
+    def runtime_name(self) -> str:
+        if self.incremental is not None:
+            return f"incremental ({self.incremental.backend})"
+        return self.runtime.name
 
     def stop(self) -> None:
         self._stop.set()
@@ -198,8 +229,12 @@ class DecoderNode:
             self._drain_markers()
             if res.data.shape[1]:
                 self.windower.push_samples(res.data, res.timestamps)
-            for window in self.windower.ready(now=pylsl.local_clock()):
-                self._encode_and_publish(window)
+            if self.sliding is not None:
+                for done in self.sliding.ready():
+                    self._publish_incremental(done)
+            else:
+                for window in self.windower.ready(now=pylsl.local_clock()):
+                    self._encode_and_publish(window)
             now = pylsl.local_clock()
             if now >= next_preview:
                 preview_cursor = self._publish_preview(preview_cursor)
@@ -239,6 +274,24 @@ class DecoderNode:
         t_published = pylsl.local_clock()
         self.latency.add((t_published - window.t_sample) * 1e3, (t_encoded - t_ready) * 1e3)
 
+    def _publish_incremental(self, done: EncodedWindow) -> None:
+        """The same message as :meth:`_encode_and_publish` for a sliding window computed incrementally."""
+        trace = [["decoder.window", done.t_ready], ["decoder.encoded", done.t_encoded]]
+        self.publisher.publish(
+            self.topic,
+            [np.ascontiguousarray(done.embedding, dtype=np.float32)],
+            t_sample=done.t_sample,
+            trace=trace,
+            space=self.meta.space,
+            stage=self.stage,
+            event=None,
+            image_id=None,
+            split=None,
+            window="sliding",
+        )
+        t_published = pylsl.local_clock()
+        self.latency.add((t_published - done.t_sample) * 1e3, (done.t_encoded - done.t_ready) * 1e3)
+
     def _publish_preview(self, cursor: int) -> int:
         buf = self.windower.buffer
         res = buf.read_since(max(cursor, buf.n_written - buf.capacity))
@@ -263,7 +316,10 @@ class DecoderNode:
             **self.windower.stats.as_dict(),
             **self.latency.summary(),
             "dropped_samples": self.dropped_samples,
+            "incremental": self.sliding is not None,
         }
+        if self.sliding is not None:
+            stats["incremental_resets"] = self.sliding.resets
         reader_stats = getattr(self.reader, "stats", None)
         if reader_stats is not None and hasattr(reader_stats, "as_dict"):
             stats.update({f"stream_{k}": v for k, v in reader_stats.as_dict().items()})
@@ -287,6 +343,7 @@ def build_decoder_node(
     scaler: RobustScaler | None = None,
 ) -> DecoderNode:
     """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`."""
+    from models.checkpoint import read_meta
     from models.device_profile import load_device_profile
     from models.runtime import load_runtime
     from realtime.acquisition import MarkerReader, StreamReader
@@ -319,7 +376,11 @@ def build_decoder_node(
         ckpt = ensure_demo_assets().checkpoint_dir
     else:
         ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
-    runtime, meta = load_runtime(ckpt, config.encoder.runtime, subject=config.encoder.subject_index)
+    runtime = incremental = None
+    if use_incremental(config.windowing, config.encoder.runtime, read_meta(ckpt), ckpt):
+        incremental, meta = incremental_encoder(ckpt, config.encoder.runtime, config.encoder.subject_index)
+    else:
+        runtime, meta = load_runtime(ckpt, config.encoder.runtime, subject=config.encoder.subject_index)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
     return DecoderNode(
@@ -336,4 +397,51 @@ def build_decoder_node(
         subject_index=config.encoder.subject_index,
         preview_rate=config.preview.rate_hz,
         preview_channels=config.preview.max_channels,
+        incremental=incremental,
     )
+
+
+INCREMENTAL_RUNTIMES = ("auto", "torch", "onnxruntime")
+
+
+def use_incremental(windowing, runtime: str, meta, where: str | Path = "the checkpoint") -> bool:
+    """Whether sliding windows are computed incrementally (``windowing.incremental``; None: exactly when the
+    checkpoint is causal and the runtime can run the incremental step). Raises when asked for and impossible.
+    """
+    asked = windowing.incremental
+    if windowing.mode != "sliding" or asked is False:
+        return False
+    possible = meta.causal and runtime in INCREMENTAL_RUNTIMES
+    if asked is None:
+        if meta.causal and not possible:
+            logger.info("causal checkpoint on runtime %s: whole windows (incremental runs on CPU)", runtime)
+        return possible
+    if not meta.causal:
+        raise ValueError(
+            f"windowing.incremental: true needs a causal checkpoint (trained with model.causal: true); "
+            f"{where} is not causal: set incremental: false or train a causal model"
+        )
+    if runtime not in INCREMENTAL_RUNTIMES:
+        raise ValueError(
+            f"incremental decoding runs on encoder.runtime torch or onnxruntime (or auto), not {runtime!r}; "
+            "change the runtime or set windowing.incremental: false"
+        )
+    return True
+
+
+def incremental_encoder(checkpoint: str | Path, runtime: str = "auto", subject_index: int = 0, threads=None):
+    """``(IncrementalEncoder, CheckpointMeta)`` of a causal checkpoint (runtime torch, else ONNX Runtime)."""
+    from models.checkpoint import load_checkpoint
+    from models.incremental import IncrementalEncoder
+
+    model, meta = load_checkpoint(checkpoint)
+    n_subjects = int(model.config.n_subjects)
+    if subject_index >= n_subjects:
+        raise ValueError(
+            f"encoder.subject_index {subject_index} is out of range: {checkpoint} has {n_subjects} subject "
+            f"layer(s) ({meta.subjects})"
+        )
+    backend = "torch" if runtime == "torch" else "onnxruntime"
+    # one subject layer: None selects it as well (their mean), as the full path does
+    subject = subject_index if n_subjects > 1 else None
+    return IncrementalEncoder(model, subject=subject, backend=backend, threads=threads), meta

@@ -133,3 +133,28 @@ def test_channel_check():
         meta.check_channels(CH[:-1] + ["EEG1"])
     with pytest.raises(CheckpointError, match="another order"):
         meta.check_channels(CH[::-1])
+
+
+def test_causal_checkpoint_loads_as_causal(tmp_path):
+    from models.incremental import receptive_context
+    from models.runtime.base import weights_digest
+
+    _, meta = _model_and_meta()
+    n_in = 50  # the demo-size stack's receptive context is 34 samples: 16 aggregated frames
+    arch = {**meta.arch, "n_times": n_in, "causal": True}
+    model = build_encoder(arch).eval()
+    save_checkpoint(tmp_path / "ckpt", model, meta.model_copy(update={"arch": arch, "tmin": 0.4 - n_in / 60}))
+    loaded, meta2 = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.config.causal and meta2.causal and meta2.arch["causal"] is True
+    assert meta2.context == loaded.config.context == receptive_context(loaded) == 34
+    assert meta2.n_times == n_in and round((meta2.tmax - meta2.tmin) * meta2.sfreq) == n_in
+    assert all(conv.padding == (0,) for block in loaded.blocks for conv in block.convs)
+    x, s = torch.randn(3, N_CH, n_in), torch.tensor([0, 1, 1])
+    assert torch.allclose(loaded(x, s), model(x, s))
+    assert not read_meta(tmp_path / "ckpt").model_copy(update={"arch": meta.arch}).causal
+    # gap aggregation: the causal and padded modules share every weight shape but not their function, so
+    # exports cached by weights digest must not be mixed up
+    gap = {**arch, "aggregation": "gap"}
+    causal_gap, padded_gap = build_encoder(gap), build_encoder({**gap, "causal": False})
+    padded_gap.load_state_dict(causal_gap.state_dict())
+    assert weights_digest(causal_gap) != weights_digest(padded_gap)

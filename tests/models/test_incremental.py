@@ -127,3 +127,67 @@ def test_bad_input():
         IncrementalEncoder(_model())
     with pytest.raises(TypeError, match="needs a brain module"):
         CausalBrainModule(torch.nn.Linear(3, 3))
+
+
+# ------------------------------------------------------------------------------ a brain module trained causal
+def test_causal_config_matches_the_module_and_refuses_short_windows():
+    from models.encoders import input_context, parse_arch
+
+    for extra in ({}, {"depth": 2, "kernel_size": 5}, {"glu": False, "dilation_period": 3}):
+        arch = {**ARCH, **extra, "n_times": 200, "causal": True}
+        model = build_encoder(arch)
+        config = parse_arch(arch)
+        assert config.context == receptive_context(model) == input_context(arch) > 0
+        assert config.n_frames == 200 - config.context == model.aggregate.proj.in_features
+        partial = {k: v for k, v in arch.items() if k not in ("n_channels", "n_times", "dim", "n_subjects")}
+        assert input_context(partial) == config.context  # what a training config knows before the data
+    assert input_context(ARCH) == parse_arch(ARCH).context == 0
+    with pytest.raises(ValueError, match="receptive context of 70 samples"):
+        parse_arch({**ARCH, "n_times": 70, "causal": True})
+
+
+@pytest.fixture(scope="module")
+def trained_causal(tmp_path_factory):
+    """A demo-size causal brain module trained a few epochs by the repo's trainer, saved and reloaded."""
+    from models.checkpoint import load_checkpoint
+    from models.training.trainer import train
+    from tests.models.encoding_fixtures import synthetic, tiny_config
+
+    threads = torch.get_num_threads()  # the trainer sets its own: restore ours after
+    data = synthetic(n_train_images=60, n_test_images=10, n_times=50)  # 34 samples of context, 16 frames
+    cfg = tiny_config(model={"causal": True}, optim={"max_epochs": 3, "batch_size": 16})
+    out = tmp_path_factory.mktemp("causal") / "model"
+    result = train(cfg, out, data=data, progress=False, evaluate_test=False)
+    torch.set_num_threads(threads)
+    model, meta = load_checkpoint(out)
+    assert meta.causal and model.config.causal and model.config.n_times == 50
+    return model, result
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_trained_causal_module_streams_exactly(trained_causal, backend, tmp_path):
+    model, result = trained_causal
+    x = torch.randn(2, 12, 50)
+    with torch.inference_mode():
+        assert torch.equal(model(x), result.model(x))
+        moved = [m.running_mean.abs().max() for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert min(moved) > 0  # trained: the BatchNorm statistics left their initial values
+    inc = IncrementalEncoder(model, backend=backend)  # a causal brain module is accepted as it is
+    assert (inc.window, inc.n_times, inc.context) == (50, 16, 34)
+    n = 260
+    signal = np.random.default_rng(6).standard_normal((12, n)).astype(np.float32)
+    ends = sliding_window_ends(0, n, inc.window, stride=5)
+    windows = np.stack([signal[:, e + 1 - inc.window : e + 1] for e in ends])
+    with torch.inference_mode():
+        full = model(torch.from_numpy(windows)).numpy()  # the trained model, whole windows
+    ort_full = OnnxRuntime(export_onnx(model, tmp_path / "full.onnx")).run(windows)  # its export form
+    assert _rel(ort_full, full) <= 1e-4
+    rng = np.random.default_rng(7)
+    s = 0
+    for k, e in enumerate(ends):
+        while s <= e:  # irregular blocks, as model-rate samples arrive live
+            stop = min(e + 1, s + int(rng.integers(1, 4)))
+            inc.push(signal[:, s:stop])
+            s = stop
+        assert _rel(inc.embedding(), full[k]) <= 1e-4
+    assert len(ends) > 40

@@ -201,3 +201,46 @@ def test_ddp_two_processes_gloo(tmp_path):
     model, _ = load_checkpoint(tmp_path / "ckpt")
     assert parameter_digest(model) == digests[0]["digest"]
     assert set(json.loads((tmp_path / "ckpt" / "metrics.json").read_text())) == ISSUE_KEYS
+
+
+def test_causal_model_trains_on_windows_widened_by_its_context(tmp_path, capsys):
+    from models.embedders import l2_normalise
+    from models.gallery import Gallery
+    from models.training.loading import load_data
+    from tests.models.test_datasets import _events, _write_xdf
+
+    ids = [f"img{i:02d}" for i in range(30)]
+    emb = l2_normalise(np.random.default_rng(1).normal(size=(30, 8)))
+    gallery = Gallery.save(tmp_path / "gallery", embeddings=emb, ids=ids, space="test:xdf:8", embedder="t")
+    _write_xdf(tmp_path / "rec.xdf", gallery, _events(seed=2))
+    common = {
+        "data": {"kind": "xdf", "paths": [str(tmp_path / "rec.xdf")], "gallery": str(tmp_path / "gallery")},
+        "preprocessing": {"l_freq": 0.5, "h_freq": 30.0, "sfreq_out": 100.0, "robust_scale": False,
+                          "baseline": None},
+        "window": {"tmin": -0.1, "tmax": 0.5},
+        "optim": {"max_epochs": 2, "batch_size": 16},
+    }  # fmt: skip
+    causal, padded = tiny_config(**common, model={"causal": True}), tiny_config(**common)
+    assert (causal.context, padded.context) == (34, 0)  # the demo-size stack's receptive field - 1
+    assert causal.input_window() == pytest.approx((-0.44, 0.5)) and padded.input_window() == (-0.1, 0.5)
+    data, ref = load_data(causal, progress=False), load_data(padded, progress=False)
+    assert data.n_times == ref.n_times + 34 == 94 and data.tmin == pytest.approx(-0.44)
+    np.testing.assert_array_equal(data.X[..., 34:], ref.X)  # the same windows, with their history before
+    result = train(causal, tmp_path / "ckpt", data=data, progress=False)
+    model, meta = load_checkpoint(tmp_path / "ckpt")
+    assert meta.causal and model.config.causal and meta.context == 34 and meta.n_times == 94
+    assert (meta.tmin, meta.tmax) == pytest.approx((-0.44, 0.5))
+    # evaluation re-cuts the recording with the checkpoint's window: the same trials, the same numbers
+    rc = cli_main(["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "rec.xdf"),
+                   "--n-way", "200", "--json", "--quiet"])  # fmt: skip
+    assert rc == 0
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ev["top5"] == pytest.approx(result.metrics["top5"])
+
+
+def test_causal_config_errors():
+    with pytest.raises(ValueError, match="receptive contexts of \\[8, 34\\] samples"):
+        tiny_config(model={"causal": True}, selection={"model_overrides": [{}, {"depth": 1}]})
+    with pytest.raises(ValueError, match="needs preprocessing.sfreq_out"):
+        tiny_config(model={"causal": True}, data={"kind": "xdf"}, preprocessing={"sfreq_out": None})
+    tiny_config(model={"causal": True}, selection={"model_overrides": [{}, {"hidden": 16}]})  # same context

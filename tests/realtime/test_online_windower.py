@@ -107,3 +107,101 @@ def test_nan_window_is_dropped_and_counted_and_late_window_expires():
     win.push_marker(ts[-1], "run_start")
     assert win.ready(now=ts[-1] + 20.0) == []
     assert win.stats.dropped_late == 1 and win.stats.ignored_markers == 1
+
+
+# ------------------------------------------------------------------------------------------ incremental path
+def _causal_model(n_times: int):
+    import torch
+
+    from models.encoders import build_encoder
+
+    torch.manual_seed(0)
+    arch = {"name": "brain_module", "n_channels": len(CH), "n_times": n_times, "dim": 8, "causal": True,
+            "spatial_channels": 6, "fourier_freqs": 3, "hidden": 8, "depth": 2, "out_channels": 12,
+            "positions": np.random.default_rng(0).uniform(size=(len(CH), 2)).tolist()}  # fmt: skip
+    model = build_encoder(arch).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm1d):
+                mod.running_mean.normal_(0, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize(("backend", "eager"), [("torch", False), ("onnxruntime", False), ("torch", True)])
+def test_incremental_sliding_equals_full_windows_through_gaps_and_nans(backend, eager):
+    """The same chunks through the full path (whole windows + the causal model) and the incremental path:
+    the same windows published with the same embeddings, the same drops, and a reset at each gap / NaN."""
+    from models.incremental import IncrementalEncoder
+    from models.runtime.torch_runtime import TorchRuntime
+    from realtime.decoder.incremental import IncrementalSliding
+
+    data, ts, _ = _recording(seconds=8.0)
+    data[3, 3000:3004] = np.nan  # a sensor drop-out
+    keep = np.ones(ts.size, bool)
+    keep[6000:6360] = False  # 0.3 s never arrive: a gap in the timestamps
+    data, ts = data[:, keep], ts[keep]
+    config = _config().model_copy(update={"robust_scale": False, "baseline": None})
+    model = _causal_model(n_times=94)  # context 34 + 60 frames at 120 Hz
+    spec = WindowSpec(0.5 - 94 / 120.0, 0.5, 120.0)
+    full = OnlineWindower(CH, SFREQ, CH, config, spec, mode="sliding", stride_s=0.05)
+    part = OnlineWindower(CH, SFREQ, CH, config, spec, mode="sliding", stride_s=0.05)
+    runtime = TorchRuntime(model)
+    sliding = IncrementalSliding(part, IncrementalEncoder(model, backend=backend), eager=eager)
+    rng = np.random.default_rng(3)
+    got, want, i = {}, {}, 0
+    while i < ts.size:  # chunks shorter than the stride: no window is skipped as late
+        n = int(rng.integers(1, 50))
+        for win in (full, part):
+            win.push_samples(data[:, i : i + n], ts[i : i + n])
+        for w in full.ready():
+            want[w.t_sample] = runtime.run(w.data[None])[0]
+        for w in sliding.ready():
+            got[w.t_sample] = w.embedding
+            assert w.t_ready <= w.t_encoded
+        i += n
+    assert sorted(got) == sorted(want) and len(got) > 80
+    for t, emb in want.items():
+        np.testing.assert_allclose(got[t], emb, rtol=1e-4, atol=1e-5 * np.abs(emb).max())
+    assert part.stats.as_dict() == full.stats.as_dict()
+    assert full.stats.dropped_nan > 0 and full.stats.dropped_missing > 0 and full.stats.dropped_late == 0
+    assert sliding.resets >= 2  # the gap, and each non-finite model-rate sample
+
+
+def test_incremental_sliding_refuses_a_mismatched_encoder():
+    from models.incremental import IncrementalEncoder
+    from realtime.decoder.incremental import IncrementalSliding
+
+    config = _config().model_copy(update={"robust_scale": False, "baseline": None})
+    sliding = OnlineWindower(CH, SFREQ, CH, config, WindowSpec(0.0, 0.5, 120.0), mode="sliding")
+    with pytest.raises(ValueError, match="takes windows of 94 samples"):
+        IncrementalSliding(sliding, IncrementalEncoder(_causal_model(94)))
+    event = OnlineWindower(CH, SFREQ, CH, config, WindowSpec(0.0, 94 / 120.0, 120.0))
+    with pytest.raises(ValueError, match="event mode"):
+        IncrementalSliding(event, IncrementalEncoder(_causal_model(94)))
+
+
+def test_incremental_sliding_restarts_after_samples_lost_to_the_buffer():
+    """A loop stalled longer than the model-rate buffer: the lost samples break the history, the newest
+    window (still whole in the buffer) is published as the full path publishes it."""
+    from models.incremental import IncrementalEncoder
+    from models.runtime.torch_runtime import TorchRuntime
+    from realtime.decoder.incremental import IncrementalSliding
+
+    data, ts, _ = _recording(seconds=8.0)
+    config = _config().model_copy(update={"robust_scale": False, "baseline": None})
+    model = _causal_model(n_times=94)
+    spec = WindowSpec(0.5 - 94 / 120.0, 0.5, 120.0)
+    full, part = (OnlineWindower(CH, SFREQ, CH, config, spec, mode="sliding", buffer_s=1.0) for _ in range(2))
+    sliding = IncrementalSliding(part, IncrementalEncoder(model))
+    for win in (full, part):
+        win.push_samples(data[:, :1200], ts[:1200])
+    assert len(full.ready()) == len(sliding.ready()) == 1
+    for win in (full, part):  # 5 s at once: more than the 376-sample buffer holds
+        win.push_samples(data[:, 1200:], ts[1200:])
+    (want,), (got,) = full.ready(), sliding.ready()
+    assert got.t_sample == want.t_sample and sliding.resets == 1
+    np.testing.assert_allclose(
+        got.embedding, TorchRuntime(model).run(want.data[None])[0], rtol=1e-4, atol=1e-6
+    )
+    assert part.stats.as_dict() == full.stats.as_dict() and full.stats.dropped_late > 50
