@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["CausalBrainModule", "IncrementalEncoder", "StreamStep", "receptive_context"]
 
@@ -116,10 +117,14 @@ class CausalBrainModule(nn.Module):
 
 class StreamStep(nn.Module):
     """One incremental step as a pure function (exportable to ONNX with a dynamic number of new samples):
-    ``(x_new (1, ch, s), frames (1, C, n_times), *caches) -> (embedding (1, D), frames, *caches)``.
+    ``(x_new (1, ch, s), frames (1, n_times, F), *caches (1, span, C))``
+    ``-> (embedding (1, D), frames, *caches)``.
 
-    The pointwise front (spatial attention, 1×1 conv, subject layer) is folded into one matrix, computed
-    once in float64: it is linear and does not depend on the input.
+    The step runs time-major: each dilated conv is one matrix product of the ``s`` new frames' stacked taps
+    ``(s, k·C_in)`` with a constant ``(k·C_in, C_out)`` weight (BatchNorm folded in). A step does a few
+    frames of arithmetic but reads every weight (42 MB for the full-size module), so its cost is set by
+    memory bandwidth, not by its FLOPs (docs/benchmarks.md). The pointwise front
+    (spatial attention, 1×1 conv, subject layer) is folded into one matrix, computed once in float64.
     """
 
     def __init__(self, causal: CausalBrainModule, subject: int | None = None) -> None:
@@ -128,6 +133,7 @@ class StreamStep(nn.Module):
         self.causal = causal
         self.convs = list(_convs(base))
         self.spans = [_span(c) for c in self.convs]
+        self.taps = [(int(c.kernel_size[0]), int(c.dilation[0])) for c in self.convs]
         with torch.no_grad():
             spatial = base.spatial.weights().double()  # (C_sp, C_in)
             w_init = base.initial.weight[..., 0].double()  # (C_sp, C_sp)
@@ -136,33 +142,60 @@ class StreamStep(nn.Module):
             subj = layers.mean(dim=0) if subject is None else layers[subject]
             front_w = subj.T @ w_init @ spatial
             front_b = subj.T @ b_init
-        self.register_buffer("front_w", front_w.float())
-        self.register_buffer("front_b", front_b.float()[:, None])
+            fused = []
+            for block in base.blocks:
+                fused += [
+                    fuse_conv_bn_eval(conv, norm) for conv, norm in zip(block.convs, block.norms, strict=True)
+                ]
+                if block.glu is not None:
+                    fused.append(block.glu)
+            for k, conv in enumerate(fused):
+                # rows ordered (tap, input channel), as the taps are stacked in forward
+                weight = conv.weight.permute(2, 1, 0).reshape(-1, conv.out_channels)
+                self.register_buffer(f"conv{k}_w", weight.contiguous())
+                self.register_buffer(f"conv{k}_b", conv.bias.detach().clone())
+            final = base.final[0]
+            self.register_buffer("final_w", final.weight[..., 0].T.contiguous())  # (C, F)
+            self.register_buffer("final_b", final.bias.detach().clone())
+        self.register_buffer("front_w", front_w.T.float().contiguous())  # (C_in, C_sp)
+        self.register_buffer("front_b", front_b.float())
+
+    def _conv(
+        self, k: int, cache: torch.Tensor, h: torch.Tensor, new_caches: list[torch.Tensor]
+    ) -> torch.Tensor:
+        inp = torch.cat([cache[0], h], dim=0)  # (span + s, C_in)
+        new_caches.append(inp[-self.spans[k] :][None])
+        n_new = h.shape[0]
+        taps, dilation = self.taps[k]
+        stacked = torch.cat([inp[j * dilation : j * dilation + n_new] for j in range(taps)], dim=1)
+        return torch.matmul(stacked, getattr(self, f"conv{k}_w")) + getattr(self, f"conv{k}_b")
 
     def forward(
         self, x: torch.Tensor, frames: torch.Tensor, *caches: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        h = torch.matmul(self.front_w, x) + self.front_b
+        h = torch.matmul(x[0].transpose(0, 1), self.front_w) + self.front_b  # (s, C_sp)
         new_caches: list[torch.Tensor] = []
         k = 0
-
-        def conv(h: torch.Tensor) -> torch.Tensor:
-            nonlocal k
-            inp = torch.cat([caches[k], h], dim=-1)
-            new_caches.append(inp[..., -self.spans[k] :])
-            out = _valid(self.convs[k], inp)
-            k += 1
-            return out
-
         for block in self.causal.base.blocks:
-            for i, norm in enumerate(block.norms):
-                y = block.dropout(functional.gelu(norm(conv(h))))
+            for i in range(len(block.convs)):
+                y = functional.gelu(self._conv(k, caches[k], h, new_caches))
                 h = h + y if (i > 0 or block.residual_first) else y
+                k += 1
             if block.glu is not None:
-                h = functional.glu(conv(h), dim=1)
-        z = self.causal.base.final(h)
-        frames = torch.cat([frames, z], dim=-1)[..., -self.causal.n_out_times :]
-        return (self.causal.back(frames), frames, *new_caches)
+                h = functional.glu(self._conv(k, caches[k], h, new_caches), dim=1)
+                k += 1
+        z = functional.gelu(torch.matmul(h, self.final_w) + self.final_b)  # (s, F)
+        frames = torch.cat([frames[0], z], dim=0)[-self.causal.n_out_times :][None]  # (1, T, F)
+        return (self._back(frames), frames, *new_caches)
+
+    def _back(self, frames: torch.Tensor) -> torch.Tensor:
+        base = self.causal.base
+        aggregate = base.aggregate
+        if aggregate.kind == "affine":  # a weighting of time: one (1, T) @ (T, F) product
+            z = torch.matmul(aggregate.proj.weight, frames[0]) + aggregate.proj.bias
+        else:
+            z = aggregate(frames.transpose(1, 2))
+        return base.clip_head(z) if base.config.output_head == "clip" else base.mse_head(z)
 
 
 class IncrementalEncoder:
@@ -210,7 +243,7 @@ class IncrementalEncoder:
         self.window = self.n_times + self.context
         self.n_features = int(causal.base.final[0].out_channels)
         self._cache_shapes = [
-            (1, int(c.in_channels), sp)
+            (1, sp, int(c.in_channels))
             for c, sp in zip(self.step_module.convs, self.step_module.spans, strict=True)
         ]
         if backend not in ("torch", "onnxruntime"):
@@ -235,7 +268,7 @@ class IncrementalEncoder:
             path = onnx_path
         args = (
             torch.zeros(1, self.n_channels, 3),
-            torch.zeros(1, self.n_features, self.n_times),
+            torch.zeros(1, self.n_times, self.n_features),
             *[torch.zeros(*shape) for shape in self._cache_shapes],
         )
         names = ["x", "frames", *[f"cache{i}" for i in range(n)]]
@@ -258,7 +291,7 @@ class IncrementalEncoder:
 
     def reset(self) -> None:
         """Forget all history (after a gap in the samples): as at stream start, the past is zeros."""
-        self._frames = np.zeros((1, self.n_features, self.n_times), np.float32)
+        self._frames = np.zeros((1, self.n_times, self.n_features), np.float32)
         self._caches = [np.zeros(shape, np.float32) for shape in self._cache_shapes]
         self._emb: np.ndarray | None = None
         self.n_seen = 0
