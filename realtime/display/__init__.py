@@ -1,8 +1,10 @@
 """The live display (issue 8): what the experimenter watches during a session.
 
 ``DisplayState`` (pure Python, thread-safe) holds the newest message per topic, signal previews, latency
-statistics, accuracy and alarms; ``BusThread`` fills it from the bus; ``DisplayWindow`` draws it at up to
-60 fps. ``run_display`` wires the three together (the ``brainstream display`` verb).
+statistics, accuracy and alarms; ``BusThread`` fills it from the bus; ``DisplayWindow`` draws each new
+retrieval / image the moment it arrives and the traces at up to 30 frames/s (see its module for why the GUI
+work is cut into short pieces). ``run_display`` wires the three together (the ``brainstream display``
+verb).
 
 In-process, from the main thread (Qt's rule); blocks until the window closes::
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ def run_display(
     page_size: int = 16,
     latency_window_s: float = 10.0,
     gallery_dir: str | None = None,
-    fps: float = 60.0,
+    fps: float = 30.0,
 ) -> dict[str, Any]:
     """Open the live display and block until it closes; returns the summary (see ``DisplayState.summary``).
 
@@ -46,6 +47,19 @@ def run_display(
         Seconds before the screenshot.
     fullscreen : bool
         Open full screen.
+    page_size : int
+        Channels per page of the traces.
+    latency_window_s : float
+        Seconds of the rolling latency statistics.
+    gallery_dir : str | None
+        Gallery folder, to show the true image when it was not retrieved.
+    fps : float
+        Most trace frames per second.
+
+    Notes
+    -----
+    The screenshot is taken right after the first retrieval (or image) drawn ``after`` seconds from the
+    start, or ``after`` + 3 s without one, so that grabbing the window never delays a retrieval.
     """
     if seconds is not None and seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
@@ -66,16 +80,27 @@ def run_display(
     )
     result: dict[str, Any] = {"screenshot": None}
 
-    def take_screenshot() -> None:
-        try:
-            result["screenshot"] = os.fspath(window.screenshot(screenshot))
-        except OSError as exc:
-            result["screenshot_error"] = str(exc)
-            logger.error("%s", exc)
+    def screenshot_taken(path: Path | None, error: str | None) -> None:
+        if path is not None:
+            result["screenshot"] = os.fspath(path)
+        else:
+            result["screenshot_error"] = error
         if seconds is None:
             window.close()
 
+    def take_screenshot() -> None:
+        # not in front of a retrieval: right after the next window's results are drawn (a few s at most)
+        window.screenshot_soon(screenshot, screenshot_taken)
+
     restore = _close_on_signals(window)
+    # The GUI thread holds the GIL while it paints; when it runs Python, a bus thread woken by a message
+    # waits for the interpreter's switch interval (5 ms by default) before it may read it. 1 ms instead.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, 0.001))
+    # What exists now (Qt, pyqtgraph, numpy: most of the heap) lives as long as the display: keep the
+    # cyclic collector from walking it in a full collection (~100 ms, a stalled frame) in the middle of a run.
+    gc.collect()
+    gc.freeze()
     bus.start()
     try:
         window.showFullScreen() if fullscreen else window.show()
@@ -92,6 +117,8 @@ def run_display(
     finally:
         bus.stop()
         restore()
+        sys.setswitchinterval(switch_interval)
+        gc.unfreeze()
     summary.update(result)
     return summary
 
@@ -107,7 +134,7 @@ def _close_on_signals(window: Any) -> Any:
         return lambda: None
 
     def close(signum: int, frame: Any) -> None:
-        # the 60 fps redraw timer runs Python often, so this handler runs within a frame of the signal
+        # the numbers timer and the bus notifications run Python often, so this runs within ~0.25 s
         logger.info("signal %d: closing the display", signum)
         QtCore.QTimer.singleShot(0, window.close)
 

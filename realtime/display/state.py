@@ -33,6 +33,10 @@ STATUS_PREFIX = "status."
 EMBEDDING_PREFIX = "embedding."
 DRAW_KINDS = (RETRIEVAL, IMAGE)
 
+# a retrieval answers the expected window end if its t_sample is within this (s); also the most the
+# learned window offsets may disagree for the display to predict windows at all
+EXPECT_SLACK_S = 0.02
+
 # the display's own trace stages (what the lead's latency summary names)
 STAGE_RECEIVED = "display.recv"
 STAGE_DRAWN = "display.draw"
@@ -98,10 +102,11 @@ def describe(values: np.ndarray | Iterable[float]) -> dict[str, float | int]:
     arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
     if arr.size == 0:
         return {"n": 0, "p50_ms": math.nan, "p99_ms": math.nan, "mean_ms": math.nan, "max_ms": math.nan}
+    p50, p99 = np.percentile(arr, [50, 99])
     return {
         "n": int(arr.size),
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
         "mean_ms": float(arr.mean()),
         "max_ms": float(arr.max()),
     }
@@ -241,6 +246,12 @@ class DisplayState:
         self._display_state = "running"
         self._lost_publishers: list[str] = []
         self._draw_records: deque[tuple] = deque(maxlen=record_limit)
+        self._t_embedding = -math.inf  # receipt of the newest embedding and retrieval (LSL s)
+        self._t_retrieval = -math.inf
+        self._offsets: deque[float] = deque(maxlen=12)  # window end - marker onset, of recent windows
+        self._expected: deque[float] = deque(maxlen=64)  # t_sample of retrievals not yet received
+        self._work: dict[str, deque[float]] = {}
+        self._work_limit = record_limit
         self._listeners: list[Callable[[str], None]] = []
 
     # ------------------------------------------------------------------ bus thread side
@@ -249,7 +260,7 @@ class DisplayState:
         t = self.clock() if t_received is None else t_received
         topic = str(getattr(msg, "topic", ""))
         ok = self._ingest(topic, msg, t)
-        if ok and topic in DRAW_KINDS:
+        if ok and (topic in DRAW_KINDS or topic.startswith((SIGNAL_PREFIX, EMBEDDING_PREFIX))):
             for listener in list(self._listeners):
                 try:
                     listener(topic)
@@ -258,7 +269,8 @@ class DisplayState:
         return ok
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
-        """Call ``listener(topic)`` (from the bus thread) when a new retrieval or image arrived."""
+        """Call ``listener(topic)`` (from the bus thread) when a retrieval, image, embedding or signal chunk
+        arrived (an embedding announces its retrieval a few ms ahead)."""
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[str], None]) -> None:
@@ -299,12 +311,24 @@ class DisplayState:
             value = header.get("value")
             if not isinstance(value, str):
                 raise PayloadError(f"marker 'value' must be a string, got {type(value).__name__}")
-            self._markers.append((t_sample if t_sample is not None else t, value, self._n_markers))
+            t_marker = t_sample if t_sample is not None else t
+            self._markers.append((t_marker, value, self._n_markers))
             self._n_markers += 1
             self._marker_version += 1
+            offset = self._window_offset()
+            if offset is not None:  # event-locked windows: this marker's retrieval comes at a known time
+                self._expected.append(t_marker + offset)
         elif topic.startswith(STATUS_PREFIX):
             self._ingest_status(topic[len(STATUS_PREFIX) :], header, t)
         self._ingest_trace(header.get("trace"), t_sample, t)
+        if topic.startswith(EMBEDDING_PREFIX):
+            self._t_embedding = t
+            self._learn_window_offset(header.get("event"), t_sample)
+        elif topic == RETRIEVAL:
+            self._t_retrieval = t
+            if t_sample is not None:  # answered: forget what it was expected for
+                while self._expected and self._expected[0] <= t_sample + EXPECT_SLACK_S:
+                    self._expected.popleft()
         if topic.startswith(SIGNAL_PREFIX):
             return  # signals accumulate in their history; the newest chunk alone is of no use
         old = self._latest.get(topic)
@@ -314,6 +338,25 @@ class DisplayState:
             return
         self._version += 1
         self._latest[topic] = LatestMessage(topic, msg, t, self._version)
+
+    def _learn_window_offset(self, event: Any, t_sample: float | None) -> None:
+        # an embedding names the marker its window is locked to: window end - onset is the offset
+        if not isinstance(event, str) or t_sample is None:
+            return
+        for t_marker, value, _ in reversed(self._markers):
+            if value == event and t_marker <= t_sample:
+                if t_sample - t_marker < 30.0:
+                    self._offsets.append(t_sample - t_marker)
+                return
+
+    def _window_offset(self) -> float | None:
+        """Window end - marker onset, when the last windows agree on it (event-locked decoding)."""
+        if len(self._offsets) < 3:
+            return None
+        offsets = np.asarray(self._offsets)
+        if offsets.max() - offsets.min() > EXPECT_SLACK_S:
+            return None  # not event-locked (or the design changed): predict nothing
+        return float(np.median(offsets))
 
     def _ingest_signal(self, stream: str, msg: Any) -> None:
         arrays = msg.arrays
@@ -340,7 +383,9 @@ class DisplayState:
         if hist is None and len(self._signals) >= 16:
             raise PayloadError("more than 16 signal streams; ignoring new ones")
         if hist is None or hist.ch_names != names or hist.sfreq != float(sfreq):
+            old_version = hist.version if hist is not None else 0
             hist = _SignalHistory(names, float(sfreq), self.signal_seconds)
+            hist.version = old_version  # versions only grow, so a reset is never mistaken for a drawn frame
             self._signals[stream] = hist
         hist.write(data.astype(np.float32, copy=False), ts.astype(np.float64, copy=False))
 
@@ -392,6 +437,22 @@ class DisplayState:
             self._lost_publishers = list(lost_publishers)[:20]
 
     # ------------------------------------------------------------------ GUI thread side
+    def retrieval_due(self, within_s: float, lead_s: float = 0.0) -> bool:
+        """Whether a retrieval is about to arrive, so the GUI should hold back work that can wait.
+
+        True when an embedding came in the last ``within_s`` seconds and its retrieval has not (the
+        retrieval node answers within milliseconds), or, with event-locked windows, when the window of a
+        marker ends within ``lead_s`` seconds or ended less than ``within_s`` ago and its retrieval has
+        not come: the window's end is the marker's onset plus an offset learned from the last windows.
+        """
+        now = self.clock()
+        with self._lock:
+            if self._t_embedding > self._t_retrieval and now - self._t_embedding < within_s:
+                return True
+            while self._expected and self._expected[0] < now - within_s:
+                self._expected.popleft()  # never answered (a skipped window): stop waiting
+            return bool(self._expected) and self._expected[0] - lead_s <= now
+
     def latest(self, topic: str) -> LatestMessage | None:
         with self._lock:
             return self._latest.get(topic)
@@ -399,6 +460,17 @@ class DisplayState:
     def signal_streams(self) -> list[str]:
         with self._lock:
             return sorted(self._signals)
+
+    def signal_version(self, stream: str) -> int | None:
+        """Bumped by every chunk of ``stream`` (None: no such stream); cheaper than a :meth:`signal_view`."""
+        with self._lock:
+            hist = self._signals.get(stream)
+            return None if hist is None else hist.version
+
+    def marker_version(self) -> tuple[int, float]:
+        """Markers received so far and the time of the newest: changes whenever :meth:`markers` does."""
+        with self._lock:
+            return self._n_markers, self._markers[-1][0] if self._markers else 0.0
 
     def signal_view(self, stream: str) -> SignalView | None:
         with self._lock:
@@ -421,8 +493,18 @@ class DisplayState:
             out.append((t, value, event.image_id if event else value, n))
         return out
 
-    def record_draw(self, topic: str, latest: LatestMessage, t_drawn: float | None = None) -> float | None:
-        """Note that ``latest`` is on screen now; returns sample→display in ms (None without t_sample)."""
+    def record_draw(
+        self,
+        topic: str,
+        latest: LatestMessage,
+        t_drawn: float | None = None,
+        t_started: float | None = None,
+    ) -> float | None:
+        """Note that ``latest`` is on screen now; returns sample→display in ms (None without t_sample).
+
+        ``t_drawn``: when its pixels were painted (now by default); ``t_started``: when the GUI thread
+        began drawing it (so a record tells queueing from drawing).
+        """
         t = self.clock() if t_drawn is None else t_drawn
         with self._lock:
             if latest.drawn:
@@ -438,7 +520,16 @@ class DisplayState:
             header = latest.msg.header
             image_id = header.get("true_image_id") if topic == RETRIEVAL else header.get("image_id")
             self._draw_records.append(
-                (topic, header.get("src"), header.get("seq"), t_sample, t, image_id, latest.t_received)
+                (
+                    topic,
+                    header.get("src"),
+                    header.get("seq"),
+                    t_sample,
+                    t,
+                    image_id,
+                    latest.t_received,
+                    t if t_started is None else t_started,
+                )
             )
             return ms
 
@@ -456,8 +547,9 @@ class DisplayState:
         return {k: (np.asarray(ts[::-1]), np.asarray(ms[::-1])) for k, (ts, ms) in out.items()}
 
     def draw_records(self) -> list[dict[str, Any]]:
-        """One row per drawn retrieval / image: when it was sampled, received and drawn (LSL seconds)."""
-        keys = ("topic", "src", "seq", "t_sample", "t_drawn", "image_id", "t_received")
+        """One row per drawn retrieval / image: when it was sampled, received, began to be drawn and was drawn
+        (LSL seconds)."""
+        keys = ("topic", "src", "seq", "t_sample", "t_drawn", "image_id", "t_received", "t_draw_start")
         with self._lock:
             rows = list(self._draw_records)
         return [
@@ -465,7 +557,28 @@ class DisplayState:
             for row in rows
         ]
 
+    def record_work(self, kind: str, ms: float) -> None:
+        """The GUI thread spent ``ms`` on one piece of work of ``kind`` (a trace frame, the numbers, a draw).
+
+        The GUI thread holds the GIL while it paints, so this is also how long the bus thread (and any
+        retrieval waiting to be drawn) could be held up by it.
+        """
+        with self._lock:
+            work = self._work.get(kind)
+            if work is None:
+                if len(self._work) >= 32:
+                    return
+                work = self._work[kind] = deque(maxlen=self._work_limit)
+            work.append(ms)
+
+    def gui_work(self) -> dict[str, dict[str, float | int]]:
+        """Per kind of GUI work, the duration of each piece (ms) over the run: n, p50, p99, mean, max."""
+        with self._lock:
+            work = {k: np.asarray(v) for k, v in self._work.items()}
+        return {k: describe(v) for k, v in sorted(work.items())}
+
     def record_frame(self, t: float | None = None) -> None:
+        """A trace frame was drawn (what :meth:`fps` counts)."""
         with self._lock:
             self._frames.append(self.clock() if t is None else t)
             self._n_frames += 1
@@ -583,6 +696,7 @@ class DisplayState:
             "alarms": self.alarms(),
             "bus": {"state": bus_state, **{k: v for k, v in bus_stats.items() if _is_number(v)}},
             "frames": {"n": n_frames, "fps": self.fps()},
+            "gui_work_ms": self.gui_work(),
             "uptime_s": self.clock() - self._t_start,
         }
 
