@@ -5,7 +5,11 @@
    inlet receives it. Rate error = drift against the nominal rate: the slope of a least-squares line of
    actual push time over scheduled push time, minus 1 (and at the receiver, of samples received over
    arrival time); worst lag = the latest a push came behind its schedule. Baseline: the
-   mne-lsl ``PlayerLSL`` (when installed) playing the same file, measured by the same receiver.
+   mne-lsl ``PlayerLSL`` (when installed) playing the same file, measured by the same receiver. The
+   receiver runs in a process of its own, as a real consumer (a decoding session) does: in the player's
+   process its thread would compete with the push thread for the GIL. Also reported: the lag p99, how the
+   push thread was scheduled (SCHED_FIFO when the OS allows it) and the share of a CPU core it used
+   (``--spin-ms`` sets its spin window, ``--no-priority`` plays at normal priority).
 2. Recorder: the same amount of data written through :class:`~realtime.recording.XdfWriter` (Samples
    every 0.25 s of data, flush + fsync + Boundary every 0.5 s of data) as fast as it goes: MB/s and the
    cost of each fsync. Baseline: the same bytes written with a plain buffered file and no fsync (what
@@ -33,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sfreq", type=float, default=1200.0, help="sample rate in Hz (default 1200)")
     parser.add_argument("--chunk-ms", type=float, default=10.0, help="replay push interval (default 10 ms)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the mne-lsl player baseline")
+    parser.add_argument(
+        "--spin-ms", type=float, default=0.5, help="player's spin window before each push (default 0.5 ms)"
+    )
+    parser.add_argument(
+        "--no-priority", action="store_true", help="play at normal priority even when the OS allows more"
+    )
 
 
 class _Receiver(threading.Thread):
@@ -87,6 +97,64 @@ class _Receiver(threading.Thread):
         }
 
 
+def _receiver_main() -> None:
+    """Child process (``python -c``): connect to the stream named in argv, print "ready", receive until a
+    line arrives on stdin, print the summary as JSON."""
+    import json
+    import sys
+
+    name, n_ch = sys.argv[1], int(sys.argv[2])
+    try:
+        rx = _Receiver(name, n_ch)
+    except Exception as exc:  # the parent reports it
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return
+    rx.start()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(rx.finish()), flush=True)
+
+
+class _ReceiverProcess:
+    """A :class:`_Receiver` in a process of its own, so that it does not share the player's GIL."""
+
+    def __init__(self, name: str, n_ch: int) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import realtime
+
+        root = str(Path(realtime.__file__).resolve().parents[1])  # this checkout, whatever the cwd
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        }
+        code = "from realtime.benchmarks.replay import _receiver_main; _receiver_main()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, name, str(n_ch)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        line = self.proc.stdout.readline().strip()  # "" if it died
+        if line != "ready":
+            self.proc.kill()
+            raise RuntimeError(
+                f"the benchmark's receiver process did not connect to {name!r}: {line or 'died'}"
+            )
+
+    def finish(self) -> dict:
+        import json
+
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        self.proc.wait(30)
+        got = json.loads(line) if line.strip() else {"error": "the receiver process died"}
+        if "error" in got:
+            raise RuntimeError(f"benchmark receiver: {got['error']}")
+        return got
+
+
 def _make_fif(path: Path, seconds: float, n_ch: int, sfreq: float) -> None:
     import mne
 
@@ -107,9 +175,11 @@ def _ours(path: Path, args: argparse.Namespace) -> dict:
     from realtime.replay import Player
 
     name = f"bench-replay-{uuid.uuid4().hex[:6]}"
-    player = Player(path, name=name, chunk_ms=args.chunk_ms, markers=False).open()
-    rx = _Receiver(name, args.channels)
-    rx.start()
+    player = Player(
+        path, name=name, chunk_ms=args.chunk_ms, markers=False, spin_ms=args.spin_ms,
+        priority=not args.no_priority,
+    ).open()  # fmt: skip
+    rx = _ReceiverProcess(name, args.channels)  # returns once connected
     stats = player.run()
     time.sleep(0.3)
     got = rx.finish()
@@ -125,6 +195,9 @@ def _ours(path: Path, args: argparse.Namespace) -> dict:
         "worst_arrival_lag_ms": got.get("worst_arrival_lag_ms", np.nan),
         "samples_pushed": stats.samples[name],
         "samples_received": got["samples"],
+        "scheduling": stats.scheduling,
+        "spin_ms": args.spin_ms,
+        "player_cpu_pct": stats.cpu_share * 100,
     }
 
 
@@ -142,8 +215,7 @@ def _mne_lsl(path: Path, args: argparse.Namespace) -> dict | None:
     chunk = max(1, int(round(args.sfreq * args.chunk_ms / 1000)))
     player = PlayerLSL(path, chunk_size=chunk, n_repeat=1, name=name, annotations=False)
     player.start()
-    rx = _Receiver(name, args.channels)
-    rx.start()
+    rx = _ReceiverProcess(name, args.channels)
     time.sleep(args.seconds + 0.5)
     got = rx.finish()
     if player.running:  # with n_repeat=1 it stops itself at the end of the file
@@ -221,6 +293,8 @@ def run(args: argparse.Namespace) -> dict:
          f"{base['timestamp_rate_error_pct']:.6f} %" if base else "n/a"),
         ("worst push lag", f"{ours['worst_lag_ms']:.2f} ms", "-"),
         ("p99 / mean push lag", f"{ours['p99_lag_ms']:.2f} / {ours['mean_lag_ms']:.2f} ms", "-"),
+        ("push thread: scheduling, spin, CPU",
+         f"{ours['scheduling']}, {ours['spin_ms']:g} ms, {ours['player_cpu_pct']:.1f} %", "-"),
         ("worst arrival lag", f"{ours['worst_arrival_lag_ms']:.2f} ms",
          f"{base['worst_arrival_lag_ms']:.2f} ms" if base else "n/a"),
         ("samples received / pushed", f"{ours['samples_received']} / {ours['samples_pushed']}",
@@ -235,6 +309,9 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "rate_error_pct": ours["push_rate_error_pct"],
         "worst_lag_ms": ours["worst_lag_ms"],
+        "p99_lag_ms": ours["p99_lag_ms"],
+        "player_cpu_pct": ours["player_cpu_pct"],
+        "scheduling": ours["scheduling"],
         "recorder_mb_s": rec["mb_s"],
         "fsync_ms_p99": rec["fsync_ms_p99"],
         "baseline": {

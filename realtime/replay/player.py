@@ -5,17 +5,38 @@ timestamp ``t0 + (t_i - start) / speed``; each push happens when the last sample
 come from the schedule, never from the time a push actually happened, so lateness never accumulates into
 drift, however long the file. The player measures how late each push was (``worst_lag_ms``).
 
-Disk reads happen in a prefetch thread one block (1 s of source time) ahead, so a slow read does not delay
-a push, and memory holds a few blocks whatever the file length.
+What makes a push late, and what the player does about it (measured with ``brainstream bench replay``,
+see docs/benchmarks.md):
+
+- ``time.sleep`` wakes late (timer slack, wake-up latency): the player sleeps until ``spin_ms`` before
+  the deadline and spins on the clock for the rest. The spin costs CPU (about ``spin_ms / chunk_ms`` of a
+  core, reported as ``PlayerStats.cpu_share``); ``spin_ms=0`` turns it off.
+- Another Python thread holds the GIL when the deadline comes (a waiting thread gets it only after the
+  5 ms switch interval): the player reads the file in its own thread, right after a push, in blocks of
+  about 0.25 s, so no reader thread competes for the GIL and a read never sits between a deadline and its
+  push. A read slower than the gap to the next push (a cold network disk) shows up as lag.
+- A full garbage collection (tens of ms on a large heap) pauses every thread: the objects that exist when
+  playback starts are frozen (``gc.freeze``) until it ends, so collections only walk new objects.
+- Other processes take the CPU (the largest cause on a busy machine): the push thread asks for
+  ``SCHED_FIFO`` (or a lower nice value) when the OS allows it (root, ``CAP_SYS_NICE``, an ``rtprio``
+  limit), and plays at normal priority otherwise; ``PlayerStats.scheduling`` says which. The previous
+  priority comes back when playback ends, or as soon as the push thread keeps a core more than half busy
+  (a speed it cannot keep up with), so that a real-time thread never starves the machine.
+
+Memory holds two blocks whatever the file length.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-import queue
+import os
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +48,19 @@ from realtime.replay.sources import Block, RawSource, XdfSource, open_recording
 
 logger = logging.getLogger(__name__)
 
-_END = object()
+# SCHED_FIFO priority of the push thread when allowed: above every normal thread, low among real-time ones
+# (below the kernel's own threaded interrupts at 50)
+_RT_PRIORITY = 10
+# nice value asked for when SCHED_FIFO is not allowed but a lower nice value is (RLIMIT_NICE)
+_NICE = -10
+# share of a core above which the push thread gives its raised priority back (playing normally takes
+# ~5 %, plus spin_ms / chunk_ms for the spin)
+_MAX_BUSY = 0.5
+# source seconds per block read from the file: a read is short (~0.3 ms for 272 ch at 1200 Hz) and fits
+# in the gap after a push; the player rounds it to a whole number of pushes
+_BLOCK_S = 0.25
+_gc_lock = threading.Lock()
+_gc_frozen = 0  # players playing with the heap frozen (gc.freeze is process-wide)
 
 
 @dataclass
@@ -44,6 +77,12 @@ class PlayerStats:
     last_push: float | None = None
     samples_at_first_push: int = 0
     finished: bool = False
+    #: how the push thread was scheduled: "SCHED_FIFO 10", "nice -10" or "normal" (and whether it gave a
+    #: raised priority back because it kept a core more than half busy)
+    scheduling: str = "normal"
+    #: CPU time of the push thread over the wall time of the playback (1.0 = one core); spinning costs
+    #: about ``spin_ms / chunk_ms`` of it
+    cpu_share: float = float("nan")
     lags: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
     # (scheduled, actual) LSL time of recent pushes, for the drift fit
     push_times: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
@@ -92,6 +131,18 @@ class Player:
     wait_for_consumers : float
         Seconds to wait, after creating the outlets, for each outlet to get a consumer before the clock
         starts (LSL drops samples pushed while nobody listens).
+    spin_ms : float
+        Sleep until this many milliseconds before each push's deadline, then spin on the clock: absorbs
+        the late wake-ups of ``time.sleep`` on a busy machine, at the cost of about ``spin_ms / chunk_ms``
+        of a CPU core. 0 only sleeps.
+    priority : bool
+        Ask the OS to schedule the push thread ahead of normal threads (``SCHED_FIFO``, else a lower nice
+        value) when it allows it; plays at normal priority when it does not (no error), and goes back to
+        normal priority if the push thread keeps a core more than half busy (a speed it cannot keep up
+        with), so that it never starves the machine.
+    freeze_gc : bool
+        Freeze the objects that exist when playback starts (``gc.freeze``) so that a garbage collection
+        during playback, in any thread, does not walk the whole heap; undone when playback ends.
 
     Examples
     --------
@@ -113,11 +164,16 @@ class Player:
         source_id: str | None = None,
         markers: bool = True,
         wait_for_consumers: float = 0.0,
+        spin_ms: float = 0.5,
+        priority: bool = True,
+        freeze_gc: bool = True,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed}")
         if not 0.5 <= chunk_ms <= 1000:
             raise ValueError(f"chunk_ms must be between 0.5 and 1000 ms, got {chunk_ms}")
+        if not 0 <= spin_ms <= chunk_ms:
+            raise ValueError(f"spin_ms must be between 0 and chunk_ms ({chunk_ms} ms), got {spin_ms}")
         if start < 0 or (duration is not None and duration <= 0):
             raise ValueError(f"start must be >= 0 and duration > 0 (got start={start}, duration={duration})")
         if isinstance(source, str | Path):
@@ -131,6 +187,9 @@ class Player:
         self.stop_s = source.duration if duration is None else min(source.duration, start + duration)
         self.chunk_s = chunk_ms / 1000.0
         self.wait_for_consumers = wait_for_consumers
+        self.spin_s = spin_ms / 1000.0
+        self.priority = priority
+        self.freeze_gc = freeze_gc
         self.specs = [sp for sp in source.streams if markers or not sp.is_markers]
         self._keep = [i for i, sp in enumerate(source.streams) if markers or not sp.is_markers]
         self.outlets: list[pylsl.StreamOutlet] = []
@@ -138,6 +197,8 @@ class Player:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self._lag_sum = 0.0
+        self._clock_offset = 0.0  # pylsl.local_clock() - time.monotonic(), measured at each block
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -205,30 +266,19 @@ class Player:
             self.error = exc
             logger.exception("replay stopped")
 
-    def _put(self, q: queue.Queue, item) -> bool:
-        """Queue ``item`` unless the replay stops first (never blocks a stop on a full queue)."""
+    def _blocks(self) -> Iterator[tuple[int, Block]]:
+        """``(loop number, block)`` in playing order, each read from the file when asked for."""
+        step = self.chunk_s * self.speed  # source seconds per push
+        # whole pushes per block, so that no push straddles two blocks; one push per block when a push
+        # carries more than _BLOCK_S (fast replays), at most 1 s of source time (memory)
+        block_s = step * max(1, int(_BLOCK_S / step + 1e-9)) if step < 1.0 else 1.0
+        n_loop = 0
         while not self._stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _prefetch(self, q: queue.Queue) -> None:
-        try:
-            n_loop = 0
-            while not self._stop.is_set():
-                for block in self.source.blocks(self.start_s, self.stop_s):
-                    if not self._put(q, (n_loop, block)):
-                        return
-                n_loop += 1
-                if not self.loop:
-                    break
-        except Exception as exc:  # a read error ends the replay; _play re-raises it
-            self._put(q, exc)
-            return
-        self._put(q, _END)
+            for block in self.source.blocks(self.start_s, self.stop_s, block_s):
+                yield n_loop, block
+            n_loop += 1
+            if not self.loop:
+                return
 
     def _play(self) -> None:
         if self.wait_for_consumers > 0:
@@ -237,49 +287,70 @@ class Player:
                     logger.warning(
                         "no consumer for %s after %.1f s; playing anyway", sp.name, self.wait_for_consumers
                     )
-        q: queue.Queue = queue.Queue(maxsize=3)
-        reader = threading.Thread(target=self._prefetch, args=(q,), name="replay-prefetch", daemon=True)
-        reader.start()
         span = self.stop_s - self.start_s
-        lag_sum = 0.0
+        blocks = self._blocks()
         t0 = None
+        cpu0, wall0 = time.thread_time(), time.monotonic()
         try:
-            while not self._stop.is_set():
-                try:
-                    item = q.get(timeout=0.1)
-                except queue.Empty:
-                    continue  # a slow read; check for stop() and wait again
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                n_loop, block = item
-                if t0 is None:
-                    # a little lead so the first push is not late by construction
-                    t0 = pylsl.local_clock() + 0.02
-                    self.stats.t0 = t0
-                self.stats.loops = n_loop
-                offset = n_loop * span - self.start_s  # source time -> time since the replay origin
-                lag_sum = self._play_block(block, t0, offset, lag_sum)
+            with _ThreadPriority(self.priority) as priority, _frozen_gc(self.freeze_gc):
+                self.stats.scheduling = priority.how
+                pending = next(blocks, None)  # the first read happens before the clock starts
+                while pending is not None and not self._stop.is_set():
+                    n_loop, block = pending
+                    if t0 is None:
+                        # a little lead so the first push is not late by construction
+                        t0 = pylsl.local_clock() + 0.02
+                        self.stats.t0 = t0
+                    self.stats.loops = n_loop
+                    offset = n_loop * span - self.start_s  # source time -> time since the replay origin
+                    cpu, wall = time.thread_time(), time.monotonic()
+                    pending = self._play_block(block, t0, offset, blocks)
+                    busy = (time.thread_time() - cpu) / max(time.monotonic() - wall, 1e-6)
+                    if priority.raised and busy > _MAX_BUSY:
+                        # a schedule this thread cannot keep (or a spin window near chunk_ms): at a
+                        # real-time priority it would starve every other thread on its core
+                        priority.restore()
+                        self.stats.scheduling = f"{priority.how}, then normal (push thread saturated)"
+                        logger.warning("replay push thread %.0f %% busy: back to normal priority", busy * 100)
         finally:
+            blocks.close()
             self._stop.set()
-            reader.join()
             self.stats.finished = True
+            wall = time.monotonic() - wall0
+            if wall > 0:
+                self.stats.cpu_share = (time.thread_time() - cpu0) / wall
         if self.stats.pushes:
-            self.stats.mean_lag_ms = lag_sum / self.stats.pushes * 1e3
+            self.stats.mean_lag_ms = self._lag_sum / self.stats.pushes * 1e3
 
-    def _play_block(self, block: Block, t0: float, offset: float, lag_sum: float) -> float:
+    def _wait_until(self, due: float) -> None:
+        """Return at ``due`` (LSL clock): sleep until ``spin_s`` before, then spin."""
+        wait = due - pylsl.local_clock() - self.spin_s
+        if wait > 0:
+            time.sleep(wait)
+        if self.spin_s > 0:
+            # spin on time.monotonic: it does not release the GIL as a ctypes call into liblsl does, so
+            # no other thread can take the GIL between the deadline and the push
+            deadline = due - self._clock_offset
+            while time.monotonic() < deadline:
+                pass
+
+    def _play_block(
+        self, block: Block, t0: float, offset: float, blocks: Iterator[tuple[int, Block]]
+    ) -> tuple[int, Block] | None:
+        """Push ``block`` on schedule; read the next block from ``blocks`` in a gap between two pushes
+        and return it (None at the end)."""
         step = self.chunk_s * self.speed  # source seconds per push
         n_windows = max(1, int(np.ceil((block.t_end - block.t_start) / step - 1e-9)))
         cursors = [0] * len(self._keep)
+        self._clock_offset = pylsl.local_clock() - time.monotonic()
+        pending: tuple[int, Block] | None = None
+        read = False
         for w in range(n_windows):
             if self._stop.is_set():
                 break
             w_end = block.t_end if w == n_windows - 1 else block.t_start + (w + 1) * step
             due = t0 + (w_end + offset) / self.speed
-            wait = due - pylsl.local_clock()
-            if wait > 0:
-                time.sleep(wait)
+            self._wait_until(due)
             for k, idx in enumerate(self._keep):
                 times = block.times[idx]
                 b = len(times) if w == n_windows - 1 else int(np.searchsorted(times, w_end, side="left"))
@@ -295,14 +366,94 @@ class Player:
                     self.outlets[k].push_chunk(np.ascontiguousarray(values[:, a:b].T), stamps)
                 self.stats.samples[self.specs[k].name] += b - a
             now = pylsl.local_clock()
-            lag = max(0.0, now - due)
-            lag_sum += lag
-            self.stats.lags.append(lag)
-            self.stats.push_times.append((due, now))
-            self.stats.worst_lag_ms = max(self.stats.worst_lag_ms, lag * 1e3)
-            self.stats.pushes += 1
-            if self.stats.first_push is None:
-                self.stats.first_push = now
-                self.stats.samples_at_first_push = self.stats.samples[self.specs[0].name]
-            self.stats.last_push = now
-        return lag_sum
+            self._record_push(due, now)
+            # read the next block right after a push, once the gap to the next push leaves room for it
+            # (a read takes a fraction of a push interval); the last push of a block reads in any case
+            room = due + self.chunk_s - self.spin_s - now
+            if not read and (room > self.chunk_s / 2 or w == n_windows - 1):
+                pending, read = next(blocks, None), True
+        if not read and not self._stop.is_set():
+            pending = next(blocks, None)
+        return pending
+
+    def _record_push(self, due: float, now: float) -> None:
+        lag = max(0.0, now - due)
+        self._lag_sum += lag
+        self.stats.lags.append(lag)
+        self.stats.push_times.append((due, now))
+        self.stats.worst_lag_ms = max(self.stats.worst_lag_ms, lag * 1e3)
+        self.stats.pushes += 1
+        if self.stats.first_push is None:
+            self.stats.first_push = now
+            self.stats.samples_at_first_push = self.stats.samples[self.specs[0].name]
+        self.stats.last_push = now
+
+
+class _ThreadPriority:
+    """Schedule the calling thread ahead of normal threads, if the OS allows it, until :meth:`restore`.
+
+    ``how`` says what was obtained ("SCHED_FIFO 10", "nice -10" or "normal"). :meth:`restore` (also on
+    leaving the ``with`` block) gives the thread its previous policy and nice value back; it must run in
+    the same thread. Linux only: elsewhere these calls would change the whole process.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.how = "normal"
+        self._restore = None
+
+    def __enter__(self) -> _ThreadPriority:
+        if not self.enabled or not sys.platform.startswith("linux"):
+            return self
+        tid = threading.get_native_id()
+        try:
+            # pid 0: the calling thread (Linux schedules threads, not processes)
+            policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(_RT_PRIORITY))
+            self.how = f"SCHED_FIFO {_RT_PRIORITY}"
+            self._restore = lambda: os.sched_setscheduler(0, policy, param)
+        except (OSError, AttributeError):  # not root, no CAP_SYS_NICE, no rtprio limit
+            try:
+                nice = os.getpriority(os.PRIO_PROCESS, tid)
+                if nice > _NICE:
+                    os.setpriority(os.PRIO_PROCESS, tid, _NICE)
+                    self.how = f"nice {_NICE}"
+                    self._restore = lambda: os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except (OSError, AttributeError):
+                pass
+        if self._restore is None:
+            logger.debug("replay plays at normal priority (no permission for SCHED_FIFO or a lower nice)")
+        return self
+
+    @property
+    def raised(self) -> bool:
+        return self._restore is not None
+
+    def restore(self) -> None:
+        if self._restore is not None:
+            with contextlib.suppress(OSError):
+                self._restore()
+            self._restore = None
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+@contextlib.contextmanager
+def _frozen_gc(enabled: bool) -> Iterator[None]:
+    """``gc.freeze()`` while the block runs; nested and concurrent players unfreeze with the last one."""
+    global _gc_frozen
+    if not enabled:
+        yield
+        return
+    with _gc_lock:
+        if _gc_frozen == 0:
+            gc.freeze()
+        _gc_frozen += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_frozen -= 1
+            if _gc_frozen == 0:
+                gc.unfreeze()  # back into the oldest generation, collected as usual from now on

@@ -313,7 +313,8 @@ def test_late_pushes_do_not_accumulate_into_drift(tmp_path, unique_name, monkeyp
     real_sleep = time.sleep
     monkeypatch.setattr(player_module.time, "sleep", lambda s: real_sleep(s + 0.003))
     _make_fif(tmp_path / "src_raw.fif", seconds=3.0, annotations=False)
-    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=3.0, chunk_ms=10.0)
+    # no spin window: it would wake the player before the deadline and hide the oversleep
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=3.0, chunk_ms=10.0, spin_ms=0.0)
     stats = player.run()
     player.close()
     lags = np.asarray(stats.lags) * 1e3
@@ -321,3 +322,51 @@ def test_late_pushes_do_not_accumulate_into_drift(tmp_path, unique_name, monkeyp
     assert np.median(lags) >= 2.5  # the oversleep shows as lag...
     # ...that stays put: a scheduler counting from the previous push would be ~90 × 3 ms late by the end
     assert np.median(lags[-20:]) < np.median(lags[:20]) + 10
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread scheduling calls are Linux's")
+def test_priority_and_gc_freeze_are_undone_when_playback_ends(tmp_path, unique_name):
+    """The push thread may get SCHED_FIFO (root) or a lower nice value while it plays, and the heap is
+    frozen; both are back as they were afterwards, whether or not the OS allowed the raise."""
+    import gc
+    import os
+    import threading
+
+    def scheduling() -> tuple:
+        tid = threading.get_native_id()
+        return os.sched_getscheduler(0), os.sched_getparam(0), os.getpriority(os.PRIO_PROCESS, tid)
+
+    _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
+    before = scheduling()
+    frozen_before = gc.get_freeze_count()
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=4.0, markers=False)
+    stats = player.run()  # plays in this thread: its priority is the one raised
+    player.close()
+    assert stats.scheduling in ("SCHED_FIFO 10", "nice -10", "normal")
+    assert scheduling() == before
+    assert gc.get_freeze_count() == frozen_before
+    assert stats.samples[unique_name] == int(SFREQ) and 0 < stats.cpu_share < 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread scheduling calls are Linux's")
+def test_a_saturated_push_thread_gives_its_raised_priority_back(tmp_path, unique_name):
+    """Spinning for the whole push interval keeps a core busy: at a real-time priority that would starve
+    the machine, so the player drops back to normal priority (when it had more) and says so."""
+    import os
+    import threading
+
+    _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
+    tid = threading.get_native_id()
+    before = os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=2.0, markers=False, spin_ms=10.0)
+    stats = player.run()
+    player.close()
+    assert stats.samples[unique_name] == int(SFREQ) and stats.cpu_share > 0.5
+    assert stats.scheduling == "normal" or stats.scheduling.endswith(", then normal (push thread saturated)")
+    assert (os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, tid)) == before
+
+
+def test_spin_window_must_fit_in_a_push_interval(tmp_path):
+    _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
+    with pytest.raises(ValueError, match="spin_ms must be between 0 and chunk_ms"):
+        Player(tmp_path / "src_raw.fif", chunk_ms=5.0, spin_ms=6.0)
