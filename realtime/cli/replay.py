@@ -31,6 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", type=float, default=0.0, metavar="S", help="start S seconds into the file")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="play only S seconds")
+    parser.add_argument(
+        "--spin-ms",
+        type=float,
+        default=0.5,
+        help="spin on the clock for the last MS before each push (absorbs late wake-ups; costs about "
+        "spin/chunk of a core; 0 only sleeps; default 0.5)",
+    )
+    parser.add_argument(
+        "--no-priority",
+        action="store_true",
+        help="keep the push thread at normal priority (default: real-time priority when the OS allows it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
         player = Player(
             args.file, speed=args.speed, loop=args.loop, start=args.start, duration=args.duration,
             chunk_ms=args.chunk_ms, name=args.name, source_id=args.source_id, markers=not args.no_markers,
+            spin_ms=args.spin_ms, priority=not args.no_priority,
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise UserFacingError(f"{exc}; give the path of a recording file") from None
     except UnsupportedRecordingError as exc:
         raise UserFacingError(str(exc)) from None
     except ValueError as exc:
-        raise UserFacingError(f"{exc}; check --speed, --chunk-ms, --start and --duration") from None
+        raise UserFacingError(
+            f"{exc}; check --speed, --chunk-ms, --spin-ms, --start and --duration"
+        ) from None
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     player.start()
