@@ -35,20 +35,28 @@ def test_crashed_node_is_restarted_with_reason(tmp_path):
 
 
 def test_stop_interrupts_then_kills(tmp_path):
+    # each child says when its handlers are in place: on a loaded machine interpreter start-up alone can take
+    # longer than any fixed sleep, and a signal that comes before the handler tests nothing
     stubborn = [
         sys.executable,
         "-c",
-        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); pathlib.Path(sys.argv[1]).touch(); time.sleep(60)",
+        str(tmp_path / "stubborn.ready"),
     ]
     polite = [
         sys.executable,
         "-c",
-        "import time\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    pass",
+        "import pathlib, sys, time\ntry:\n    pathlib.Path(sys.argv[1]).touch()\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    pass",
+        str(tmp_path / "polite.ready"),
     ]
     sup = Supervisor([NodeSpec("stubborn", stubborn), NodeSpec("polite", polite)]).start()
-    time.sleep(0.5)
-    codes = sup.stop(timeout=0.5)
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"{n}.ready").exists() for n in ("stubborn", "polite")):
+        assert time.monotonic() < deadline, "the child processes did not start within 30 s"
+        time.sleep(0.05)
+    codes = sup.stop(timeout=2.0)
     assert codes["polite"] == 0  # ended cleanly on SIGINT
     assert codes["stubborn"] == -9  # ignored SIGINT and SIGTERM, was killed
 
