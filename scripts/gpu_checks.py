@@ -161,7 +161,7 @@ def stage_decode(args: argparse.Namespace) -> dict[str, Any]:
     for runtime in args.decode_runtimes.split(","):
         path = Path(args.out) / f"decode_{runtime}.json"
         cmd = [sys.executable, "-m", "realtime.cli", "bench", "decode", "--runtime", runtime, "--seconds",
-               "30", "--json"]  # fmt: skip
+               "30", "--models", *args.decode_models.split(","), "--json"]  # fmt: skip
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.stage_timeout)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         out[runtime] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
@@ -188,6 +188,7 @@ def main() -> int:
     parser.add_argument("--gen-modes", default="eager,cudagraphs")
     parser.add_argument("--gen-timeout", type=float, default=300.0)
     parser.add_argument("--decode-runtimes", default="compile,torch")
+    parser.add_argument("--decode-models", default="demo,full")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # run one stage in this process
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -213,6 +214,8 @@ def main() -> int:
             str(args.gen_timeout),
             "--decode-runtimes",
             args.decode_runtimes,
+            "--decode-models",
+            args.decode_models,
             "--stage-timeout",
             str(args.stage_timeout),
         ]
