@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 
 from realtime.cli import UserFacingError
 from realtime.cli._output import add_json_flag, print_json
+
+logger = logging.getLogger(__name__)
 
 HELP = "calibrate a subject: RSVP presentation + recording, few-shot adaptation, report, subject profile"
 
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.virtual_subject is None and args.speed != 1.0:
         raise UserFacingError("--speed needs --virtual-subject: a person watches in real time")
+    _choose_screen(args.virtual_subject is not None)
     try:
         config = load_protocol(args.protocol)
     except (ConfigError, FileNotFoundError) as exc:
@@ -121,3 +126,18 @@ def _print_summary(subject: str, s: dict, seconds: dict, profile) -> None:
     print(f"  reference top-5 {pct(ref.get('top5'))}")
     print(f"  chosen: {profile.chosen_model}; profile {profile.root}; report {s['report']}")
     print("  seconds: " + ", ".join(f"{k} {v}" for k, v in seconds.items()))
+
+
+def _choose_screen(virtual: bool) -> None:
+    """Without a screen a closed loop renders offscreen; a person needs a screen to watch."""
+    from realtime.display.app import has_screen
+
+    if has_screen():
+        return
+    if not virtual:
+        raise UserFacingError(
+            "no screen found (neither DISPLAY nor WAYLAND_DISPLAY is set): the presenter shows the images to "
+            "the subject, so run calibrate on the machine attached to the stimulus screen"
+        )
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    logger.info("no screen found: the closed-loop presenter renders offscreen")

@@ -9,6 +9,7 @@ import sys
 
 from realtime.cli import UserFacingError
 from realtime.cli._output import _finite, add_json_flag, print_json
+from realtime.display.app import has_screen
 
 HELP = "show the live display: signal traces, retrieved / generated images, latency and accuracy"
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--channels-per-page must be >= 1, got {args.channels_per_page}")
     if args.gallery is not None and not os.path.isdir(args.gallery):
         raise UserFacingError(f"--gallery {args.gallery} is not a folder; pass a gallery folder")
-    if not _has_screen():
+    if not has_screen():
         raise UserFacingError(
             "no screen found (neither DISPLAY nor WAYLAND_DISPLAY is set); run with "
             "QT_QPA_PLATFORM=offscreen and --screenshot PATH to render without one"
@@ -102,12 +103,3 @@ def run(args: argparse.Namespace) -> int:
         summary["n_draw_records"] = len(records)
         print_json(summary)
     return 0 if not summary.get("screenshot_error") else 1
-
-
-def _has_screen() -> bool:
-    platform = os.environ.get("QT_QPA_PLATFORM", "")
-    if platform and not platform.startswith("xcb") and not platform.startswith("wayland"):
-        return True  # offscreen, minimal, eglfs, ... need no X / Wayland server
-    return sys.platform in ("win32", "darwin") or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    )

@@ -14,6 +14,16 @@ from realtime.display.state import DisplayState
 logger = logging.getLogger(__name__)
 
 
+def has_screen() -> bool:
+    """Whether Qt can open a window here: a display server, or a platform plugin that needs none."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and not platform.startswith("xcb") and not platform.startswith("wayland"):
+        return True  # offscreen, minimal, eglfs, ... need no X / Wayland server
+    return sys.platform in ("win32", "darwin") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
 def run_display(
     endpoint: str | None = None,
     *,
