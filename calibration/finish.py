@@ -89,6 +89,7 @@ def finish_calibration(
     t = time.perf_counter()
     result = adapt(pretrained, data, config, progress=progress)
     seconds["adaptation"] = time.perf_counter() - t
+    seconds.update({f"adaptation.{k}": v for k, v in result.seconds.items()})  # where the time went
     reference_info = None
     if virtual_subject is not None:
         t = time.perf_counter()
@@ -132,6 +133,8 @@ def finish_calibration(
             "seconds": {**seconds}, "pretrained": {"path": str(pretrained), **read_info(pretrained)},
             "reference": reference_info, "reference_factor": config.reference_factor,
             "adapted_name": result.adapted.name, "subjects_dir": str(subjects_dir),
+            "soup": {k: v for k, v in (result.adapted.log.get("soup") or {}).items() if k != "fold_val"},
+            "augment": {"time_shift": config.adaptation.time_shift, "noise_std": config.adaptation.noise_std},
         },
     )  # fmt: skip
     summary["report"] = str(report)

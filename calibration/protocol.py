@@ -92,6 +92,24 @@ class AdaptationConfig(StrictModel):
         default_factory=lambda: [50, 100, 200],
         description="numbers of calibration training trials for the learning curve (the full set is added)",
     )
+    time_shift: int = Field(
+        default=0, ge=0, description="augmentation: shift each training window by up to ± this many samples"
+    )
+    noise_std: float = Field(
+        default=0.0, ge=0, description="augmentation: Gaussian noise of this std (robust-scaled units)"
+    )
+    head_init: Literal["pretrained", "ridge"] = Field(
+        default="pretrained",
+        description="the CLIP read-out's last layer starts as the pretrained one or as a ridge fit of the "
+        "targets on the trunk's features for this subject (a new person's tuning differs from everyone's)",
+    )
+    soup_folds: int = Field(
+        default=1,
+        ge=1,
+        description="1: the adapted model is the one trained on the carved training images; K > 1: the "
+        "recipe chosen on validation is trained K times, each early-stopped on its own 1/K of the training "
+        "images (K-fold), and the K models' weights are averaged (a model soup): every image trains it",
+    )
     seed: int = 0
 
 

@@ -7,13 +7,23 @@ fourth, unseen mixing: adaptation must help over zero-shot, choices must come fr
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from calibration.adaptation import adapt, score_test, subject_model
+from calibration.adaptation import (
+    adapt,
+    average_weights,
+    image_folds,
+    init_head_ridge,
+    score_test,
+    subject_model,
+    val_score,
+)
 from calibration.protocol import AdaptationConfig, ProtocolConfig
 from models.training.data import DataError, EncodingData, concatenate
 
@@ -74,27 +84,43 @@ def world(tmp_path_factory):
     return out, new
 
 
-def protocol() -> ProtocolConfig:
+def protocol(**adaptation) -> ProtocolConfig:
     return ProtocolConfig(
         n_way=20,
         adaptation=AdaptationConfig(
             modes=["subject_layer", "light"], trunk_lr_factors=[0.3], lr=1e-2, max_epochs=12, patience=5,
             val_fraction=0.2,
             learning_curve=[40],
+            **adaptation,
         ),
     )  # fmt: skip
 
 
-def test_adaptation_beats_zero_shot_and_selects_on_validation(world):
+# the plain recipe, and the rsvp one: augmentation, ridge-initialised read-out, a 3-fold soup
+RECIPES = {
+    "plain": {},
+    "soup": {"time_shift": 2, "noise_std": 0.1, "head_init": "ridge", "soup_folds": 3},
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_adaptation_beats_zero_shot_and_selects_on_validation(world, recipe):
     pretrained, new = world
-    res = adapt(pretrained, new, protocol(), progress=False)
+    config = protocol(**RECIPES[recipe])
+    res = adapt(pretrained, new, config, progress=False)
     assert res.n_way == 20 and res.chance_top5 == pytest.approx(0.25)
     # the adapted subject layer recovers the new subject's mixing: better than zero-shot and chance
     assert res.adapted.test["top5"] > res.zero_shot.test["top5"]
     assert res.adapted.test["top5"] > 2 * res.chance_top5
     assert res.adapted.val["mean_rank"] <= res.zero_shot.val["mean_rank"]
     assert res.chosen is min([res.adapted, res.ridge], key=lambda r: r.val["mean_rank"])
-    assert res.adapted.name.split("@")[0] in {f"adapted:{m}" for m in protocol().adaptation.modes}
+    assert res.adapted.name.split("@")[0].split("+")[0] in {f"adapted:{m}" for m in config.adaptation.modes}
+    if config.adaptation.soup_folds > 1:
+        # the soup is the recipe chosen on validation, trained on every fold: it carries that recipe's score
+        recipe_result = min(res.candidates[:-1], key=lambda r: r.val["mean_rank"])
+        assert res.adapted.name == f"{recipe_result.name}+soup3"
+        assert res.adapted.val == recipe_result.val and res.adapted.model is not recipe_result.model
+        assert 0 < res.adapted.log["soup"]["cv"]["mean_rank"] < 0.5
     assert [r["n_trials"] for r in res.learning_curve] == [40, res.n_train + res.n_val]
     for m in (res.zero_shot, res.ridge, res.adapted):
         assert set(m.test) >= {"top1", "top5", "single_trial", "n_way"}
@@ -102,9 +128,62 @@ def test_adaptation_beats_zero_shot_and_selects_on_validation(world):
     scrambled = replace(new, X=new.X.copy())
     test = scrambled.splits == "test"
     scrambled.X[test] = np.random.default_rng(1).standard_normal(scrambled.X[test].shape).astype(np.float32)
-    res2 = adapt(pretrained, scrambled, protocol(), progress=False)
+    res2 = adapt(pretrained, scrambled, config, progress=False)
     assert res2.chosen.name == res.chosen.name and res2.adapted.name == res.adapted.name
     assert res2.adapted.val == res.adapted.val and res2.ridge.val == res.ridge.val
+    weights, weights2 = res.adapted.model.state_dict(), res2.adapted.model.state_dict()
+    assert weights.keys() == weights2.keys()
+    assert all(torch.equal(weights[k], weights2[k]) for k in weights)  # the exported weights too
+
+
+def test_image_folds_hold_out_every_training_image_once(world):
+    _, new = world
+    folds = image_folds(new, 4, seed=3)
+    held = [set(va.image_ids.tolist()) for _, va in folds]
+    train_images = set(new.image_ids[new.splits == "train"].tolist())
+    assert set().union(*held) == train_images and sum(len(h) for h in held) == len(train_images)
+    for tr, va in folds:
+        assert not set(tr.image_ids.tolist()) & set(va.image_ids.tolist())
+        assert (tr.splits == "train").all() and (va.splits == "train").all()  # the test split stays out
+    with pytest.raises(DataError, match="soup_folds"):
+        image_folds(new.subset(np.flatnonzero(new.splits == "train")[:5]), 4)
+
+
+def test_model_soup_averages_weights_and_remeasures_batchnorm(world):
+    from models.checkpoint import load_checkpoint
+
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    a = subject_model(model, meta)
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.1)
+    x = torch.from_numpy(new.X[:8])
+    same = average_weights([a, copy.deepcopy(a)])
+    assert torch.allclose(same(x, None), a(x, None), atol=1e-6)
+    soup = average_weights([a, b], bn_data=new.X)
+    for (name, pa), pb, ps in zip(a.named_parameters(), b.parameters(), soup.parameters(), strict=True):
+        assert torch.allclose(ps, (pa + pb) / 2, atol=1e-6), name
+    norms = [m for m in soup.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and not soup.training
+    ref = [m for m in a.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    # statistics measured on this subject's windows, not the pretrained ones
+    assert not torch.allclose(norms[0].running_mean, ref[0].running_mean)
+
+
+def test_ridge_head_init_fits_the_read_out_on_the_trunk_features(world):
+    from models.checkpoint import load_checkpoint
+
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    train = new.split("train")
+    m = subject_model(model, meta)
+    before = val_score(m, train)["mean_rank"]
+    log = init_head_ridge(m, train)
+    assert log["alpha"] > 0
+    # a least-squares read-out of this subject's training trials ranks them better than the pretrained one
+    assert val_score(m, train)["mean_rank"] < before
 
 
 def test_subject_model_starts_from_the_mean_subject_layer(world):

@@ -73,7 +73,8 @@ def test_closed_loop_calibration_resumes_and_writes_a_profile(tmp_path, capsys):
 
     model, meta = load_checkpoint(profile.encoder_dir)
     assert meta.scaler is not None and meta.subjects == ["V7"] and len(meta.ch_names) == 64
-    assert profile.chosen_model in {"ridge", "adapted:subject_layer"}
+    assert profile.chosen_model in {"ridge", "adapted:subject_layer+soup2"}  # rsvp_fast: a 2-fold soup
+    assert "2-fold soup" in text
     assert [p.name for p in profile.runs] == [p.name for p in runs]
 
 
@@ -87,3 +88,16 @@ def test_bad_requests_are_refused_clearly(tmp_path, capsys):
     assert "--speed needs --virtual-subject" in capsys.readouterr().err
     assert main([*base, "--protocol", "nope", "--virtual-subject", "3"]) == 2
     assert not (tmp_path / "V1").exists()
+
+
+def test_without_a_screen_a_person_is_refused_and_a_closed_loop_goes_offscreen(tmp_path, capsys, monkeypatch):
+    """No DISPLAY: Qt would abort the process; a person's run says why, a virtual subject's renders offscreen."""
+    import os
+
+    for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    base = ["calibrate", "--subject", "V1", "--protocol", "rsvp_fast", "--out", str(tmp_path)]
+    assert main([*base, "--stream", "some-eeg"]) == 2
+    assert "no screen found" in capsys.readouterr().err
+    assert main([*base, "--protocol", "nope", "--virtual-subject", "3"]) == 2  # stops after the screen check
+    assert os.environ["QT_QPA_PLATFORM"] == "offscreen"
