@@ -91,7 +91,7 @@ def test_bad_requests_are_refused_clearly(tmp_path, capsys):
 
 
 def test_without_a_screen_a_person_is_refused_and_a_closed_loop_goes_offscreen(tmp_path, capsys, monkeypatch):
-    """No DISPLAY: Qt would abort the process; a person's run says why, a virtual subject's renders offscreen."""
+    """No DISPLAY: Qt would abort; a person's run says why, a virtual subject's renders offscreen."""
     import os
 
     for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
