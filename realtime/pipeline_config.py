@@ -66,6 +66,11 @@ class EncoderConfig(StrictModel):
     checkpoint: str
     runtime: Literal["auto", "torch", "onnxruntime", "tensorrt", "compile"] = "auto"
     subject_index: int = Field(default=0, ge=0, description="subject layer used for this person")
+    precision: Literal["fp32", "bf16", "fp16"] | None = Field(
+        default=None,
+        description="None: the runtime's default (TensorRT fp16, the others fp32); bf16 / fp16: torch on a "
+        "CPU with bf16 units (batched offline work) or a GPU; embeddings keep cosine >= 0.997 with fp32",
+    )
 
 
 class BusConfig(StrictModel):

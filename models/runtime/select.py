@@ -66,7 +66,7 @@ def create_runtime(
     device: str | None = None,
     subject: int | None = None,
     onnx_path: str | Path | None = None,
-    precision: str = "fp16",
+    precision: str | None = None,
     cache_dir: str | Path | None = None,
     threads: int | None = None,
 ) -> EncoderRuntime:
@@ -83,8 +83,9 @@ def create_runtime(
         Subject layer baked into a TensorRT engine (other backends take it per call).
     onnx_path : path | None
         An existing export to reuse when it matches the weights.
-    precision : str
-        TensorRT precision (``"fp16"`` or ``"fp32"``).
+    precision : str | None
+        None: the backend's default (TensorRT fp16, the others fp32). TensorRT takes ``"fp16"`` or
+        ``"fp32"``; torch ``"fp32"``, ``"bf16"`` or (GPU) ``"fp16"``; ONNX Runtime and compile run fp32 only.
     cache_dir : path | None
         Where exports / engines are cached (default ``~/.cache/brainstream``).
     threads : int | None
@@ -94,13 +95,14 @@ def create_runtime(
 
     chosen, reason = choose_backend(backend)
     logger.info("encoder runtime: %s (%s)", chosen, reason)
+    _check_precision(chosen, precision)
     sig = signature_of(model)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if chosen == "torch":
         from models.runtime.torch_runtime import TorchRuntime
 
-        return TorchRuntime(model, device=device, signature=sig)
+        return TorchRuntime(model, device=device, signature=sig, precision=precision or "fp32")
     if chosen == "compile":
         from models.runtime.compile_runtime import CompileRuntime
 
@@ -109,11 +111,21 @@ def create_runtime(
         from models.runtime.tensorrt_runtime import TensorRTRuntime, cached_engine
 
         sub = cache_dir and Path(cache_dir) / "tensorrt"
-        return TensorRTRuntime(cached_engine(model, sig, precision, subject=subject or 0, cache_dir=sub))
+        engine = cached_engine(model, sig, precision or "fp16", subject=subject or 0, cache_dir=sub)
+        return TensorRTRuntime(engine)
     from models.runtime.onnx_runtime import OnnxRuntime
 
     path = onnx_for(model, onnx_path, cache_dir and Path(cache_dir) / "onnx")
     return OnnxRuntime(path, intra_op_threads=threads)
+
+
+def _check_precision(backend: str, precision: str | None) -> None:
+    allowed = {"torch": ("fp32", "bf16", "fp16"), "tensorrt": ("fp16", "fp32")}.get(backend, ("fp32",))
+    if precision is not None and precision not in allowed:
+        raise ValueError(
+            f"the {backend} runtime runs in {' or '.join(allowed)}, not {precision!r}; pick one of those, or "
+            "runtime: torch for bf16"
+        )
 
 
 def load_runtime(

@@ -94,14 +94,15 @@ def count_gflop(model: Any, n_channels: int, n_times: int) -> float:
 
 
 class MatmulProbe:
-    """Times one square fp32 product on a device: the matmul rate (GFLOP/s) available right now."""
+    """Times one square product on a device: the matmul rate (GFLOP/s) available right now (fp32 default)."""
 
-    def __init__(self, device: str = "cpu", n: int = 1024) -> None:
+    def __init__(self, device: str = "cpu", n: int = 1024, dtype: str = "fp32") -> None:
         import torch
 
         self.torch, self.device, self.n = torch, torch.device(device), n
-        self.a = torch.randn(n, n, device=self.device)
-        self.b = torch.randn(n, n, device=self.device)
+        kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        self.a = torch.randn(n, n, device=self.device).to(kind)
+        self.b = torch.randn(n, n, device=self.device).to(kind)
         self.rate()  # first call allocates / initialises the BLAS
 
     def _sync(self) -> None:
@@ -116,9 +117,13 @@ class MatmulProbe:
         return 2 * self.n**3 / (time.perf_counter() - t0) / 1e9
 
 
-def measure_peak_gflops(device: str = "cpu", repeats: int = 7) -> float:
-    """Best fp32 matmul rate (GFLOP/s) over 1024² and 2048² products, current torch thread count."""
-    return max(MatmulProbe(device, n).rate() for n in (1024, 2048) for _ in range(repeats))
+def measure_peak_gflops(device: str = "cpu", repeats: int = 7, dtype: str = "fp32") -> float:
+    """Best matmul rate (GFLOP/s) over 1024² and 2048² products, current torch thread count."""
+    return max(MatmulProbe(device, n, dtype).rate() for n in (1024, 2048) for _ in range(repeats))
+
+
+PROBE_PAUSE_S = 0.02
+RUNS_PER_PROBE = 5
 
 
 def time_runtime(
@@ -132,7 +137,10 @@ def time_runtime(
     """p50 / p99 / min latency of ``runtime.run(x)`` in ms (after a warm-up).
 
     ``x_floor_paired`` is the median over runs of latency ÷ (FLOPs ÷ matmul rate measured just before that
-    run): on a shared machine it compares each run with the share of the processor it actually had.
+    run's block of runs): on a shared machine it compares each run with the share of the processor it
+    actually had. The probe is not run right before each timed call: torch's OpenMP workers keep spinning
+    for a while after a product and evict the caches, which cost the next ONNX Runtime call 3-4 ms (of 15)
+    on 2 cores; a pause after each probe lets them park.
     """
     probe = probe or MatmulProbe("cpu")
     runtime.warmup(3)
@@ -141,11 +149,14 @@ def time_runtime(
     deadline = time.perf_counter() + max_seconds
     while len(times) < iters and (len(times) < 10 or time.perf_counter() < deadline):
         rate = probe.rate()
-        t0 = time.perf_counter()
-        runtime.run(x)
-        dt = time.perf_counter() - t0
-        times.append(dt)
-        ratios.append(dt / (gflop / rate))
+        time.sleep(PROBE_PAUSE_S)
+        runtime.run(x)  # the pause's first call refills the caches: not timed
+        for _ in range(min(RUNS_PER_PROBE, iters - len(times))):
+            t0 = time.perf_counter()
+            runtime.run(x)
+            dt = time.perf_counter() - t0
+            times.append(dt)
+            ratios.append(dt / (gflop / rate))
     ms = np.asarray(times) * 1e3
     return {
         "p50_ms": float(np.percentile(ms, 50)),
@@ -273,6 +284,7 @@ def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: 
         "encode_floor_s": len(epochs.X) * gflop / peak,
         "x_realtime": seconds / (t3 - t0),
     }
+    event["bf16"] = _offline_bf16(model, epochs.X, gflop, seconds, (t1 - t0) + (t2 - t1))
 
     # sliding windows over the first --sliding-seconds, full recomputation (batched) vs incremental
     covered = min(float(args.sliding_seconds), seconds)
@@ -312,16 +324,48 @@ def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: 
         "incremental_encode_s": inc_s,
         "incremental_x_realtime": covered / (inc_s + pre_share),
     }
+    bf = event["bf16"]
     print(
         f"\noffline, {seconds:.0f} s CTF-275 recording at 1200 Hz, full-size brain module (ONNX Runtime):"
         f"\n  event-locked: {event['windows']} windows, preprocess {event['preprocess_s']:.2f} s, "
         f"encode {event['encode_s']:.2f} s (floor {event['encode_floor_s']:.2f} s) -> "
         f"{event['x_realtime']:.0f}x real time"
+        f"\n  event-locked, torch bf16: encode {bf['encode_s']:.2f} s (bf16 floor "
+        f"{bf['encode_floor_s']:.2f} s at {bf['peak_gflops']:.0f} GFLOP/s) -> "
+        f"{bf['x_realtime']:.0f}x real time; against fp32: cosine >= {bf['min_cosine']:.5f}, max relative "
+        f"error {bf['max_rel_err']:.1e}"
         f"\n  sliding ({stride} samples): full recompute {sliding['full_x_realtime']:.2f}x real time "
         f"({sliding['full_x_floor']:.2f}x its FLOP floor); "
         f"incremental {sliding['incremental_x_realtime']:.2f}x"
     )
     return {"event": event, "sliding": sliding}
+
+
+def _offline_bf16(model: Any, X: np.ndarray, gflop: float, seconds: float, before_s: float) -> dict[str, Any]:
+    """The same event-locked windows encoded by torch in bfloat16 (the bf16 floor from a bf16 matmul)."""
+    import torch
+
+    from models.runtime.torch_runtime import TorchRuntime
+
+    ref = TorchRuntime(model).run(X)
+    runtime = TorchRuntime(model, precision="bf16")
+    runtime.run(X[:2])  # oneDNN picks and caches its bf16 kernels on the first call
+    peak = measure_peak_gflops("cpu", dtype="bf16")
+    t0 = time.perf_counter()
+    out = np.concatenate([runtime.run(X[i : i + 64]) for i in range(0, len(X), 64)])
+    encode_s = time.perf_counter() - t0
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    return {
+        "peak_gflops": peak,
+        # native bf16 units (AVX512-BF16 / AMX); without them bf16 is emulated and slower than fp32
+        "onednn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "encode_s": encode_s,
+        "encode_floor_s": len(X) * gflop / peak,
+        "x_realtime": seconds / (before_s + encode_s),
+        "max_rel_err": float(np.max(np.abs(out - ref)) / np.max(np.abs(ref))),
+        # retrieval compares embeddings by cosine: the figure that says whether bf16 changes a decoding
+        "min_cosine": float(np.min(np.sum(out * ref, 1) / norms)),
+    }
 
 
 def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workdir: Path) -> dict[str, Any]:

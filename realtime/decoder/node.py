@@ -380,7 +380,8 @@ def build_decoder_node(
     if use_incremental(config.windowing, config.encoder.runtime, read_meta(ckpt), ckpt):
         incremental, meta = incremental_encoder(ckpt, config.encoder.runtime, config.encoder.subject_index)
     else:
-        runtime, meta = load_runtime(ckpt, config.encoder.runtime, subject=config.encoder.subject_index)
+        enc = config.encoder
+        runtime, meta = load_runtime(ckpt, enc.runtime, subject=enc.subject_index, precision=enc.precision)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
     return DecoderNode(

@@ -93,6 +93,39 @@ def test_onnxruntime_matches_torch_eager(name, tmp_path):
         assert _rel(a, b) <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["brain_module", "atm_s"])
+def test_torch_bf16_runtime_stays_within_the_reduced_precision_tolerance(name):
+    torch.manual_seed(0)
+    model = ENCODERS[name]().eval()
+    sig = signature_of(model)
+    ref, bf16 = TorchRuntime(model), TorchRuntime(model, precision="bf16")
+    assert bf16.describe()["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is left as it was
+    x = _windows(sig, 6, seed=3)
+    subject = np.arange(6) % sig.n_subjects
+    a, b = bf16.run(x, subject), ref.run(x, subject)
+    assert a.dtype == np.float32 and a.shape == (6, sig.dim)
+    assert 0 < _rel(a, b) <= 5e-2  # bf16 rounds 8x coarser than fp16: not identical, close
+    cosine = np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= 0.999  # retrieval compares directions: those barely move
+
+
+def test_precisions_a_backend_cannot_run_are_refused(tmp_path):
+    from realtime.pipeline_config import EncoderConfig
+
+    model = ENCODERS["small_conv"]().eval()
+    with pytest.raises(ValueError, match="runtime: torch for bf16"):
+        create_runtime(model, "onnxruntime", precision="bf16", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs a GPU"):
+        TorchRuntime(model, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TorchRuntime(model, precision="int8")
+    assert create_runtime(model, "torch", device="cpu", precision="bf16").describe()["precision"] == "bf16"
+    assert EncoderConfig(checkpoint="x", runtime="torch", precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError):
+        EncoderConfig(checkpoint="x", precision="int8")
+
+
 def test_brain_module_exports_in_its_onnx_form(tmp_path):
     """The export form (BN folded, 2-D conv layout, merged input maps) is the same function as the model,
     for every subject and for subject=None (their mean), and it is what ends up in the ONNX file."""

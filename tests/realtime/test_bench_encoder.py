@@ -34,3 +34,17 @@ def test_flop_count_of_a_conv_is_exact():
     expected = (convs + pointwise) / 1e9
     # the rest (heads, aggregation) is tiny; the position-dependent spatial weights are not per-window work
     assert expected < gflop < expected * 1.01
+
+
+def test_bench_encoder_offline_json(capsys):
+    """The offline rows (fp32 ONNX Runtime and torch bf16) on a short recording: structure and accuracy."""
+    args = ["bench", "encoder", "--models", "demo", "--iters", "3", "--max-seconds", "1", "--offline",
+            "--offline-seconds", "8", "--sliding-seconds", "4", "--json"]  # fmt: skip
+    assert main(args) == 0
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["offline"]["event"]
+    assert event["windows"] >= 3
+    assert event["encode_floor_s"] > 0 and event["x_realtime"] > 0
+    bf16 = event["bf16"]
+    assert bf16["peak_gflops"] > 0 and bf16["encode_floor_s"] > 0
+    # against fp32 on the same windows: directions (what retrieval compares) kept, elements close
+    assert bf16["min_cosine"] >= 0.995 and 0 < bf16["max_rel_err"] <= 0.2
