@@ -310,8 +310,12 @@ def evaluate_checkpoint(
     progress: bool = True,
     loaded: tuple[nn.Module, Any] | None = None,
     seed: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint folder on recordings (what ``brainstream evaluate`` runs).
+
+    ``precision="bf16"`` computes the model's embeddings in bfloat16 (fast batched CPU inference on CPUs with
+    bf16 units; see :mod:`models.runtime.torch_runtime`); the ridge baseline stays fp32.
 
     Subjects the checkpoint was trained on use their own subject layer ("within"); others use the mean
     layer ("unseen", i.e. leave-one-subject-out for a model trained on other subjects). The ridge baseline
@@ -321,10 +325,12 @@ def evaluate_checkpoint(
     import json
 
     from models.checkpoint import CheckpointError, load_checkpoint
+    from models.runtime.torch_runtime import with_precision
     from models.training.loading import load_for_checkpoint
 
     checkpoint = Path(checkpoint)
     model, meta = loaded if loaded is not None else load_checkpoint(checkpoint)
+    model = with_precision(model, precision)
     data = load_for_checkpoint(meta, paths, kind=kind, subjects=subjects, progress=progress)
     meta.check_channels(data.ch_names)
     if abs(data.sfreq - meta.sfreq) > 1e-6 or data.n_times != meta.n_times:
@@ -366,6 +372,7 @@ def evaluate_checkpoint(
     out: dict[str, Any] = dict(report["metrics"])
     out["whole_set"] = report["whole_set"]
     out["ridge_source"] = ridge_source
+    out["precision"] = precision
     modes = {
         data.subject_names[s]: ("within" if data.subject_names[s] in index else "unseen")
         for s in test.subjects

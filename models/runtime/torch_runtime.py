@@ -21,6 +21,26 @@ from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+class ReducedPrecision(nn.Module):
+    """A copy of ``model`` in ``dtype`` that takes and returns fp32 tensors (callers stay unchanged)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(model).to(dtype)
+        self.dtype = dtype
+        self.config = getattr(model, "config", None)
+
+    def forward(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inner(x.to(self.dtype), subject).float()
+
+
+def with_precision(model: nn.Module, precision: str) -> nn.Module:
+    """``model`` itself for fp32, else a :class:`ReducedPrecision` copy; the caller's module is untouched."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    return model if precision == "fp32" else ReducedPrecision(model, PRECISIONS[precision])
+
+
 class TorchRuntime(EncoderRuntime):
     """Run an ``nn.Module`` in eval mode under ``torch.inference_mode``.
 
@@ -49,8 +69,6 @@ class TorchRuntime(EncoderRuntime):
         super().__init__(signature or signature_of(model))
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if precision == "fp16" and not device.startswith("cuda"):
             raise ValueError(
                 "precision 'fp16' needs a GPU (CPU fp16 convolutions are emulated and slow); on a CPU use "
@@ -58,14 +76,11 @@ class TorchRuntime(EncoderRuntime):
             )
         self.device = torch.device(device)
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
-        if self.dtype != torch.float32:
-            model = copy.deepcopy(model)
-        self.model = model.eval().to(self.device, self.dtype)
+        self.model = with_precision(model, precision).eval().to(self.device)
 
     def _run(self, x: np.ndarray, subject: np.ndarray | None) -> np.ndarray:
         with torch.inference_mode():
-            xt = torch.from_numpy(x).to(self.device, self.dtype, non_blocking=True)
+            xt = torch.from_numpy(x).to(self.device, non_blocking=True)
             if subject is None:
                 out = self.model(xt)
             else:

@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-time-resolved", action="store_true", help="skip the sliding/growing-window analysis"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="model arithmetic (bf16: faster batched inference on CPUs with bf16 units, embeddings within "
+        "bf16 rounding of fp32; the ridge baseline stays fp32)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
 
@@ -54,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             time_resolved_plot=plot,
             progress=progress,
             loaded=(model, meta),
+            precision=args.precision,
         )
     except (CheckpointError, DataError, ConfigError, FileNotFoundError) as exc:
         raise UserFacingError(str(exc)) from None

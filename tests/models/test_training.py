@@ -169,6 +169,15 @@ def test_train_and_evaluate_cli(tmp_path, data, capsys):
     assert set(ev) >= ISSUE_KEYS and ev["ridge_source"].startswith("the checkpoint's ridge")
     assert ev["top5"] == pytest.approx(report["metrics"]["top5"])  # same split, same model, same numbers
     assert Path(ev["time_resolved_plot"]).is_file()
+    # bf16 arithmetic: the same evaluation within bf16 rounding (a retrieval may flip a near-tie, not more)
+    rc = cli_main(["evaluate", "--checkpoint", str(out), "--data", str(tmp_path / "trials.npz"),
+                   "--n-way", "200", "--json", "--quiet", "--no-time-resolved",
+                   "--precision", "bf16"])  # fmt: skip
+    assert rc == 0
+    bf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert bf["precision"] == "bf16" and ev["precision"] == "fp32"
+    assert bf["ridge"] == ev["ridge"]  # the baseline stays fp32
+    assert abs(bf["top5"] - ev["top5"]) <= 0.05 and abs(bf["median_rank"] - ev["median_rank"]) <= 2
     rc = cli_main(["train", "--config", str(tmp_path / "cfg.yaml"), "--data", str(tmp_path / "nope.npz"),
                    "--out", str(out)])  # fmt: skip
     assert rc == 2 and "data not found" in capsys.readouterr().err
