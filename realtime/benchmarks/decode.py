@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="onnxruntime",
         help="encoder runtime backend (full_incremental: torch or onnxruntime)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="encoder arithmetic (default: the runtime's own; bf16 / fp16 with --runtime torch)",
+    )
 
 
 def _checkpoint(kind: str, ch_names: list[str], folder: Path) -> Path:
@@ -90,9 +96,9 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     checkpoint = _checkpoint(kind, ch_names, folder)
     runtime = incremental = None
     if kind == "full_incremental":
-        incremental, meta = incremental_encoder(checkpoint, args.runtime)
+        incremental, meta = incremental_encoder(checkpoint, args.runtime, precision=args.precision)
     else:
-        runtime, meta = load_runtime(checkpoint, args.runtime)
+        runtime, meta = load_runtime(checkpoint, args.runtime, precision=args.precision)
         runtime.warmup()  # compile / allocate before the stream starts
     endpoint = f"ipc://{folder}/bus-{kind}"
     publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
@@ -160,6 +166,7 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
         "dropped_windows": int(stats.dropped_windows),
         "dropped_samples": int(node.dropped_samples + reader.stats.as_dict().get("missing_samples", 0)),
         "runtime": node.runtime_name,
+        "precision": args.precision or "default",
     }
 
 

@@ -377,10 +377,10 @@ def build_decoder_node(
     else:
         ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
     runtime = incremental = None
-    if use_incremental(config.windowing, config.encoder.runtime, read_meta(ckpt), ckpt):
-        incremental, meta = incremental_encoder(ckpt, config.encoder.runtime, config.encoder.subject_index)
+    enc = config.encoder
+    if use_incremental(config.windowing, enc.runtime, read_meta(ckpt), ckpt):
+        incremental, meta = incremental_encoder(ckpt, enc.runtime, enc.subject_index, precision=enc.precision)
     else:
-        enc = config.encoder
         runtime, meta = load_runtime(ckpt, enc.runtime, subject=enc.subject_index, precision=enc.precision)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
@@ -430,7 +430,13 @@ def use_incremental(windowing, runtime: str, meta, where: str | Path = "the chec
     return True
 
 
-def incremental_encoder(checkpoint: str | Path, runtime: str = "auto", subject_index: int = 0, threads=None):
+def incremental_encoder(
+    checkpoint: str | Path,
+    runtime: str = "auto",
+    subject_index: int = 0,
+    threads=None,
+    precision: str | None = None,
+):
     """``(IncrementalEncoder, CheckpointMeta)`` of a causal checkpoint (runtime torch, else ONNX Runtime)."""
     from models.checkpoint import load_checkpoint
     from models.incremental import IncrementalEncoder
@@ -445,4 +451,7 @@ def incremental_encoder(checkpoint: str | Path, runtime: str = "auto", subject_i
     backend = "torch" if runtime == "torch" else "onnxruntime"
     # one subject layer: None selects it as well (their mean), as the full path does
     subject = subject_index if n_subjects > 1 else None
-    return IncrementalEncoder(model, subject=subject, backend=backend, threads=threads), meta
+    encoder = IncrementalEncoder(
+        model, subject=subject, backend=backend, threads=threads, precision=precision or "fp32"
+    )
+    return encoder, meta

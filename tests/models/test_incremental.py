@@ -77,6 +77,25 @@ def test_incremental_equals_full_recomputation(aggregation, backend):
     assert compared == len(ends) > 10
 
 
+def test_bf16_incremental_step_stays_close_to_fp32():
+    """bf16 weights halve what a (memory-bound) step reads; embeddings stay within bf16 rounding of fp32."""
+    causal = CausalBrainModule(_model()).eval()
+    fp32 = IncrementalEncoder(causal, subject=1, backend="torch")
+    bf16 = IncrementalEncoder(causal, subject=1, backend="torch", precision="bf16")
+    assert all(p.dtype == torch.float32 for p in causal.parameters())  # the caller's model is untouched
+    x = np.random.default_rng(3).standard_normal((12, 160)).astype(np.float32)
+    cosines = []
+    for s in range(0, 160, 4):
+        a, b = fp32.step(x[:, s : s + 4]), bf16.step(x[:, s : s + 4])
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert b.dtype == np.float32 and _rel(b, a) <= 0.1
+            cosines.append(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+    assert len(cosines) > 10 and min(cosines) >= 0.99
+    with pytest.raises(ValueError, match="bf16 with backend torch"):
+        IncrementalEncoder(causal, backend="onnxruntime", precision="bf16")
+
+
 def test_block_pushes_equal_sample_pushes_and_not_ready_early():
     base = _model()
     causal = CausalBrainModule(base)
