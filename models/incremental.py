@@ -244,7 +244,7 @@ class IncrementalEncoder:
             )
         if backend not in ("torch", "onnxruntime"):
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
-        if precision not in PRECISIONS or (backend == "onnxruntime" and precision != "fp32"):
+        if precision not in ("fp32", "bf16") or (backend == "onnxruntime" and precision != "fp32"):
             raise ValueError(
                 f"precision {precision!r} is not available on the {backend} incremental step: use fp32, or "
                 "bf16 with backend torch"

@@ -410,12 +410,7 @@ class PixmapCache:
         if pix.isNull():
             pix = placeholder_pixmap(self.size, "no image file")
         else:
-            pix = pix.scaled(
-                self.size,
-                self.size,
-                QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                QtCore.Qt.TransformationMode.SmoothTransformation,
-            )
+            pix = scaled_smooth(pix, self.size)
         self._items[key] = pix
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
@@ -426,6 +421,16 @@ class PixmapCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def scaled_smooth(pixmap: QtGui.QPixmap, size: int) -> QtGui.QPixmap:
+    """``pixmap`` fitted into a ``size`` square, aspect kept, smoothly filtered."""
+    return pixmap.scaled(
+        size,
+        size,
+        QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+        QtCore.Qt.TransformationMode.SmoothTransformation,
+    )
 
 
 def placeholder_pixmap(size: int, text: str) -> QtGui.QPixmap:
@@ -662,12 +667,7 @@ class RetrievalPanel(Panel):
         key = pixmap.cacheKey()
         small = self._small.get(key)
         if small is None:
-            small = pixmap.scaled(
-                self._history_size,
-                self._history_size,
-                QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                QtCore.Qt.TransformationMode.SmoothTransformation,
-            )
+            small = scaled_smooth(pixmap, self._history_size)
             self._small[key] = small
             while len(self._small) > self.cache.capacity:
                 self._small.popitem(last=False)
@@ -709,14 +709,7 @@ class GeneratedPanel(Panel):
         self._version = latest.version
         pix = array_to_pixmap(np.asarray(latest.msg.arrays[0]))
         side = max(32, min(self.image.width(), self.image.height()) - 4)
-        self.image.setPixmap(
-            pix.scaled(
-                side,
-                side,
-                QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                QtCore.Qt.TransformationMode.SmoothTransformation,
-            )
-        )
+        self.image.setPixmap(scaled_smooth(pix, side))
         header = latest.msg.header
         h, w = latest.msg.arrays[0].shape[:2]
         image_id = header.get("image_id")
