@@ -26,7 +26,7 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -x -p no:cacheprovider tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check realtime models calibration tests
+	$(BIN)/ruff check brainstream realtime models calibration tests setup.py scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info

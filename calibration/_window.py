@@ -9,7 +9,7 @@ from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 if TYPE_CHECKING:  # pragma: no cover
-    from calibration.presenter import Presenter
+    from brainstream.calibration.presenter import Presenter
 
 
 class PresenterWindow(QWidget):

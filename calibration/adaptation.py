@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from calibration.protocol import AdaptationConfig, ProtocolConfig
-from models.metrics import retrieval_metrics, retrieval_ranks
-from models.training.data import DataError, EncodingData, candidates_for, carve_validation
+from brainstream.calibration.protocol import AdaptationConfig, ProtocolConfig
+from brainstream.models.metrics import retrieval_metrics, retrieval_ranks
+from brainstream.models.training.data import DataError, EncodingData, candidates_for, carve_validation
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def subject_model(pretrained: nn.Module, meta: Any) -> nn.Module:
     With one subject, ``subject=None`` and ``subject=0`` are the same layer, so the live decoder needs no
     subject index.
     """
-    from models.encoders import build_encoder
+    from brainstream.models.encoders import build_encoder
 
     arch = dict(meta.arch, n_subjects=1)
     if meta.positions is not None:
@@ -170,8 +170,8 @@ def fine_tune(
     """
     from tqdm import tqdm
 
-    from models.losses import ClipLoss
-    from models.training.trainer import augment
+    from brainstream.models.losses import ClipLoss
+    from brainstream.models.training.trainer import augment
 
     seed = cfg.seed if seed is None else int(seed)
     torch.manual_seed(seed)
@@ -240,7 +240,7 @@ def init_head_ridge(model: nn.Module, train: EncodingData, seed: int = 0) -> dic
     a poor start for a new person; a closed-form fit on the calibration trials uses all of them at once
     (penalty by grouped cross-validation on retrieval rank, training trials only).
     """
-    from models.encoders import fit_ridge as ridge_fit
+    from brainstream.models.encoders import fit_ridge as ridge_fit
 
     head = getattr(model, "clip_head", None)
     if not isinstance(head, nn.Sequential) or not isinstance(head[-1], nn.Linear):
@@ -334,7 +334,7 @@ def fold_soup(
 
 
 def fit_ridge(train: EncodingData, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
-    from models.training.trainer import fit_ridge_encoder
+    from brainstream.models.training.trainer import fit_ridge_encoder
 
     return fit_ridge_encoder(train, None, seed)
 
@@ -363,7 +363,7 @@ def adapt(
 
     ``data`` holds the calibration's train and test trials of ONE subject (scaled with its own statistics).
     """
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     cfg = config.adaptation
     data.check(need_test=True)
@@ -476,7 +476,7 @@ def _check_zero_shot(pretrained_dir: Any, data: EncodingData) -> None:
     import json
     from pathlib import Path
 
-    from models.training.trainer import TRAIN_IMAGES_FILE
+    from brainstream.models.training.trainer import TRAIN_IMAGES_FILE
 
     path = Path(pretrained_dir) / TRAIN_IMAGES_FILE
     if not path.is_file():
@@ -509,10 +509,10 @@ def fit_reference(
     set is the calibration's own. No fold soup: with 5× the data it did not help the reference on
     development subjects (seeds 51, 54, 55: 50-way top-5 0.89 souped vs 0.93 single) and costs K× the time.
     """
-    from calibration.data import epochs_from_filtered, simulate_filtered, timeline, to_encoding
-    from calibration.protocol import split_images
-    from models.checkpoint import load_checkpoint
-    from models.device_profile import load_device_profile
+    from brainstream.calibration.data import epochs_from_filtered, simulate_filtered, timeline, to_encoding
+    from brainstream.calibration.protocol import split_images
+    from brainstream.models.checkpoint import load_checkpoint
+    from brainstream.models.device_profile import load_device_profile
 
     t0 = time.perf_counter()
     cfg = config.adaptation
@@ -559,7 +559,7 @@ def fit_reference(
 
 
 def _scratch_model(meta: Any) -> nn.Module:
-    from models.encoders import build_encoder
+    from brainstream.models.encoders import build_encoder
 
     arch = dict(meta.arch, n_subjects=1)
     if meta.positions is not None:

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.continuous import ContinuousRecording, epochs_from_recordings
-from models.datasets.epochs import DatasetError, EpochsDataset
-from models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler
-from models.training.data import EncodingData, from_epochs_dataset
+from brainstream.models.datasets.continuous import ContinuousRecording, epochs_from_recordings
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler
+from brainstream.models.training.data import EncodingData, from_epochs_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def simulate_filtered(
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
-    from realtime.simulation.subject import VirtualSubject
+    from brainstream.realtime.simulation.subject import VirtualSubject
 
     kwargs = {} if snr is None else {"snr": snr}
     subject = VirtualSubject(profile, gallery, seed=seed, **kwargs)
@@ -185,7 +185,7 @@ def read_run(
     path: str | Path, signal_stream: str | None = None, marker_stream: str | None = None
 ) -> RunStreams:
     """The signal and presenter-marker streams of one calibration XDF (pyxdf, else the tolerant reader)."""
-    from models.datasets.xdf_recording import read_streams
+    from brainstream.models.datasets.xdf_recording import read_streams
 
     path = Path(path)
     streams = read_streams(path)

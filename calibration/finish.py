@@ -9,23 +9,23 @@ from typing import Any
 
 import numpy as np
 
-from calibration.profile import REPORT_DIR, RUNS_DIR, subject_dir
-from calibration.protocol import ProtocolConfig
+from brainstream.calibration.profile import REPORT_DIR, RUNS_DIR, subject_dir
+from brainstream.calibration.protocol import ProtocolConfig
 
 logger = logging.getLogger(__name__)
 
 
 def load_calibration_runs(xdfs: list[Path], config: ProtocolConfig, gallery: Any, subject_id: str):
     """All runs → (EpochsDataset with the subject's own scaler, EncodingData, quality of the first run)."""
-    from calibration.data import (
+    from brainstream.calibration.data import (
         channel_quality,
         epochs_from_filtered,
         filter_recording,
         read_run,
         to_encoding,
     )
-    from models.datasets.common import positions_for
-    from models.datasets.epochs import DatasetError
+    from brainstream.models.datasets.common import positions_for
+    from brainstream.models.datasets.epochs import DatasetError
 
     filtered, quality, modality = [], None, None
     for path in xdfs:
@@ -71,11 +71,11 @@ def finish_calibration(
 
     Returns ``(summary JSON, SubjectProfile, seconds per stage)``.
     """
-    from calibration.adaptation import adapt, fit_reference
-    from calibration.pretrained import get_pretrained, read_info
-    from calibration.profile import save_subject_profile
-    from calibration.report import write_report
-    from calibration.session import _read_state, run_files
+    from brainstream.calibration.adaptation import adapt, fit_reference
+    from brainstream.calibration.pretrained import get_pretrained, read_info
+    from brainstream.calibration.profile import save_subject_profile
+    from brainstream.calibration.report import write_report
+    from brainstream.calibration.session import _read_state, run_files
 
     root = subject_dir(subjects_dir, subject_id)
     seconds: dict[str, float] = {}
@@ -151,7 +151,7 @@ def finish_calibration(
 
 def _profile_model(result, pretrained: Path, data, ds, subject_id: str, config: ProtocolConfig, summary):
     """The chosen model and its checkpoint metadata (this subject's scaler, one subject layer)."""
-    from models.checkpoint import CheckpointMeta, read_meta
+    from brainstream.models.checkpoint import CheckpointMeta, read_meta
 
     pre_meta = read_meta(pretrained)
     chosen = result.chosen

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.protocol import ProtocolConfig, Schedule, ScheduledTrial
+from brainstream.calibration.protocol import ProtocolConfig, Schedule, ScheduledTrial
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Presenter:
         """Create the marker outlet and the window (call before recording starts, then :meth:`run`)."""
         import pylsl
 
-        from realtime.lsl_info import make_stream_info
+        from brainstream.realtime.lsl_info import make_stream_info
 
         info = make_stream_info(
             self.marker_name, "Markers", ["marker"], 0.0, channel_format="string", source_id=self.source_id
@@ -181,7 +181,7 @@ class Presenter:
         info.desc().append_child_value("brainstream_presenter", f"speed={self.speed:g}")
         self.outlet = pylsl.StreamOutlet(info)
         self._app = ensure_qapp()
-        from calibration._window import PresenterWindow
+        from brainstream.calibration._window import PresenterWindow
 
         self.window = PresenterWindow(self)
         if self.config.display.fullscreen:

@@ -25,8 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from calibration.data import SimTrial, epochs_from_filtered, simulate_filtered, timeline, to_encoding
-from calibration.protocol import ProtocolConfig, split_images
+from brainstream.calibration.data import (
+    SimTrial,
+    epochs_from_filtered,
+    simulate_filtered,
+    timeline,
+    to_encoding,
+)
+from brainstream.calibration.protocol import ProtocolConfig, split_images
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py"
 
 
 def simulator_digest() -> str:
-    import realtime.simulation as simulation
+    import brainstream.realtime.simulation as simulation
 
     digest = hashlib.sha256()
     for name in SIMULATOR_SOURCES:
@@ -68,7 +74,7 @@ def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
 
 
 def pretrained_dir(config: ProtocolConfig, gallery: Any, key: str | None = None) -> Path:
-    from models.stimuli import cache_root
+    from brainstream.models.stimuli import cache_root
 
     return cache_root() / "pretrained" / f"{config.name}-{key or pretrained_key(config, gallery)}"
 
@@ -95,8 +101,8 @@ def _subject_session(config: ProtocolConfig, gallery: Any, seed: int) -> list[Si
 
 def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool = True):
     """Simulated sessions of every pretraining subject → one multi-subject ``EncodingData``."""
-    from models.device_profile import load_device_profile
-    from models.training.data import concatenate
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.models.training.data import concatenate
 
     profile = load_device_profile(config.subject.profile)
     positions = profile.positions_2d
@@ -117,7 +123,7 @@ def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool 
 
 
 def training_config(config: ProtocolConfig, n_way: int):
-    from models.training.config import (
+    from brainstream.models.training.config import (
         DataConfig,
         EvaluationConfig,
         OptimConfig,
@@ -153,7 +159,7 @@ def get_pretrained(
 
     Raises :class:`PretrainedError` when ``new_subject_seed`` is one of the pretraining seeds.
     """
-    from models.stimuli import _file_lock
+    from brainstream.models.stimuli import _file_lock
 
     check_seed(config, new_subject_seed)
     key = pretrained_key(config, gallery)  # once: the simulator's sources may change while we train
@@ -171,7 +177,7 @@ def get_pretrained(
                 f"(once; cached in {target})",
                 flush=True,
             )
-        from models.training.trainer import train
+        from brainstream.models.training.trainer import train
 
         data = build_pretraining_data(config, gallery, progress)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import Field
 
-from models.config_base import ConfigError, StrictModel, validate_config
+from brainstream.models.config_base import ConfigError, StrictModel, validate_config
 
 PROFILE_FILE = "profile.yaml"
 ENCODER_DIR = "encoder"
@@ -76,8 +76,8 @@ class SubjectProfile:
     @property
     def scaler(self):
         """This subject's ``RobustScaler`` (from the encoder checkpoint's metadata)."""
-        from models.checkpoint import read_meta
-        from models.preprocessing import RobustScaler
+        from brainstream.models.checkpoint import read_meta
+        from brainstream.models.preprocessing import RobustScaler
 
         return RobustScaler.from_dict(read_meta(self.encoder_dir).scaler)
 
@@ -104,7 +104,7 @@ def load_subject_profile(subjects_dir: str | Path, subject_id: str) -> SubjectPr
     ProfileError
         No such subject, no finished calibration, or a corrupt profile / encoder.
     """
-    from models.checkpoint import CheckpointError, read_meta
+    from brainstream.models.checkpoint import CheckpointError, read_meta
 
     root = subject_dir(subjects_dir, subject_id)
     path = root / PROFILE_FILE
@@ -166,7 +166,7 @@ def save_subject_profile(
     The new encoder is written next to the old one and swapped in, and ``profile.yaml`` is replaced
     atomically, so an interrupted save leaves the previous profile usable.
     """
-    from models.checkpoint import save_checkpoint
+    from brainstream.models.checkpoint import save_checkpoint
 
     root = subject_dir(subjects_dir, subject_id)
     root.mkdir(parents=True, exist_ok=True)

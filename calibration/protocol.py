@@ -21,9 +21,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from models.config_base import StrictModel, load_config
-from models.events import format_stimulus_marker
-from models.preprocessing import PreprocessingConfig
+from brainstream.models.config_base import StrictModel, load_config
+from brainstream.models.events import format_stimulus_marker
+from brainstream.models.preprocessing import PreprocessingConfig
 
 __all__ = [
     "AdaptationConfig",

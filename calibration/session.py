@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration.profile import RUNS_DIR, subject_dir
-from calibration.protocol import ProtocolConfig, Schedule, build_schedule
+from brainstream.calibration.profile import RUNS_DIR, subject_dir
+from brainstream.calibration.protocol import ProtocolConfig, Schedule, build_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def recorded_progress(
     runs_dir: Path, schedule: Schedule, config: ProtocolConfig, virtual_subject: int | None
 ) -> list[RunInfo]:
     """What every earlier run recorded: checks each run belongs to this protocol and subject."""
-    from calibration.data import read_run
+    from brainstream.calibration.data import read_run
 
     out = []
     for k, (state_path, xdf) in enumerate(run_files(runs_dir)):
@@ -126,7 +126,7 @@ class SubjectProcess:
     def __init__(self, args: list[str]) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "calibration.virtual_subject", *args],
+            [sys.executable, "-m", "brainstream.calibration.virtual_subject", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.ready = threading.Event()
@@ -211,8 +211,8 @@ def record_run(
     stream_tag: str | None = None,
 ) -> RunOutcome:
     """Record one run from ``start_index``: presenter + (virtual) subject + recorder."""
-    from calibration.presenter import Presenter, VirtualClock
-    from realtime.recording import Recorder
+    from brainstream.calibration.presenter import Presenter, VirtualClock
+    from brainstream.realtime.recording import Recorder
 
     if virtual_subject is None and not signal_stream:
         raise CalibrationError("name the device's LSL stream (--stream NAME) or use --virtual-subject SEED")
@@ -324,7 +324,7 @@ def calibrate(
     adapt: bool = True,
 ) -> CalibrationOutcome:
     """Record (or resume) the protocol for one subject, then adapt and save the profile when complete."""
-    from calibration.pretrained import check_seed
+    from brainstream.calibration.pretrained import check_seed
 
     gallery = gallery if gallery is not None else load_gallery(config)
     check_seed(config, virtual_subject)
@@ -351,7 +351,7 @@ def calibrate(
     outcome = CalibrationOutcome(subject_id, start >= len(schedule), outcomes, start, len(schedule))
     outcome.seconds = seconds
     if outcome.complete and adapt:
-        from calibration.finish import finish_calibration
+        from brainstream.calibration.finish import finish_calibration
 
         outcome.summary, outcome.profile, more = finish_calibration(
             subject_id, config, subjects_dir, gallery=gallery, virtual_subject=virtual_subject,
@@ -362,10 +362,10 @@ def calibrate(
 
 
 def load_gallery(config: ProtocolConfig):
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     if config.gallery:
         return Gallery.load(config.gallery)
-    from models.stimuli import default_gallery_dir
+    from brainstream.models.stimuli import default_gallery_dir
 
     return Gallery.load(default_gallery_dir())

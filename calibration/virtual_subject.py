@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from realtime.simulation.live import LiveSubject
+from brainstream.realtime.simulation.live import LiveSubject
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ class ClockedLiveSubject(LiveSubject):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.presenter import VirtualClock
-    from models.gallery import Gallery
-    from realtime.simulation.subject import VirtualSubject
+    from brainstream.calibration.presenter import VirtualClock
+    from brainstream.models.gallery import Gallery
+    from brainstream.realtime.simulation.subject import VirtualSubject
 
     parser = argparse.ArgumentParser(description="closed-loop virtual subject for a calibration run")
     parser.add_argument("--seed", type=int, required=True)

@@ -21,8 +21,8 @@ import yaml
 from pydantic import Field, model_validator
 from torch import nn
 
-from models.config_base import ConfigError, StrictModel, validate_config
-from models.encoders import build_encoder, input_context, parse_arch
+from brainstream.models.config_base import ConfigError, StrictModel, validate_config
+from brainstream.models.encoders import build_encoder, input_context, parse_arch
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.yaml"

@@ -6,13 +6,29 @@ key and what is allowed there.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+#: Environment variable naming the user's config folders (``os.pathsep``-separated), searched before the
+#: shipped defaults. ``brainstream --config-dir DIR`` sets it, so the processes a session starts inherit it.
+CONFIG_PATH_ENV = "BRAINSTREAM_CONFIG_PATH"
+#: The config kinds: one folder each, in the user's folders and in the shipped ``brainstream.configs``.
+CONFIG_KINDS = ("devices", "pipelines", "training", "calibration", "generator")
+
+
+def _shipped_root() -> Path:
+    # the shipped configs are a data package: a folder in an editable install or an unpacked wheel
+    with as_file(files("brainstream.configs")) as root:
+        return Path(root)
+
+
+CONFIG_ROOT = _shipped_root()
 
 
 class ConfigError(ValueError):
@@ -74,17 +90,47 @@ def validate_config(data: Any, schema: type[ModelT], source: str = "<config>") -
         ) from None
 
 
+def config_search_path() -> list[Path]:
+    """Folders searched for configs by name, first match wins: the user's folders, then the shipped ones."""
+    user = [Path(p).expanduser() for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    return [*user, CONFIG_ROOT]
+
+
+def iter_configs(kind: str) -> Iterator[tuple[str, Path]]:
+    """``(name, path)`` of each config of ``kind`` on the search path; a user file shadows a shipped one."""
+    seen: set[str] = set()
+    for root in config_search_path():
+        for path in sorted((root / kind).glob("*.yaml")):
+            if path.stem not in seen:
+                seen.add(path.stem)
+                yield path.stem, path
+
+
 def resolve_config_path(path: str | Path, kind: str | None = None) -> Path:
-    """Find a config file as given, or under ``configs/<kind>/`` (with or without the ``.yaml`` suffix)."""
-    candidates = [Path(path)]
+    """Find a config: a file path as given, else by name under ``<folder>/<kind>/`` for each folder of
+    :func:`config_search_path` (with or without the ``.yaml`` suffix)."""
+    given = Path(path)
+    if given.is_file():
+        return given
     if kind is not None:
-        base = CONFIG_ROOT / kind
-        candidates += [base / Path(path), base / f"{path}.yaml"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    where = f" or under {CONFIG_ROOT / kind}" if kind else ""
-    raise ConfigError(f"config file not found: {path} (looked in the current directory{where})")
+        if kind not in CONFIG_KINDS:
+            raise ConfigError(f"unknown config kind '{kind}'; kinds are: {', '.join(CONFIG_KINDS)}")
+        # "configs/pipelines/demo_meg.yaml" written relative to a source checkout names a shipped config
+        name = given.name if given.parent.name == kind else str(path)
+        for root in config_search_path():
+            for candidate in (root / kind / name, root / kind / f"{name}.yaml"):
+                if candidate.is_file():
+                    return candidate
+        folders = ", ".join(str(root / kind) for root in config_search_path())
+        known = ", ".join(n for n, _ in iter_configs(kind)) or "none"
+        raise ConfigError(
+            f"config not found: {path} is neither a file nor a {kind} config name (looked in {folders}); "
+            f"available {kind} configs: {known}. Give a path, a name from `brainstream config list`, or add "
+            f"a folder with --config-dir / {CONFIG_PATH_ENV}"
+        )
+    raise ConfigError(
+        f"config not found: {path} is not a file; give a YAML path, or a name from `brainstream config list`"
+    )
 
 
 def load_yaml(path: str | Path) -> Any:

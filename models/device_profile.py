@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from models.config_base import StrictModel, load_config
+from brainstream.models.config_base import StrictModel, load_config
 
 
 class DeviceProfile(StrictModel):

@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from models.metrics import retrieval_metrics
-from models.training.data import DataError, EncodingData, average_repetitions, candidates_for
+from brainstream.models.metrics import retrieval_metrics
+from brainstream.models.training.data import DataError, EncodingData, average_repetitions, candidates_for
 
 SUBJECT_UNSEEN = -1
 
 
 def predict(model: nn.Module, X: np.ndarray, subjects: np.ndarray | None = None) -> np.ndarray:
     """Embeddings of ``X``; rows whose subject is ``SUBJECT_UNSEEN`` (-1) use the mean subject layer."""
-    from models.training.trainer import encode
+    from brainstream.models.training.trainer import encode
 
     if subjects is None:
         return encode(model, X, None)
@@ -159,7 +159,7 @@ def leave_one_subject_out(config, data: EncodingData, progress: bool = True) -> 
     Returns ``{"subjects": {held_out: issue JSON}, "mean": {...}}``; ridge is fitted on the same training
     subjects. Needs at least two subjects.
     """
-    from models.training.trainer import fit_ridge_encoder, train
+    from brainstream.models.training.trainer import fit_ridge_encoder, train
 
     names = list(data.subject_names)
     if len(names) < 2:
@@ -231,8 +231,8 @@ def time_resolved(
     """Single-trial top-1/top-5 per window for the network (masked input) and a per-window ridge refit."""
     from tqdm import tqdm
 
-    from models.encoders import fit_ridge
-    from models.encoders.ridge import DEFAULT_ALPHAS
+    from brainstream.models.encoders import fit_ridge
+    from brainstream.models.encoders.ridge import DEFAULT_ALPHAS
 
     cand, _, cand_ids = candidates_for(test)
     true = _true_rows(test.image_ids, cand_ids)
@@ -324,9 +324,9 @@ def evaluate_checkpoint(
     """
     import json
 
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.runtime.torch_runtime import with_precision
-    from models.training.loading import load_for_checkpoint
+    from brainstream.models.checkpoint import CheckpointError, load_checkpoint
+    from brainstream.models.runtime.torch_runtime import with_precision
+    from brainstream.models.training.loading import load_for_checkpoint
 
     checkpoint = Path(checkpoint)
     model, meta = loaded if loaded is not None else load_checkpoint(checkpoint)
@@ -344,7 +344,7 @@ def evaluate_checkpoint(
             f"'{data.space}'; evaluate with a gallery built in '{meta.space}'"
         )
     data.check()
-    from models.training.trainer import TRAIN_IMAGES_FILE
+    from brainstream.models.training.trainer import TRAIN_IMAGES_FILE
 
     trained_on = checkpoint / TRAIN_IMAGES_FILE
     if trained_on.is_file():
@@ -363,7 +363,7 @@ def evaluate_checkpoint(
         ridge, _ = load_checkpoint(checkpoint / "ridge")
         ridge_source = "the checkpoint's ridge (fitted on the model's training data)"
     else:
-        from models.training.trainer import fit_ridge_encoder
+        from brainstream.models.training.trainer import fit_ridge_encoder
 
         ridge, _ = fit_ridge_encoder(data.split("train"), seed=seed)
         ridge_subject_index = test.subjects  # fitted on this data: its own subject order

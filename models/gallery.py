@@ -262,7 +262,7 @@ class Gallery:
         if images is not None:
             from PIL import Image
 
-            from models.stimuli import to_rgb_uint8
+            from brainstream.models.stimuli import to_rgb_uint8
 
             (root / "images").mkdir()
             for image_id, image in tqdm(

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models.runtime.torch_runtime import PRECISIONS
+from brainstream.models.runtime.torch_runtime import PRECISIONS
 
 __all__ = ["CausalBrainModule", "IncrementalEncoder", "StreamStep", "receptive_context"]
 
@@ -274,7 +274,7 @@ class IncrementalEncoder:
 
         import onnxruntime as ort
 
-        from models.runtime.onnx_runtime import default_threads
+        from brainstream.models.runtime.onnx_runtime import default_threads
 
         n = len(self._cache_shapes)
         if onnx_path is None:

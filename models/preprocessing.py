@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import signal
 
-from models.config_base import StrictModel
+from brainstream.models.config_base import StrictModel
 
 logger = logging.getLogger(__name__)
 

@@ -189,7 +189,7 @@ class Retriever:
 
     def check_space(self, space: str | None) -> None:
         """Refuse embeddings from another space, naming both (DESIGN §6)."""
-        from models.gallery import check_same_space
+        from brainstream.models.gallery import check_same_space
 
         check_same_space(
             self.space,

@@ -313,8 +313,8 @@ def build_demo_gallery(
     -------
     gallery : models.gallery.Gallery
     """
-    from models.embedders import embed_images, get_embedder
-    from models.gallery import Gallery
+    from brainstream.models.embedders import embed_images, get_embedder
+    from brainstream.models.gallery import Gallery
 
     ids, images, attributes = demo_stimuli(n_procedural, seed)
     model = get_embedder(embedder, **embedder_kwargs)
@@ -368,7 +368,7 @@ def default_gallery_dir(
     The folder name carries a hash of everything that defines its content (stimuli version, count, seed,
     embedder space), so a change never reuses a stale cache.
     """
-    from models.embedders import space_of
+    from brainstream.models.embedders import space_of
 
     key = json.dumps(
         {"stimuli": STIMULI_VERSION, "n": n_procedural, "seed": seed, "space": space_of(embedder)},

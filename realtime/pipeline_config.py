@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from models.config_base import StrictModel, load_config
+from brainstream.models.config_base import StrictModel, load_config
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5701"
 DEFAULT_SUB_ENDPOINT = "tcp://127.0.0.1:5702"

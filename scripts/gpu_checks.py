@@ -63,7 +63,7 @@ def stage_env(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_encoder(args: argparse.Namespace) -> dict[str, Any]:
-    from realtime.benchmarks import encoder
+    from brainstream.realtime.benchmarks import encoder
 
     parser = argparse.ArgumentParser()
     encoder.add_arguments(parser)
@@ -88,9 +88,9 @@ def stage_parity(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from models.encoders import build_encoder
-    from models.runtime.compile_runtime import CompileRuntime
-    from realtime.benchmarks.encoder import arch_for
+    from brainstream.models.encoders import build_encoder
+    from brainstream.models.runtime.compile_runtime import CompileRuntime
+    from brainstream.realtime.benchmarks.encoder import arch_for
 
     out: dict[str, Any] = {}
     for name in ("brain_module", "demo", "atm"):
@@ -160,7 +160,7 @@ def stage_decode(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for runtime in args.decode_runtimes.split(","):
         path = Path(args.out) / f"decode_{runtime}.json"
-        cmd = [sys.executable, "-m", "realtime.cli", "bench", "decode", "--runtime", runtime, "--seconds",
+        cmd = [sys.executable, "-m", "brainstream", "bench", "decode", "--runtime", runtime, "--seconds",
                "30", "--models", *args.decode_models.split(","), "--json"]  # fmt: skip
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.stage_timeout)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

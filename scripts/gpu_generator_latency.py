@@ -79,9 +79,9 @@ def build(args, decoder: str, compile_mode: str | None):
     )
     from safetensors.torch import save_file
 
-    from models.generation import load_generator_config
-    from models.generation.sdxl_ipadapter import IPAdapterTurboGenerator, quiet_diffusers
-    from models.generation.tiny import random_ip_adapter_state_dict
+    from brainstream.models.generation import load_generator_config
+    from brainstream.models.generation.sdxl_ipadapter import IPAdapterTurboGenerator, quiet_diffusers
+    from brainstream.models.generation.tiny import random_ip_adapter_state_dict
 
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.datasets.epochs import SPLITS, DataLeakError, DatasetError, EpochsDataset
+from brainstream.models.datasets.epochs import SPLITS, DataLeakError, DatasetError, EpochsDataset
 
 __all__ = [
     "LOADERS",
@@ -25,10 +25,10 @@ __all__ = [
 ]
 
 LOADERS = {
-    "simulated": "models.datasets.simulated:load_simulated",
-    "things_meg": "models.datasets.things_meg:load_things_meg",
-    "things_eeg2": "models.datasets.things_eeg2:load_things_eeg2",
-    "xdf": "models.datasets.xdf_recording:load_xdf_recording",
+    "simulated": "brainstream.models.datasets.simulated:load_simulated",
+    "things_meg": "brainstream.models.datasets.things_meg:load_things_meg",
+    "things_eeg2": "brainstream.models.datasets.things_eeg2:load_things_eeg2",
+    "xdf": "brainstream.models.datasets.xdf_recording:load_xdf_recording",
 }
 
 
@@ -68,4 +68,4 @@ def __getattr__(name: str) -> Any:
     # (signatures and docstrings intact)
     if name in _LAZY:
         return _loader(_LAZY[name])
-    raise AttributeError(f"module 'models.datasets' has no attribute {name!r}")
+    raise AttributeError(f"module 'brainstream.models.datasets' has no attribute {name!r}")

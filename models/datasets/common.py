@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.epochs import DatasetError
+from brainstream.models.datasets.epochs import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def resolve_gallery(gallery: Any, space: str | None = None, hint: str | None = N
 
     ``space`` (when known, e.g. from the recording's metadata) must match the gallery's; the error names both.
     """
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     if isinstance(gallery, Gallery):
         if space is not None:
@@ -30,7 +30,7 @@ def resolve_gallery(gallery: Any, space: str | None = None, hint: str | None = N
     if folder is None:
         if not default:
             return None
-        from models.stimuli import default_gallery_dir
+        from brainstream.models.stimuli import default_gallery_dir
 
         folder = default_gallery_dir()
     elif gallery is None and not Path(str(folder)).expanduser().is_dir():
@@ -43,7 +43,7 @@ def resolve_gallery(gallery: Any, space: str | None = None, hint: str | None = N
 
 def positions_for(ch_names: list[str], modality: str | None) -> np.ndarray | None:
     """2-D sensor positions from the first device profile that has all ``ch_names`` (None if none does)."""
-    from models.device_profile import load_device_profile
+    from brainstream.models.device_profile import load_device_profile
 
     for name in PROFILES_BY_MODALITY.get(modality or "", ()):
         profile = load_device_profile(name)
@@ -58,8 +58,8 @@ def positions_for(ch_names: list[str], modality: str | None) -> np.ndarray | Non
 
 def default_preprocessing(preprocessing: Any):
     """``PreprocessingConfig`` from None (defaults), a dict (validated) or a config."""
-    from models.config_base import validate_config
-    from models.preprocessing import PreprocessingConfig
+    from brainstream.models.config_base import validate_config
+    from brainstream.models.preprocessing import PreprocessingConfig
 
     if preprocessing is None:
         return PreprocessingConfig()

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.epochs import DatasetError, EpochsDataset
-from models.events import parse_stimulus_marker
-from models.preprocessing import PreprocessingConfig, RobustScaler, preprocess_recording
-from models.windowing import WindowSpec, cut_epochs
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.events import parse_stimulus_marker
+from brainstream.models.preprocessing import PreprocessingConfig, RobustScaler, preprocess_recording
+from brainstream.models.windowing import WindowSpec, cut_epochs
 
 logger = logging.getLogger(__name__)
 

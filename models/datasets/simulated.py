@@ -13,9 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.common import default_preprocessing, positions_for, require_file, resolve_gallery
-from models.datasets.continuous import ContinuousRecording, epochs_from_recordings
-from models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.datasets.common import (
+    default_preprocessing,
+    positions_for,
+    require_file,
+    resolve_gallery,
+)
+from brainstream.models.datasets.continuous import ContinuousRecording, epochs_from_recordings
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.common import positions_for, resolve_gallery
-from models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.datasets.common import positions_for, resolve_gallery
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
 
 logger = logging.getLogger(__name__)
 

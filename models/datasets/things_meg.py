@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.common import default_preprocessing, positions_for, resolve_gallery
-from models.datasets.continuous import ContinuousRecording, epochs_from_recordings
-from models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.datasets.common import default_preprocessing, positions_for, resolve_gallery
+from brainstream.models.datasets.continuous import ContinuousRecording, epochs_from_recordings
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
 
 logger = logging.getLogger(__name__)
 

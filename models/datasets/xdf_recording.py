@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from models.datasets.common import default_preprocessing, positions_for, require_file, resolve_gallery
-from models.datasets.continuous import ContinuousRecording, epochs_from_recordings
-from models.datasets.epochs import DatasetError, EpochsDataset
-from models.events import parse_stimulus_marker
+from brainstream.models.datasets.common import (
+    default_preprocessing,
+    positions_for,
+    require_file,
+    resolve_gallery,
+)
+from brainstream.models.datasets.continuous import ContinuousRecording, epochs_from_recordings
+from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
+from brainstream.models.events import parse_stimulus_marker
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ def _read_pyxdf(path: Path) -> list[_Stream]:
 
 
 def _read_tolerant(path: Path) -> list[_Stream]:
-    from models.xdf import read_xdf
+    from brainstream.models.xdf import read_xdf
 
     file = read_xdf(path, synchronize_clocks=True)
     for problem in file.problems:

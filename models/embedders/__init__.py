@@ -32,11 +32,11 @@ def get_embedder(name: str, **kwargs: Any) -> ImageEmbedder:
     ``kwargs`` go to the implementation: ``DemoEmbedder(dim=128)``, ``ClipEmbedder(model_dir, space=...)``.
     """
     if name == "demo":
-        from models.embedders.demo import DemoEmbedder
+        from brainstream.models.embedders.demo import DemoEmbedder
 
         return DemoEmbedder(**kwargs)
     if name == "clip":
-        from models.embedders.clip import ClipEmbedder
+        from brainstream.models.embedders.clip import ClipEmbedder
 
         return ClipEmbedder(**kwargs)
     raise ValueError(f"unknown embedder {name!r}; expected one of {EMBEDDERS}")
@@ -45,7 +45,7 @@ def get_embedder(name: str, **kwargs: Any) -> ImageEmbedder:
 def space_of(name: str, **kwargs: Any) -> str:
     """The space id an embedder would declare, without building it when that is cheap (the demo)."""
     if name == "demo":
-        from models.embedders.demo import demo_space
+        from brainstream.models.embedders.demo import demo_space
 
         return demo_space(kwargs.get("dim", 128))
     return get_embedder(name, **kwargs).space

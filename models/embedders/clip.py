@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from models.embedders import check_images, l2_normalise
+from brainstream.models.embedders import check_images, l2_normalise
 
 logger = logging.getLogger(__name__)
 

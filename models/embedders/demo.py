@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual torch alias)
 
-from models.embedders import check_images, l2_normalise
+from brainstream.models.embedders import check_images, l2_normalise
 
 VERSION = "randconv-v1"
 INPUT_SIZE = 64
@@ -100,7 +100,7 @@ def _raw_features(images: Sequence[np.ndarray]) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _calibration_full() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, scale and the first ``MAX_DIM`` principal axes, fitted on the fixed calibration set."""
-    from models.stimuli import procedural_images
+    from brainstream.models.stimuli import procedural_images
 
     images = [img for _, img, _ in procedural_images(N_CALIBRATION, seed=CALIBRATION_SEED, size=INPUT_SIZE)]
     feats = _raw_features(images)

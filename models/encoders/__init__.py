@@ -19,10 +19,10 @@ from typing import Any
 
 from torch import nn
 
-from models.config_base import ConfigError, StrictModel, validate_config
-from models.encoders.atm import ATMS, ATMConfig
-from models.encoders.brain_module import BrainModule, BrainModuleConfig, conv_context
-from models.encoders.ridge import RidgeConfig, RidgeEncoder, RidgeFit, fit_ridge
+from brainstream.models.config_base import ConfigError, StrictModel, validate_config
+from brainstream.models.encoders.atm import ATMS, ATMConfig
+from brainstream.models.encoders.brain_module import BrainModule, BrainModuleConfig, conv_context
+from brainstream.models.encoders.ridge import RidgeConfig, RidgeEncoder, RidgeFit, fit_ridge
 
 # name -> (config schema, module class)
 REGISTRY: dict[str, tuple[type[StrictModel], type[nn.Module]]] = {

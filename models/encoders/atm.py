@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from models.config_base import StrictModel
+from brainstream.models.config_base import StrictModel
 
 
 class ATMConfig(StrictModel):

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional
 
-from models.config_base import StrictModel
+from brainstream.models.config_base import StrictModel
 
 
 class BrainModuleConfig(StrictModel):
@@ -283,6 +283,6 @@ class BrainModule(nn.Module):
 
     def export_form(self) -> nn.Module:
         """The same function arranged for ONNX Runtime (see :mod:`models.encoders.export_form`)."""
-        from models.encoders.export_form import BrainModuleExportForm
+        from brainstream.models.encoders.export_form import BrainModuleExportForm
 
         return BrainModuleExportForm(self)

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from models.config_base import StrictModel
+from brainstream.models.config_base import StrictModel
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 

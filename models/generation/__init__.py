@@ -2,7 +2,7 @@
 
 ``sdxl-turbo-ipadapter`` (production, local weights) and ``tiny`` (random tiny weights, CPU tests)::
 
-    from models.generation import load_generator
+    from brainstream.models.generation import load_generator
 
     gen = load_generator("tiny")                      # or a path / a GeneratorConfig
     image = gen.generate(embedding, space=gen.space)  # (H, W, 3) uint8
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.generation.base import Generator, GeneratorError
-from models.generation.config import GeneratorConfig, TinySizes
+from brainstream.models.generation.base import Generator, GeneratorError
+from brainstream.models.generation.config import GeneratorConfig, TinySizes
 
 
 def load_generator_config(name_or_path: str | Path) -> GeneratorConfig:
     """A config under ``configs/generator/`` by name (``tiny``) or a YAML path."""
-    from models.config_base import load_config
+    from brainstream.models.config_base import load_config
 
     return load_config(name_or_path, GeneratorConfig, kind="generator")
 
@@ -30,10 +30,10 @@ def load_generator(config: GeneratorConfig | str | Path, **overrides) -> Generat
     if overrides:
         config = GeneratorConfig.model_validate({**config.model_dump(), **overrides})
     if config.backend == "tiny":
-        from models.generation.tiny import build_tiny_generator
+        from brainstream.models.generation.tiny import build_tiny_generator
 
         return build_tiny_generator(config)
-    from models.generation.sdxl_ipadapter import IPAdapterTurboGenerator
+    from brainstream.models.generation.sdxl_ipadapter import IPAdapterTurboGenerator
 
     return IPAdapterTurboGenerator.from_config(config)
 

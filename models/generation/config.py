@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from models.config_base import StrictModel
+from brainstream.models.config_base import StrictModel
 
 
 class TinySizes(StrictModel):

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from models.generation.base import Generator, GeneratorError
-from models.generation.config import GeneratorConfig
+from brainstream.models.generation.base import Generator, GeneratorError
+from brainstream.models.generation.config import GeneratorConfig
 
 log = logging.getLogger(__name__)
 

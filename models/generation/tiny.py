@@ -11,8 +11,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from models.generation.config import GeneratorConfig, TinySizes
-from models.generation.sdxl_ipadapter import (
+from brainstream.models.generation.config import GeneratorConfig, TinySizes
+from brainstream.models.generation.sdxl_ipadapter import (
     IPAdapterTurboGenerator,
     load_local_pipeline,
     load_prompt_embeds,

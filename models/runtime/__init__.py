@@ -9,8 +9,8 @@
 torch-tensorrt, else ONNX Runtime. Backend modules import their heavy dependency lazily.
 """
 
-from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
-from models.runtime.select import (
+from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
+from brainstream.models.runtime.select import (
     BACKENDS,
     choose_backend,
     create_runtime,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
+from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
+from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from models.runtime.base import EncoderRuntime, signature_of, weights_digest
+from brainstream.models.runtime.base import EncoderRuntime, signature_of, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ WEIGHTS_META_KEY = "brainstream.weights_sha256"
 
 def choose_backend(requested: str = "auto") -> tuple[str, str]:
     """Resolve ``requested`` to a concrete backend; returns ``(backend, reason)``."""
-    from models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
+    from brainstream.models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
 
     if requested not in BACKENDS:
         raise ValueError(f"unknown runtime {requested!r}; choose one of: {', '.join(BACKENDS)}")
@@ -44,7 +44,7 @@ def onnx_for(model: Any, path: str | Path | None = None, cache_dir: str | Path |
     """An ONNX export of ``model``: ``path`` if it holds these very weights, else a cached export."""
     import onnx
 
-    from models.runtime.onnx_runtime import EXPORT_FORMAT, export_onnx
+    from brainstream.models.runtime.onnx_runtime import EXPORT_FORMAT, export_onnx
 
     digest = weights_digest(model)
     if path is not None and Path(path).is_file():
@@ -100,20 +100,20 @@ def create_runtime(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if chosen == "torch":
-        from models.runtime.torch_runtime import TorchRuntime
+        from brainstream.models.runtime.torch_runtime import TorchRuntime
 
         return TorchRuntime(model, device=device, signature=sig, precision=precision or "fp32")
     if chosen == "compile":
-        from models.runtime.compile_runtime import CompileRuntime
+        from brainstream.models.runtime.compile_runtime import CompileRuntime
 
         return CompileRuntime(model, device=device, signature=sig)
     if chosen == "tensorrt":
-        from models.runtime.tensorrt_runtime import TensorRTRuntime, cached_engine
+        from brainstream.models.runtime.tensorrt_runtime import TensorRTRuntime, cached_engine
 
         sub = cache_dir and Path(cache_dir) / "tensorrt"
         engine = cached_engine(model, sig, precision or "fp16", subject=subject or 0, cache_dir=sub)
         return TensorRTRuntime(engine)
-    from models.runtime.onnx_runtime import OnnxRuntime
+    from brainstream.models.runtime.onnx_runtime import OnnxRuntime
 
     path = onnx_for(model, onnx_path, cache_dir and Path(cache_dir) / "onnx")
     return OnnxRuntime(path, intra_op_threads=threads)
@@ -136,7 +136,7 @@ def load_runtime(
     An ONNX export named ``model.onnx`` inside the folder (``brainstream export``) is reused when it was
     made from the same weights. Other keyword arguments go to :func:`create_runtime`.
     """
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint_dir)
     kwargs.setdefault("onnx_path", Path(checkpoint_dir) / "model.onnx")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of, weights_digest
+from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of, weights_digest
 
 logger = logging.getLogger(__name__)
 

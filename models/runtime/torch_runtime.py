@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
+from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from models.training.config import TrainingConfig, load_training_config
+from brainstream.models.training.config import TrainingConfig, load_training_config
 
 __all__ = ["TrainingConfig", "load_training_config"]

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from models.config_base import StrictModel, load_config
-from models.encoders import REGISTRY, input_context
-from models.preprocessing import PreprocessingConfig
+from brainstream.models.config_base import StrictModel, load_config
+from brainstream.models.encoders import REGISTRY, input_context
+from brainstream.models.preprocessing import PreprocessingConfig
 
 DATA_SIZE_KEYS = ("n_channels", "n_times", "dim", "n_subjects", "positions")
 

@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digest-dir", default=None, help="write each rank's parameter digest here (tests)")
     args = parser.parse_args(argv)
 
-    from models.training.config import load_training_config
-    from models.training.loading import load_data
-    from models.training.trainer import DistContext, train
+    from brainstream.models.training.config import load_training_config
+    from brainstream.models.training.loading import load_data
+    from brainstream.models.training.trainer import DistContext, train
 
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

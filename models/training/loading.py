@@ -10,7 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from models.training.data import DataError, EncodingData, concatenate, from_epochs_dataset, load_encoding_data
+from brainstream.models.training.data import (
+    DataError,
+    EncodingData,
+    concatenate,
+    from_epochs_dataset,
+    load_encoding_data,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +25,7 @@ def _load_one(kind: str, path: str | None, subject: str | None, common: dict[str
     import importlib
     import inspect
 
-    from models import datasets
+    from brainstream.models import datasets
 
     if kind not in datasets.LOADERS:
         raise DataError(f"unknown data kind '{kind}'; known: {', '.join(sorted(datasets.LOADERS))}")
@@ -134,7 +140,7 @@ def load_for_checkpoint(
     meta, paths, kind: str = "auto", subjects=None, progress: bool = True
 ) -> EncodingData:
     """Trials preprocessed and windowed exactly as the checkpoint ``meta`` expects."""
-    from models.preprocessing import PreprocessingConfig
+    from brainstream.models.preprocessing import PreprocessingConfig
 
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
     paths = [str(p) for p in paths]

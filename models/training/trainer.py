@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointMeta, save_checkpoint
-from models.encoders import build_encoder, fit_ridge
-from models.encoders.ridge import DEFAULT_ALPHAS, RidgeConfig, RidgeEncoder
-from models.losses import ClipLoss, CombinedLoss, MSELoss
-from models.metrics import retrieval_ranks
-from models.training.config import TrainingConfig
-from models.training.data import DataError, EncodingData, candidates_for, carve_validation
+from brainstream.models.checkpoint import CheckpointMeta, save_checkpoint
+from brainstream.models.encoders import build_encoder, fit_ridge
+from brainstream.models.encoders.ridge import DEFAULT_ALPHAS, RidgeConfig, RidgeEncoder
+from brainstream.models.losses import ClipLoss, CombinedLoss, MSELoss
+from brainstream.models.metrics import retrieval_ranks
+from brainstream.models.training.config import TrainingConfig
+from brainstream.models.training.data import DataError, EncodingData, candidates_for, carve_validation
 
 TRAIN_IMAGES_FILE = "train_images.json"  # training image ids; evaluation refuses them as test images
 
@@ -100,11 +100,11 @@ def encode(
 
 
 def positions_for(ch_names: list[str]) -> np.ndarray | None:
-    """2-D positions of ``ch_names`` from the first device profile under configs/devices that has them all."""
-    from models.config_base import CONFIG_ROOT
-    from models.device_profile import load_device_profile
+    """2-D positions of ``ch_names`` from the first device profile that has them all."""
+    from brainstream.models.config_base import iter_configs
+    from brainstream.models.device_profile import load_device_profile
 
-    for path in sorted((CONFIG_ROOT / "devices").glob("*.yaml")):
+    for _, path in iter_configs("devices"):
         try:
             profile = load_device_profile(path)
             if not set(ch_names) <= set(profile.channels):
@@ -390,7 +390,7 @@ def train(
     seed_everything(config.seed, config.num_threads)
     device = pick_device(config.device)
     if data is None:
-        from models.training.loading import load_data
+        from brainstream.models.training.loading import load_data
 
         data = load_data(config, progress=progress)
     data.check(need_test=evaluate_test)
@@ -420,7 +420,7 @@ def train(
     ridge = None
     metrics: dict[str, Any] = {}
     if evaluate_test and dist.is_main:
-        from models.evaluation import evaluate_split
+        from brainstream.models.evaluation import evaluate_split
 
         train_all = data.split("train")
         if config.evaluation.ridge:

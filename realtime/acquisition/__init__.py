@@ -5,9 +5,9 @@
 ``add_alarm_callback``) that a node can publish as ``status.<node>`` messages.
 """
 
-from realtime.acquisition.alarms import Alarm
-from realtime.acquisition.marker_reader import MarkerEvent, MarkerQueue, MarkerReader, MarkerStats
-from realtime.acquisition.resolve import (
+from brainstream.realtime.acquisition.alarms import Alarm
+from brainstream.realtime.acquisition.marker_reader import MarkerEvent, MarkerQueue, MarkerReader, MarkerStats
+from brainstream.realtime.acquisition.resolve import (
     AmbiguousStreamError,
     StreamNotFoundError,
     StreamResolveError,
@@ -15,8 +15,8 @@ from realtime.acquisition.resolve import (
     list_streams,
     resolve_stream,
 )
-from realtime.acquisition.stats import AcquisitionStats, Gap
-from realtime.acquisition.stream_reader import StreamMismatchError, StreamReader
+from brainstream.realtime.acquisition.stats import AcquisitionStats, Gap
+from brainstream.realtime.acquisition.stream_reader import StreamMismatchError, StreamReader
 
 __all__ = [
     "AcquisitionStats",

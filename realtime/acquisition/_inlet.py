@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import pylsl
 from pylsl.util import LostError
 
-from realtime.acquisition.alarms import LOST, MISMATCH, RECONNECTED, AlarmBoard, AlarmCallback
-from realtime.acquisition.resolve import describe_selection, resolve_stream, summarize
+from brainstream.realtime.acquisition.alarms import LOST, MISMATCH, RECONNECTED, AlarmBoard, AlarmCallback
+from brainstream.realtime.acquisition.resolve import describe_selection, resolve_stream, summarize
 
 log = logging.getLogger(__name__)
 

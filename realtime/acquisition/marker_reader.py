@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import pylsl
 
-from realtime.acquisition._inlet import InletReader
+from brainstream.realtime.acquisition._inlet import InletReader
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 import numpy as np
 import pylsl
 
-from models.device_profile import DeviceProfile
-from realtime.acquisition._inlet import InletReader
-from realtime.acquisition.alarms import GAP, NONFINITE, STALLED
-from realtime.acquisition.stats import (
+from brainstream.models.device_profile import DeviceProfile
+from brainstream.realtime.acquisition._inlet import InletReader
+from brainstream.realtime.acquisition.alarms import GAP, NONFINITE, STALLED
+from brainstream.realtime.acquisition.stats import (
     COUNTER_GAP,
     RECONNECT_GAP,
     TIMESTAMP_GAP,
@@ -23,8 +23,8 @@ from realtime.acquisition.stats import (
     counter_gaps,
     timestamp_gaps,
 )
-from realtime.lsl_info import LSL_TO_MNE_TYPE, channels_from_info
-from realtime.ringbuffer import RingBuffer
+from brainstream.realtime.lsl_info import LSL_TO_MNE_TYPE, channels_from_info
+from brainstream.realtime.ringbuffer import RingBuffer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pylsl
 
-from realtime.lsl_info import make_stream_info
+from brainstream.realtime.lsl_info import make_stream_info
 
 
 def main(name: str, n_channels: int, rate: float, chunk_ms: float, seconds: float) -> None:

@@ -48,7 +48,7 @@ def _device_process(name, ch_names, sfreq, chunk, n_chunks, push_times, ready, g
     """Child process: one outlet pushing ``n_chunks`` paced chunks with a running counter in the last row."""
     import pylsl
 
-    from realtime.lsl_info import make_stream_info
+    from brainstream.realtime.lsl_info import make_stream_info
 
     info = make_stream_info(
         name, "MEG", ch_names, sfreq, ch_types=["MEG"] * (len(ch_names) - 1) + ["MISC"], source_id=name
@@ -110,7 +110,7 @@ def _percentiles(lat_ms: np.ndarray) -> dict:
 def _run_reader(profile, chunk: int, n_chunks: int, n_warm: int) -> dict:
     import pylsl
 
-    from realtime.acquisition import StreamReader
+    from brainstream.realtime.acquisition import StreamReader
 
     name = f"bench-acq-{uuid.uuid4().hex[:8]}"
     ch_names = list(profile.channels) + [COUNTER]
@@ -178,7 +178,7 @@ def _run_bare_pylsl(profile, chunk: int, n_chunks: int, n_warm: int) -> dict:
     """Baseline: a bare pylsl inlet pull loop, arrival noted by the pulling thread."""
     import pylsl
 
-    from realtime.acquisition.resolve import resolve_stream
+    from brainstream.realtime.acquisition.resolve import resolve_stream
 
     name = f"bench-acq-bare-{uuid.uuid4().hex[:8]}"
     ch_names = list(profile.channels) + [COUNTER]
@@ -215,7 +215,7 @@ def _run_bare_pylsl(profile, chunk: int, n_chunks: int, n_warm: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from models.device_profile import load_device_profile
+    from brainstream.models.device_profile import load_device_profile
 
     profile = load_device_profile(args.device)
     chunk = max(1, round(profile.sfreq * args.chunk_ms / 1000.0))

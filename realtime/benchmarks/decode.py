@@ -51,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _checkpoint(kind: str, ch_names: list[str], folder: Path) -> Path:
     import torch
 
-    from models.checkpoint import CheckpointMeta, save_checkpoint
-    from models.encoders import DEMO_BRAIN_MODULE, build_encoder, input_context
-    from models.preprocessing import PreprocessingConfig
+    from brainstream.models.checkpoint import CheckpointMeta, save_checkpoint
+    from brainstream.models.encoders import DEMO_BRAIN_MODULE, build_encoder, input_context
+    from brainstream.models.preprocessing import PreprocessingConfig
 
     torch.manual_seed(0)
     tmin, tmax, sfreq = -0.5, 1.0, 120.0
@@ -86,10 +86,10 @@ def _checkpoint(kind: str, ch_names: list[str], folder: Path) -> Path:
 def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     import pylsl
 
-    from models.runtime import load_runtime
-    from realtime.acquisition import StreamReader
-    from realtime.bus import Publisher, Subscriber
-    from realtime.decoder.node import DecoderNode, incremental_encoder
+    from brainstream.models.runtime import load_runtime
+    from brainstream.realtime.acquisition import StreamReader
+    from brainstream.realtime.bus import Publisher, Subscriber
+    from brainstream.realtime.decoder.node import DecoderNode, incremental_encoder
 
     name = f"bench-decode-{uuid.uuid4().hex[:8]}"
     ch_names = [f"CH{i:03d}" for i in range(N_CHANNELS)]
@@ -107,7 +107,7 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
         [
             sys.executable,
             "-m",
-            "realtime.benchmarks._pusher",
+            "brainstream.realtime.benchmarks._pusher",
             name,
             str(N_CHANNELS),
             str(RATE),

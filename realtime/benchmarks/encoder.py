@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def arch_for(name: str) -> dict[str, Any]:
     """Architecture dict of a benchmark model."""
     if name == "demo":
-        from models.encoders import DEMO_BRAIN_MODULE
+        from brainstream.models.encoders import DEMO_BRAIN_MODULE
 
         return {**DEMO_BRAIN_MODULE, **MODELS["demo"]}
     return dict(MODELS[name])
@@ -169,18 +169,18 @@ def time_runtime(
 
 def _make_runtime(backend: str, model: Any, device: str, threads: int, workdir: Path) -> Any:
     if backend == "torch":
-        from models.runtime.torch_runtime import TorchRuntime
+        from brainstream.models.runtime.torch_runtime import TorchRuntime
 
         return TorchRuntime(model, device=device)
     if backend == "onnxruntime":
-        from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+        from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
 
         return OnnxRuntime(export_onnx(model, workdir / f"{id(model)}.onnx"), intra_op_threads=threads)
     if backend == "compile":
-        from models.runtime.compile_runtime import CompileRuntime
+        from brainstream.models.runtime.compile_runtime import CompileRuntime
 
         return CompileRuntime(model, device=device)
-    from models.runtime.tensorrt_runtime import TensorRTRuntime, build_engine
+    from brainstream.models.runtime.tensorrt_runtime import TensorRTRuntime, build_engine
 
     return TensorRTRuntime(build_engine(model, workdir / f"{id(model)}.ep", max_batch=1))
 
@@ -188,9 +188,9 @@ def _make_runtime(backend: str, model: Any, device: str, threads: int, workdir: 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from models.encoders import build_encoder
-    from models.runtime.onnx_runtime import default_threads
-    from models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
+    from brainstream.models.encoders import build_encoder
+    from brainstream.models.runtime.onnx_runtime import default_threads
+    from brainstream.models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -245,11 +245,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: Path) -> dict[str, Any]:
     """Offline throughput with the full-size brain module: the same preprocess → windows → encode code the
     loaders and the live node use, batched, over a synthetic CTF-275 recording with a THINGS-like design."""
-    from models.encoders import build_encoder
-    from models.incremental import CausalBrainModule, IncrementalEncoder
-    from models.preprocessing import PreprocessingConfig, RobustScaler, preprocess_recording
-    from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
-    from models.windowing import WindowSpec, cut_epochs, sliding_window_ends
+    from brainstream.models.encoders import build_encoder
+    from brainstream.models.incremental import CausalBrainModule, IncrementalEncoder
+    from brainstream.models.preprocessing import PreprocessingConfig, RobustScaler, preprocess_recording
+    from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+    from brainstream.models.windowing import WindowSpec, cut_epochs, sliding_window_ends
 
     arch = arch_for("brain_module")
     n_ch, sf_in, seconds = arch["n_channels"], 1200.0, float(args.offline_seconds)
@@ -347,7 +347,7 @@ def _offline_bf16(
     compared with ``ref``, their fp32 embeddings."""
     import torch
 
-    from models.runtime.torch_runtime import TorchRuntime
+    from brainstream.models.runtime.torch_runtime import TorchRuntime
 
     runtime = TorchRuntime(model, precision="bf16")
     runtime.run(X[:2])  # oneDNN picks and caches its bf16 kernels on the first call
@@ -374,9 +374,9 @@ def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workd
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.encoders import build_encoder
-    from models.incremental import CausalBrainModule, IncrementalEncoder
-    from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+    from brainstream.models.encoders import build_encoder
+    from brainstream.models.incremental import CausalBrainModule, IncrementalEncoder
+    from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
 
     arch = arch_for("brain_module")
     sfreq = 120.0  # the THINGS-MEG model rate

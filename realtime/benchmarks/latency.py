@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from realtime.session.demo_session import run_demo_session
+    from brainstream.realtime.session.demo_session import run_demo_session
 
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:
         run_dir = Path(args.run_dir or tmp)

@@ -119,21 +119,13 @@ class _ReceiverProcess:
     """A :class:`_Receiver` in a process of its own, so that it does not share the player's GIL."""
 
     def __init__(self, name: str, n_ch: int) -> None:
-        import os
         import subprocess
         import sys
 
-        import realtime
-
-        root = str(Path(realtime.__file__).resolve().parents[1])  # this checkout, whatever the cwd
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-        }
-        code = "from realtime.benchmarks.replay import _receiver_main; _receiver_main()"
+        code = "from brainstream.realtime.benchmarks.replay import _receiver_main; _receiver_main()"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, name, str(n_ch)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         line = self.proc.stdout.readline().strip()  # "" if it died
         if line != "ready":
@@ -172,7 +164,7 @@ def _make_fif(path: Path, seconds: float, n_ch: int, sfreq: float) -> None:
 def _ours(path: Path, args: argparse.Namespace) -> dict:
     import uuid
 
-    from realtime.replay import Player
+    from brainstream.realtime.replay import Player
 
     name = f"bench-replay-{uuid.uuid4().hex[:6]}"
     player = Player(
@@ -229,7 +221,7 @@ def _mne_lsl(path: Path, args: argparse.Namespace) -> dict | None:
 
 
 def _recorder(tmp: Path, args: argparse.Namespace) -> tuple[dict, dict]:
-    from realtime.recording import StreamHeader, XdfWriter
+    from brainstream.realtime.recording import StreamHeader, XdfWriter
 
     n_ch, sfreq = args.channels, args.sfreq
     per_chunk = int(round(0.25 * sfreq))
@@ -255,7 +247,7 @@ def _recorder(tmp: Path, args: argparse.Namespace) -> tuple[dict, dict]:
         "bytes": w.bytes_written,
     }
     # baseline: the same chunk bytes, buffered writes, no fsync
-    from models import xdf as xdf_format
+    from brainstream.models import xdf as xdf_format
 
     payload = xdf_format.numeric_samples_chunk(1, block, ts, "float32")
     t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def _time_per_call(fn: Callable[[], None], min_time: float, repeats: int) -> flo
 
 
 def _case(n_channels: int, buffer_s: float, min_time: float, repeats: int) -> dict:
-    from realtime.ringbuffer import RingBuffer
+    from brainstream.realtime.ringbuffer import RingBuffer
 
     n_samples = int(np.ceil(buffer_s * SFREQ))
     rng = np.random.default_rng(0)
@@ -137,8 +137,8 @@ def _real_acquire_case(n_channels: int, buffer_s: float, iters: int) -> tuple[fl
     import pylsl
     from mne_lsl.stream import StreamLSL
 
-    from realtime.acquisition import StreamReader
-    from realtime.lsl_info import make_stream_info
+    from brainstream.realtime.acquisition import StreamReader
+    from brainstream.realtime.lsl_info import make_stream_info
 
     name = f"bench-rb-{uuid.uuid4().hex[:8]}"
     names = [f"ch{i}" for i in range(n_channels)]

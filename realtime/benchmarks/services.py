@@ -49,7 +49,7 @@ def bus_hop(n: int, dim: int = 1024) -> dict[str, float]:
     """Median one-way time of one message: our Publisher/Subscriber vs bare pyzmq, TCP loopback."""
     import zmq
 
-    from realtime.bus import Publisher, Subscriber
+    from brainstream.realtime.bus import Publisher, Subscriber
 
     payload = np.random.default_rng(0).standard_normal(dim).astype(np.float32)
 
@@ -96,7 +96,7 @@ def bus_hop(n: int, dim: int = 1024) -> dict[str, float]:
 
 
 def _synthetic_gallery(root: Path, n: int, dim: int, space: str):
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((n, dim)).astype(np.float32)
@@ -108,9 +108,9 @@ def _synthetic_gallery(root: Path, n: int, dim: int, space: str):
 
 def services(n: int, rate: float, generator: Any, gallery_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-stage latencies; ``generator`` is a config name/path or a built Generator."""
-    from models.generation import Generator, load_generator
-    from realtime.bus import Broker, Publisher, Subscriber
-    from realtime.services import GeneratorNode, RetrievalNode
+    from brainstream.models.generation import Generator, load_generator
+    from brainstream.realtime.bus import Broker, Publisher, Subscriber
+    from brainstream.realtime.services import GeneratorNode, RetrievalNode
 
     gen = generator if isinstance(generator, Generator) else load_generator(generator)
     space = gen.space or "bench:any"

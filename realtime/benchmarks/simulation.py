@@ -46,8 +46,8 @@ def _baseline_write(info, seconds: float, out: Path) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from realtime.simulation.offline import RSVPDesign, simulate_recording
-    from realtime.simulation.subject import DEFAULT_SNR
+    from brainstream.realtime.simulation.offline import RSVPDesign, simulate_recording
+    from brainstream.realtime.simulation.subject import DEFAULT_SNR
 
     profile = {"meg": "ctf275_things_meg", "eeg": "eeg64_1000hz"}[args.modality]
     design = RSVPDesign(args.n_train_images, args.n_test_images, args.test_repeats)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f"{'virtual subject -> FIF':28s}{wall:10.1f}{result.duration_s / wall:14.1f}   (cpu {cpu:.1f} s)")
     print(f"{'baseline: noise -> FIF':28s}{base:10.1f}{result.duration_s / base:14.1f}   (scaled from 60 s)")
     if args.decoding:
-        from realtime.simulation.decodability import measure
+        from brainstream.realtime.simulation.decodability import measure
 
         dec = measure(profile=profile, snr=snr, seed=0, cnn=args.cnn)
         res["ridge"] = dec["ridge"]

@@ -2,7 +2,7 @@
 
 Start from Python::
 
-    from realtime.bus import Broker, Publisher, Subscriber
+    from brainstream.realtime.bus import Broker, Publisher, Subscriber
 
     with Broker():                                    # tcp://127.0.0.1:5701 (XSUB) -> :5702 (XPUB)
         pub = Publisher(name="decoder")
@@ -11,12 +11,16 @@ Start from Python::
         msg = sub.recv(timeout=1.0)                   # BusMessage | None
 """
 
-from realtime.bus._socket import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
-from realtime.bus.broker import Broker
-from realtime.bus.message import BusMessage, MalformedMessageError, decode, encode
-from realtime.bus.publisher import Publisher
-from realtime.bus.security import CurveKeys, InsecureBindError, KeysError, generate_keys
-from realtime.bus.subscriber import Subscriber
+from brainstream.realtime.bus._socket import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PUB_ENDPOINT,
+    DEFAULT_SUB_ENDPOINT,
+)
+from brainstream.realtime.bus.broker import Broker
+from brainstream.realtime.bus.message import BusMessage, MalformedMessageError, decode, encode
+from brainstream.realtime.bus.publisher import Publisher
+from brainstream.realtime.bus.security import CurveKeys, InsecureBindError, KeysError, generate_keys
+from brainstream.realtime.bus.subscriber import Subscriber
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from realtime.bus.security import CurveKeys, check_bind_allowed, make_client, make_server, start_authenticator
+from brainstream.realtime.bus.security import (
+    CurveKeys,
+    check_bind_allowed,
+    make_client,
+    make_server,
+    start_authenticator,
+)
 
 DEFAULT_PUB_ENDPOINT = "tcp://127.0.0.1:5701"  # broker XSUB: publishers connect here
 DEFAULT_SUB_ENDPOINT = "tcp://127.0.0.1:5702"  # broker XPUB: subscribers connect here

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import zmq
 
-from realtime.bus._socket import (
+from brainstream.realtime.bus._socket import (
     DEFAULT_HWM,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_PUB_ENDPOINT,
@@ -16,7 +16,7 @@ from realtime.bus._socket import (
     OpenedSocket,
     open_socket,
 )
-from realtime.bus.security import CurveKeys, as_keys
+from brainstream.realtime.bus.security import CurveKeys, as_keys
 
 
 class Broker:

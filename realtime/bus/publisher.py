@@ -11,9 +11,14 @@ from typing import Any
 import zmq
 from pylsl import local_clock
 
-from realtime.bus._socket import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PUB_ENDPOINT, open_socket
-from realtime.bus.message import HEARTBEAT_SUFFIX, encode
-from realtime.bus.security import CurveKeys, as_keys
+from brainstream.realtime.bus._socket import (
+    DEFAULT_HWM,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PUB_ENDPOINT,
+    open_socket,
+)
+from brainstream.realtime.bus.message import HEARTBEAT_SUFFIX, encode
+from brainstream.realtime.bus.security import CurveKeys, as_keys
 
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 

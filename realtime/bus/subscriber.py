@@ -12,9 +12,14 @@ from typing import Any
 import zmq
 from pylsl import local_clock
 
-from realtime.bus._socket import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SUB_ENDPOINT, open_socket
-from realtime.bus.message import BusMessage, MalformedMessageError, decode
-from realtime.bus.security import CurveKeys, as_keys
+from brainstream.realtime.bus._socket import (
+    DEFAULT_HWM,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_SUB_ENDPOINT,
+    open_socket,
+)
+from brainstream.realtime.bus.message import BusMessage, MalformedMessageError, decode
+from brainstream.realtime.bus.security import CurveKeys, as_keys
 
 HEARTBEAT_PREFIX = "status."
 #: a publisher silent for this many of its heartbeat intervals is declared lost

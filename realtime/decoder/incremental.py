@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pylsl
 
-from models.windowing import sliding_window_ends
-from realtime.decoder.online import OnlineWindower
+from brainstream.models.windowing import sliding_window_ends
+from brainstream.realtime.decoder.online import OnlineWindower
 
 __all__ = ["EncodedWindow", "IncrementalSliding"]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
-from models.preprocessing import PreprocessingConfig, RobustScaler
-from models.windowing import WindowSpec
-from realtime.decoder.incremental import EncodedWindow, IncrementalSliding
-from realtime.decoder.online import OnlineWindower, ReadyWindow
+from brainstream.models.preprocessing import PreprocessingConfig, RobustScaler
+from brainstream.models.windowing import WindowSpec
+from brainstream.realtime.decoder.incremental import EncodedWindow, IncrementalSliding
+from brainstream.realtime.decoder.online import OnlineWindower, ReadyWindow
 
 logger = logging.getLogger(__name__)
 
@@ -343,11 +343,11 @@ def build_decoder_node(
     scaler: RobustScaler | None = None,
 ) -> DecoderNode:
     """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`."""
-    from models.checkpoint import read_meta
-    from models.device_profile import load_device_profile
-    from models.runtime import load_runtime
-    from realtime.acquisition import MarkerReader, StreamReader
-    from realtime.bus import Publisher
+    from brainstream.models.checkpoint import read_meta
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.models.runtime import load_runtime
+    from brainstream.realtime.acquisition import MarkerReader, StreamReader
+    from brainstream.realtime.bus import Publisher
 
     base_dir = Path(base_dir or ".")
     profile = load_device_profile(config.input.device)
@@ -371,7 +371,7 @@ def build_decoder_node(
     if checkpoint:
         ckpt = Path(checkpoint)
     elif config.encoder.checkpoint == "demo":
-        from realtime.session.demo_assets import ensure_demo_assets
+        from brainstream.realtime.session.demo_assets import ensure_demo_assets
 
         ckpt = ensure_demo_assets().checkpoint_dir
     else:
@@ -438,8 +438,8 @@ def incremental_encoder(
     precision: str | None = None,
 ):
     """``(IncrementalEncoder, CheckpointMeta)`` of a causal checkpoint (runtime torch, else ONNX Runtime)."""
-    from models.checkpoint import load_checkpoint
-    from models.incremental import IncrementalEncoder
+    from brainstream.models.checkpoint import load_checkpoint
+    from brainstream.models.incremental import IncrementalEncoder
 
     model, meta = load_checkpoint(checkpoint)
     n_subjects = int(model.config.n_subjects)

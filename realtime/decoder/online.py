@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.events import parse_stimulus_marker
-from models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler, pick_channels
-from models.windowing import WindowSpec, WindowStatus, cut_window, sliding_window_ends
-from realtime.ringbuffer import RingBuffer
+from brainstream.models.events import parse_stimulus_marker
+from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler, pick_channels
+from brainstream.models.windowing import WindowSpec, WindowStatus, cut_window, sliding_window_ends
+from brainstream.realtime.ringbuffer import RingBuffer
 
 
 @dataclass

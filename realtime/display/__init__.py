@@ -8,7 +8,7 @@ verb).
 
 In-process, from the main thread (Qt's rule); blocks until the window closes::
 
-    from realtime.display import run_display
+    from brainstream.realtime.display import run_display
     summary = run_display("tcp://127.0.0.1:5702", seconds=30, screenshot="shot.png", after=20)
     summary["sample_to_display"]["retrieval"]["p50_ms"]   # draw time - t_sample, whole run
     summary["draw_records"]                              # one row per drawn retrieval / image
@@ -21,7 +21,7 @@ While it runs, the display publishes ``status.display`` once a second with ``sta
 ``retrieval_to_display_p50_ms`` / ``_p99_ms``, ``image_to_display_p50_ms``, ``fps``, ``dropped_*``, ``top1``.
 """
 
-from realtime.display.app import run_display
-from realtime.display.state import DisplayState
+from brainstream.realtime.display.app import run_display
+from brainstream.realtime.display.state import DisplayState
 
 __all__ = ["DisplayState", "run_display"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from realtime.display.state import DisplayState
+from brainstream.realtime.display.state import DisplayState
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def run_display(
         raise ValueError(f"after must be >= 0 seconds, got {after}")
     from PySide6 import QtCore, QtWidgets
 
-    from realtime.display.bus_thread import BusThread
-    from realtime.display.panels import apply_dark_theme
-    from realtime.display.window import DisplayWindow
+    from brainstream.realtime.display.bus_thread import BusThread
+    from brainstream.realtime.display.panels import apply_dark_theme
+    from brainstream.realtime.display.window import DisplayWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     apply_dark_theme(app)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pylsl
 
-from realtime.display.state import DisplayState
+from brainstream.realtime.display.state import DisplayState
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class BusThread:
         status_interval: float = 1.0,
         poll_s: float = 0.05,
     ) -> None:
-        from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+        from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 
         if isinstance(topics, str):
             raise TypeError(f"topics must be a sequence of prefixes, e.g. ({topics!r},)")
@@ -132,7 +132,7 @@ class BusThread:
             self.state.set_bus_stats({}, "stopped")
 
     def _open_subscriber(self) -> Any:
-        from realtime.bus import Subscriber
+        from brainstream.realtime.bus import Subscriber
 
         try:
             return Subscriber(self.endpoint, topics=self.topics)
@@ -142,7 +142,7 @@ class BusThread:
             return None
 
     def _open_publisher(self) -> Any:
-        from realtime.bus import Publisher
+        from brainstream.realtime.bus import Publisher
 
         try:
             publisher = Publisher(self.publish_endpoint, name="display")

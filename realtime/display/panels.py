@@ -17,7 +17,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage, SignalView
+from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage, SignalView
 
 # a restrained dark palette (GitHub-dark-like) so images and traces carry the colour
 COLORS = {

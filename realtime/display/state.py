@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from models.events import parse_stimulus_marker
+from brainstream.models.events import parse_stimulus_marker
 
 # topics (DESIGN §3); signal.<stream> and status.<node> are prefixes
 RETRIEVAL = "retrieval"

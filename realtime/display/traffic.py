@@ -94,7 +94,7 @@ class TrafficGenerator:
         p_top5: float = 0.8,
         seed: int = 0,
     ) -> None:
-        from models.device_profile import load_device_profile
+        from brainstream.models.device_profile import load_device_profile
 
         if not 0 < chunk_s < 1 or event_interval <= 0 or n_images < k:
             raise ValueError("need 0 < chunk_s < 1, event_interval > 0 and n_images >= k")
@@ -140,7 +140,7 @@ class TrafficGenerator:
 
     # --------------------------------------------------------------- the session
     def _run(self) -> None:
-        from realtime.bus import DEFAULT_PUB_ENDPOINT, Publisher
+        from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, Publisher
 
         pub = Publisher(self.endpoint or DEFAULT_PUB_ENDPOINT, name="traffic", heartbeat_interval=0.5)
         n_chunk = max(1, round(self.sfreq * self.chunk_s))
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--event-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    from realtime.bus import Broker
+    from brainstream.realtime.bus import Broker
 
     broker = Broker().start() if args.broker else None
     with tempfile.TemporaryDirectory() as folder:

@@ -29,14 +29,14 @@ from pathlib import Path
 import pylsl
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from realtime.display.panels import (
+from brainstream.realtime.display.panels import (
     AccuracyPanel,
     GeneratedPanel,
     LatencyPanel,
     RetrievalPanel,
     TracePanel,
 )
-from realtime.display.state import EMBEDDING_PREFIX, IMAGE, RETRIEVAL, DisplayState
+from brainstream.realtime.display.state import EMBEDDING_PREFIX, IMAGE, RETRIEVAL, DisplayState
 
 logger = logging.getLogger(__name__)
 

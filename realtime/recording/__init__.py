@@ -1,7 +1,7 @@
 """Crash-safe XDF recording of LSL streams and of in-process streams (DESIGN §7)."""
 
-from realtime.recording.bus_recorder import BusRecorder
-from realtime.recording.recorder import LocalStream, Recorder
-from realtime.recording.xdf_writer import StreamHeader, XdfWriter
+from brainstream.realtime.recording.bus_recorder import BusRecorder
+from brainstream.realtime.recording.recorder import LocalStream, Recorder
+from brainstream.realtime.recording.xdf_writer import StreamHeader, XdfWriter
 
 __all__ = ["BusRecorder", "LocalStream", "Recorder", "StreamHeader", "XdfWriter"]

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from realtime.recording.recorder import LocalStream, Recorder
-from realtime.recording.xdf_writer import StreamHeader
+from brainstream.realtime.recording.recorder import LocalStream, Recorder
+from brainstream.realtime.recording.xdf_writer import StreamHeader
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class BusRecorder:
         topics: Sequence[str] = DEFAULT_TOPICS,
         **subscriber_kwargs: Any,
     ) -> None:
-        from realtime.bus import DEFAULT_SUB_ENDPOINT, Subscriber
+        from brainstream.realtime.bus import DEFAULT_SUB_ENDPOINT, Subscriber
 
         self.recorder = recorder
         self.subscriber = Subscriber(

@@ -30,7 +30,7 @@ import numpy as np
 import pylsl
 from pylsl.util import TimeoutError as LslTimeoutError
 
-from realtime.recording.xdf_writer import StreamHeader, XdfWriter
+from brainstream.realtime.recording.xdf_writer import StreamHeader, XdfWriter
 
 logger = logging.getLogger(__name__)
 

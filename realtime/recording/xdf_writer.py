@@ -27,7 +27,7 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
-from models import xdf
+from brainstream.models import xdf
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class StreamHeader:
         source_id: str = "",
     ) -> StreamHeader:
         """A header for an in-process stream (decoder outputs...), in the same layout as our LSL outlets."""
-        from realtime.lsl_info import make_stream_info
+        from brainstream.realtime.lsl_info import make_stream_info
 
         info = make_stream_info(
             name, stype, ch_names, sfreq, ch_types=ch_types, units=units, source_id=source_id,

@@ -1,7 +1,7 @@
 """Replay recordings (FIF, EDF, BDF, BrainVision, EEGLAB, BIDS, XDF) as real-time LSL outlets."""
 
-from realtime.replay.player import Player, PlayerStats
-from realtime.replay.sources import (
+from brainstream.realtime.replay.player import Player, PlayerStats
+from brainstream.realtime.replay.sources import (
     RawSource,
     StreamSpec,
     UnsupportedRecordingError,

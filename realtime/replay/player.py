@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
-from realtime.lsl_info import make_stream_info
-from realtime.replay.sources import Block, RawSource, XdfSource, open_recording
+from brainstream.realtime.lsl_info import make_stream_info
+from brainstream.realtime.replay.sources import Block, RawSource, XdfSource, open_recording
 
 logger = logging.getLogger(__name__)
 

@@ -98,7 +98,7 @@ class RawSource:
         markers: bool = True,
         channel_format: str | None = None,
     ) -> None:
-        from realtime.lsl_info import MNE_TO_LSL_TYPE
+        from brainstream.realtime.lsl_info import MNE_TO_LSL_TYPE
 
         self.raw = raw
         self.sfreq = float(raw.info["sfreq"])
@@ -224,7 +224,7 @@ def open_recording(
         raise FileNotFoundError(f"no recording at {path}")
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() in (".xdf", ".xdfz") or suffixes == ".xdf.gz":
-        from realtime.replay.xdf_stream import (
+        from brainstream.realtime.replay.xdf_stream import (
             STREAMING_THRESHOLD_BYTES,
             NeedsFullLoadError,
             StreamingXdfSource,

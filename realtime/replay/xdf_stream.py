@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models import xdf
-from realtime.replay.sources import Block, StreamSpec, UnsupportedRecordingError
+from brainstream.models import xdf
+from brainstream.realtime.replay.sources import Block, StreamSpec, UnsupportedRecordingError
 
 # files at least this large are streamed from disk instead of loaded with pyxdf
 STREAMING_THRESHOLD_BYTES = 256 * 1024**2

@@ -2,7 +2,7 @@
 
 From Python (in-process, e.g. tests and ``brainstream demo``)::
 
-    from realtime.services import GeneratorNode, RetrievalNode
+    from brainstream.realtime.services import GeneratorNode, RetrievalNode
 
     with RetrievalNode("demo", k=5), GeneratorNode("tiny"):   # default bus endpoints
         ...                                                  # embeddings in, retrieval / image out
@@ -10,8 +10,8 @@ From Python (in-process, e.g. tests and ``brainstream demo``)::
 As processes: ``brainstream retrieve --gallery DIR`` and ``brainstream generate --config FILE``.
 """
 
-from realtime.services.base import LatencyStats, ServiceNode
-from realtime.services.generator_node import GeneratorNode
-from realtime.services.retrieval_node import RetrievalNode
+from brainstream.realtime.services.base import LatencyStats, ServiceNode
+from brainstream.realtime.services.generator_node import GeneratorNode
+from brainstream.realtime.services.retrieval_node import RetrievalNode
 
 __all__ = ["GeneratorNode", "LatencyStats", "RetrievalNode", "ServiceNode"]

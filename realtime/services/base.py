@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pylsl import local_clock
 
-from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, Publisher, Subscriber
+from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, Publisher, Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from pylsl import local_clock
 
-from realtime.bus import BusMessage, Publisher, Subscriber
-from realtime.services.base import ServiceNode
+from brainstream.realtime.bus import BusMessage, Publisher, Subscriber
+from brainstream.realtime.services.base import ServiceNode
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class GeneratorNode(ServiceNode):
 
     def __init__(self, generator: Any = "tiny", **bus: Any) -> None:
         super().__init__(**bus)
-        from models.generation import Generator
+        from brainstream.models.generation import Generator
 
         self.generator: Generator | None = generator if isinstance(generator, Generator) else None
         self._generator_source = None if self.generator is not None else generator
@@ -48,7 +48,7 @@ class GeneratorNode(ServiceNode):
 
     def _setup(self) -> None:
         if self.generator is None:
-            from models.generation import load_generator
+            from brainstream.models.generation import load_generator
 
             source = self._generator_source
             self.generator = load_generator(Path(source) if isinstance(source, Path) else source)
@@ -66,7 +66,7 @@ class GeneratorNode(ServiceNode):
 
     def handle(self, msg: BusMessage, publisher: Publisher, skipped: int = 0) -> bool:
         """Render one embedding message and publish the image; False (counted, alarmed) when refused."""
-        from models.generation import GeneratorError
+        from brainstream.models.generation import GeneratorError
 
         assert self.generator is not None
         t_start = local_clock()

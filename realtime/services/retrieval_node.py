@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from pylsl import local_clock
 
-from realtime.bus import BusMessage, Publisher, Subscriber
-from realtime.services.base import ServiceNode
+from brainstream.realtime.bus import BusMessage, Publisher, Subscriber
+from brainstream.realtime.services.base import ServiceNode
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +19,12 @@ RECV_TIMEOUT_S = 0.1
 
 def resolve_gallery(gallery: Any):
     """A ``Gallery`` from a Gallery, a folder, or ``"demo"`` (the cached demo gallery)."""
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     if isinstance(gallery, Gallery):
         return gallery
     if str(gallery) == "demo":
-        from models.stimuli import default_gallery_dir
+        from brainstream.models.stimuli import default_gallery_dir
 
         gallery = default_gallery_dir()
     return Gallery.load(Path(gallery))
@@ -68,7 +68,7 @@ class RetrievalNode(ServiceNode):
         super().__init__(**bus)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        from models.retrieval import Retriever
+        from brainstream.models.retrieval import Retriever
 
         self.retriever = Retriever(resolve_gallery(gallery), backend=backend, dtype=dtype)
         self.space = self.retriever.space

@@ -1,5 +1,5 @@
 """Session orchestration: the process supervisor behind ``brainstream live`` and ``brainstream demo``."""
 
-from realtime.session.supervisor import NodeSpec, Supervisor
+from brainstream.realtime.session.supervisor import NodeSpec, Supervisor
 
 __all__ = ["NodeSpec", "Supervisor"]

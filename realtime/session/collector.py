@@ -40,7 +40,7 @@ class SessionCollector:
     images: int = 0
 
     def __post_init__(self) -> None:
-        from realtime.bus import Subscriber
+        from brainstream.realtime.bus import Subscriber
 
         self._sub = Subscriber(
             self.endpoint, topics=("embedding.", "retrieval", "image", "status."), keys=self.keys

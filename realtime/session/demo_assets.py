@@ -9,6 +9,7 @@ bars) and caches it under ``~/.cache/brainstream/``.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -16,13 +17,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.config_base import CONFIG_ROOT
+from brainstream.models.config_base import resolve_config_path
 
 logger = logging.getLogger(__name__)
 
 DEMO_SUBJECT_SEED = 7
 DEMO_PROFILE = "ctf275_things_meg"
-DEMO_TRAINING_CONFIG = CONFIG_ROOT / "training" / "demo_meg.yaml"
+DEMO_TRAINING_CONFIG = resolve_config_path("demo_meg", "training")
 SHIPPED_ENCODER = Path(__file__).resolve().parent / "assets" / "demo_encoder"
 # the offline session the encoder learns from; the live demo shows the same test images (zero-shot)
 # the code that decides what the virtual subject's brain does; any change means retraining the demo encoder
@@ -39,19 +40,19 @@ class DemoAssets:
 
 
 def cache_root() -> Path:
-    from models.runtime.select import cache_root as runtime_cache_root
+    from brainstream.models.runtime.select import cache_root as runtime_cache_root
 
     return runtime_cache_root()
 
 
 def demo_fingerprint(gallery) -> str:
     """A digest of everything the demo encoder's training data depends on."""
-    from realtime.simulation.subject import DEFAULT_SNR
+    from brainstream.realtime.simulation.subject import DEFAULT_SNR
 
     sim_dir = Path(__file__).resolve().parents[1] / "simulation"
     simulator = hashlib.sha256()
     for name in SIMULATOR_SOURCES:
-        simulator.update((sim_dir / name).read_bytes())
+        simulator.update(_behaviour_of((sim_dir / name).read_text(encoding="utf-8")).encode())
     parts = {
         "simulator": simulator.hexdigest()[:16],
         "profile": DEMO_PROFILE,
@@ -63,6 +64,22 @@ def demo_fingerprint(gallery) -> str:
         "recipe": hashlib.sha256(DEMO_TRAINING_CONFIG.read_bytes()).hexdigest()[:16],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _behaviour_of(source: str) -> str:
+    """The code of a module without its imports, docstrings and comments: what the simulator does, so that
+    moving a module or rewording a comment does not force retraining the demo encoder."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list):
+            node.body = [
+                s
+                for i, s in enumerate(body)
+                if not isinstance(s, ast.Import | ast.ImportFrom)
+                and not (i == 0 and isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+            ] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
 
 
 def _fingerprint_of(checkpoint_dir: Path) -> str | None:
@@ -77,10 +94,10 @@ def _fingerprint_of(checkpoint_dir: Path) -> str | None:
 
 def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progress: bool = True) -> Path:
     """Simulate the demo subject's training session and train the demo encoder into ``out_dir``."""
-    from models.checkpoint import load_checkpoint, save_checkpoint
-    from models.training.config import load_training_config
-    from models.training.trainer import train
-    from realtime.simulation.offline import RSVPDesign, simulate_recording
+    from brainstream.models.checkpoint import load_checkpoint, save_checkpoint
+    from brainstream.models.training.config import load_training_config
+    from brainstream.models.training.trainer import train
+    from brainstream.realtime.simulation.offline import RSVPDesign, simulate_recording
 
     out_dir = Path(out_dir)
     work = out_dir.parent / f".{out_dir.name}-work"
@@ -113,10 +130,10 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
 
 def ensure_demo_assets(progress: bool = True) -> DemoAssets:
     """The demo gallery (built on first use) and a demo encoder that matches it (shipped, cached or new)."""
-    from models.device_profile import load_device_profile
-    from models.gallery import Gallery
-    from models.stimuli import default_gallery_dir
-    from realtime.simulation.forward import load_forward
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.stimuli import default_gallery_dir
+    from brainstream.realtime.simulation.forward import load_forward
 
     gallery_dir = Path(default_gallery_dir())
     # the virtual subject's forward model is computed once and cached; do it here, before any node waits
@@ -138,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m realtime.session.demo_assets --ship``: rebuild the shipped encoder for the current code."""
     import argparse
 
-    from models.gallery import Gallery
-    from models.stimuli import default_gallery_dir
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.stimuli import default_gallery_dir
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--ship", action="store_true", help="write the result into the package assets")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEMO_CONFIG = "configs/pipelines/demo_meg.yaml"
+DEMO_CONFIG = "demo_meg"
 
 
 def _read_json(path: Path) -> dict:
@@ -73,13 +73,13 @@ def run_demo_session(
 ) -> dict:
     """Start the demo graph, stream for ``seconds``, stop everything, return the summary (also written to
     ``run_dir/summary.json``)."""
-    from models.config_base import resolve_config_path
-    from models.gallery import Gallery
-    from realtime.pipeline_config import load_pipeline_config
-    from realtime.session.collector import SessionCollector
-    from realtime.session.demo_assets import DEMO_DESIGN, ensure_demo_assets
-    from realtime.session.graph import SessionPlan, session_nodes
-    from realtime.session.supervisor import NodeSpec, Supervisor, brainstream_argv
+    from brainstream.models.config_base import resolve_config_path
+    from brainstream.models.gallery import Gallery
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+    from brainstream.realtime.session.collector import SessionCollector
+    from brainstream.realtime.session.demo_assets import DEMO_DESIGN, ensure_demo_assets
+    from brainstream.realtime.session.graph import SessionPlan, session_nodes
+    from brainstream.realtime.session.supervisor import NodeSpec, Supervisor, brainstream_argv
 
     if headless:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"

@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realtime.pipeline_config import PipelineConfig
-from realtime.session.supervisor import NodeSpec, brainstream_argv
+from brainstream.realtime.pipeline_config import PipelineConfig
+from brainstream.realtime.session.supervisor import NodeSpec, brainstream_argv
 
 
 @dataclass
@@ -73,7 +73,7 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
         argv = [
             sys.executable,
             "-m",
-            "realtime.session.recorder_node",
+            "brainstream.realtime.session.recorder_node",
             "--config",
             str(plan.config_path),
             "--out",

@@ -17,9 +17,9 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from realtime.pipeline_config import load_pipeline_config
-    from realtime.recording import Recorder
-    from realtime.recording.bus_recorder import BusRecorder
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+    from brainstream.realtime.recording import Recorder
+    from brainstream.realtime.recording.bus_recorder import BusRecorder
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)

@@ -61,7 +61,7 @@ class _NodeState:
 
 def brainstream_argv(verb: str, *args: str) -> list[str]:
     """Command line that runs ``brainstream <verb> args...`` with this interpreter."""
-    return [sys.executable, "-m", "realtime.cli", verb, *args]
+    return [sys.executable, "-m", "brainstream", verb, *args]
 
 
 class Supervisor:

@@ -31,14 +31,14 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from realtime.simulation.live import LiveSubject
-    from realtime.simulation.offline import RSVPDesign, make_rsvp_schedule, simulate_recording
-    from realtime.simulation.subject import DEFAULT_SNR, VirtualSubject
+    from brainstream.realtime.simulation.live import LiveSubject
+    from brainstream.realtime.simulation.offline import RSVPDesign, make_rsvp_schedule, simulate_recording
+    from brainstream.realtime.simulation.subject import DEFAULT_SNR, VirtualSubject
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         import importlib
 
-        return getattr(importlib.import_module(f"realtime.simulation.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'realtime.simulation' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"brainstream.realtime.simulation.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'brainstream.realtime.simulation' has no attribute {name!r}")

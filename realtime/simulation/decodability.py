@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from realtime.simulation.offline import RSVPDesign, make_rsvp_schedule
-from realtime.simulation.subject import VirtualSubject
+from brainstream.realtime.simulation.offline import RSVPDesign, make_rsvp_schedule
+from brainstream.realtime.simulation.subject import VirtualSubject
 
 ALPHAS = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)
 
@@ -164,10 +164,10 @@ def measure(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Simulate, epoch and report ridge (and nonlinear-probe) retrieval for one subject."""
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     if gallery is None:
-        from models.stimuli import default_gallery_dir
+        from brainstream.models.stimuli import default_gallery_dir
 
         gallery = default_gallery_dir()
     if not hasattr(gallery, "embeddings"):

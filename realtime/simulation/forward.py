@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.device_profile import DeviceProfile
+from brainstream.models.device_profile import DeviceProfile
 
 logger = logging.getLogger(__name__)
 

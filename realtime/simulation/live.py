@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.events import parse_stimulus_marker
-from realtime.simulation.offline import RSVPDesign, Trial, make_rsvp_schedule
-from realtime.simulation.subject import VirtualSubject
+from brainstream.models.events import parse_stimulus_marker
+from brainstream.realtime.simulation.offline import RSVPDesign, Trial, make_rsvp_schedule
+from brainstream.realtime.simulation.subject import VirtualSubject
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class LiveSubject:
     def _open_outlets(self) -> None:
         import pylsl
 
-        from realtime.lsl_info import make_stream_info
+        from brainstream.realtime.lsl_info import make_stream_info
 
         s = self.subject
         stype = LSL_TYPES[s.profile.modality]

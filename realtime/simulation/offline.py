@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from models.events import format_stimulus_marker
-from realtime.simulation.subject import DEFAULT_SNR, VirtualSubject
+from brainstream.models.events import format_stimulus_marker
+from brainstream.realtime.simulation.subject import DEFAULT_SNR, VirtualSubject
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def simulate_recording(
     """
     import mne
 
-    from models.gallery import Gallery
+    from brainstream.models.gallery import Gallery
 
     out = Path(out).expanduser()
     if out.suffix != ".fif":
@@ -150,7 +150,7 @@ def simulate_recording(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) or choose another name")
     if gallery is None:
-        from models.stimuli import default_gallery_dir
+        from brainstream.models.stimuli import default_gallery_dir
 
         gallery = default_gallery_dir()
     if isinstance(gallery, str | Path):
@@ -191,7 +191,7 @@ def simulate_recording(
 
 def _recording_info(subject: VirtualSubject):
     """``mne.Info`` with the profile's channels and sensor geometry (CTF helmet / 10-05 montage)."""
-    from realtime.simulation.forward import eeg_info, meg_info
+    from brainstream.realtime.simulation.forward import eeg_info, meg_info
 
     profile = subject.profile
     return meg_info(profile) if profile.modality == "meg" else eeg_info(profile)

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.device_profile import DeviceProfile, load_device_profile
-from realtime.simulation.background import Background, BackgroundParams
-from realtime.simulation.forward import ForwardModel, load_forward
-from realtime.simulation.responses import ALPHA_ROIS_MM, ROIS_MM, ResponseModel, ResponseParams
+from brainstream.models.device_profile import DeviceProfile, load_device_profile
+from brainstream.realtime.simulation.background import Background, BackgroundParams
+from brainstream.realtime.simulation.forward import ForwardModel, load_forward
+from brainstream.realtime.simulation.responses import ALPHA_ROIS_MM, ROIS_MM, ResponseModel, ResponseParams
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class VirtualSubject:
     ) -> None:
         self.profile = load_device_profile(profile) if isinstance(profile, str | Path) else profile
         if isinstance(gallery, str | Path):
-            from models.gallery import Gallery
+            from brainstream.models.gallery import Gallery
 
             gallery = Gallery.load(gallery)
         if snr < 0 or not np.isfinite(snr):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.adaptation import (
+from brainstream.calibration.adaptation import (
     adapt,
     average_weights,
     image_folds,
@@ -24,8 +24,8 @@ from calibration.adaptation import (
     subject_model,
     val_score,
 )
-from calibration.protocol import AdaptationConfig, ProtocolConfig
-from models.training.data import DataError, EncodingData, concatenate
+from brainstream.calibration.protocol import AdaptationConfig, ProtocolConfig
+from brainstream.models.training.data import DataError, EncodingData, concatenate
 
 C, T, D, K = 12, 20, 16, 4
 N_IMAGES = 160
@@ -57,8 +57,8 @@ def _subject(name: str, seed: int, emb, sources, positions, images, test_images,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from models.training.config import DataConfig, OptimConfig, SelectionConfig, TrainingConfig
-    from models.training.trainer import train
+    from brainstream.models.training.config import DataConfig, OptimConfig, SelectionConfig, TrainingConfig
+    from brainstream.models.training.trainer import train
 
     emb, sources, positions = _world()
     test_images = np.arange(20)
@@ -150,7 +150,7 @@ def test_image_folds_hold_out_every_training_image_once(world):
 
 
 def test_model_soup_averages_weights_and_remeasures_batchnorm(world):
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     pretrained, new = world
     model, meta = load_checkpoint(pretrained)
@@ -173,7 +173,7 @@ def test_model_soup_averages_weights_and_remeasures_batchnorm(world):
 
 
 def test_ridge_head_init_fits_the_read_out_on_the_trunk_features(world):
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     pretrained, new = world
     model, meta = load_checkpoint(pretrained)
@@ -189,7 +189,7 @@ def test_ridge_head_init_fits_the_read_out_on_the_trunk_features(world):
 def test_subject_model_starts_from_the_mean_subject_layer(world):
     import torch
 
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     pretrained, new = world
     model, meta = load_checkpoint(pretrained)

@@ -11,9 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from calibration.profile import load_subject_profile
-from calibration.protocol import build_schedule, load_protocol
-from realtime.cli import main
+from brainstream.calibration.profile import load_subject_profile
+from brainstream.calibration.protocol import build_schedule, load_protocol
+from brainstream.cli import main
 
 SEED = 7  # not among rsvp_fast's pretraining seeds (201, 202)
 
@@ -47,9 +47,9 @@ def test_closed_loop_calibration_resumes_and_writes_a_profile(tmp_path, capsys):
     runs = sorted((root / "runs").glob("run-*.xdf"))
     assert len(runs) == 2
     # the recordings hold the presenter's onsets in schedule order and signal around each of them
-    from calibration.data import read_run
-    from models.gallery import Gallery
-    from models.stimuli import default_gallery_dir
+    from brainstream.calibration.data import read_run
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.stimuli import default_gallery_dir
 
     schedule = build_schedule(cfg, list(Gallery.load(default_gallery_dir()).ids))
     shown = []
@@ -69,7 +69,7 @@ def test_closed_loop_calibration_resumes_and_writes_a_profile(tmp_path, capsys):
     text = profile.report_path.read_text()
     for png in ("quality.png", "evoked.png", "learning_curve.png", "retrieval.png"):
         assert f"]({png})" in text and (root / "report" / png).stat().st_size > 5000
-    from models.checkpoint import load_checkpoint
+    from brainstream.models.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(profile.encoder_dir)
     assert meta.scaler is not None and meta.subjects == ["V7"] and len(meta.ch_names) == 64

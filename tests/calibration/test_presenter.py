@@ -6,17 +6,17 @@ import numpy as np
 import pylsl
 import pytest
 
-from calibration.presenter import Presenter, VirtualClock
-from calibration.protocol import DisplayConfig, ProtocolConfig, build_schedule
-from models.events import parse_stimulus_marker
+from brainstream.calibration.presenter import Presenter, VirtualClock
+from brainstream.calibration.protocol import DisplayConfig, ProtocolConfig, build_schedule
+from brainstream.models.events import parse_stimulus_marker
 
 SPEED = 10.0
 
 
 @pytest.fixture(scope="module")
 def gallery():
-    from models.gallery import Gallery
-    from models.stimuli import default_gallery_dir
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.stimuli import default_gallery_dir
 
     return Gallery.load(default_gallery_dir())
 

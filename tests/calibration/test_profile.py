@@ -7,10 +7,15 @@ import pytest
 import torch
 import yaml
 
-from calibration.profile import ProfileError, SubjectProfile, load_subject_profile, save_subject_profile
-from models.checkpoint import CheckpointMeta, load_checkpoint
-from models.encoders import build_encoder
-from models.preprocessing import RobustScaler
+from brainstream.calibration.profile import (
+    ProfileError,
+    SubjectProfile,
+    load_subject_profile,
+    save_subject_profile,
+)
+from brainstream.models.checkpoint import CheckpointMeta, load_checkpoint
+from brainstream.models.encoders import build_encoder
+from brainstream.models.preprocessing import RobustScaler
 
 CH = ["O1", "Oz", "O2", "Pz"]
 
@@ -62,8 +67,8 @@ def test_save_then_load_gives_a_checkpoint_with_the_subjects_scaler(tmp_path):
 
 
 def test_live_verb_resolves_the_encoder_through_the_profile(tmp_path):
-    from realtime.cli import UserFacingError
-    from realtime.cli.live import _subject_checkpoint
+    from brainstream.cli import UserFacingError
+    from brainstream.cli.live import _subject_checkpoint
 
     model, meta = _model_meta(_scaler())
     save_subject_profile(tmp_path, "S02", model=model, meta=meta, chosen_model="adapted:subject_layer")
@@ -93,7 +98,7 @@ def test_errors_say_what_to_do(tmp_path):
     path.write_text(yaml.safe_dump(data))
     (tmp_path / "X3" / "encoder" / "model.safetensors").write_bytes(b"\x80\x04pickle")
     load_subject_profile(tmp_path, "X3")  # metadata still fine: the weights are checked when loaded
-    from models.checkpoint import CheckpointError
+    from brainstream.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="pickle"):
         load_checkpoint(tmp_path / "X3" / "encoder")

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from calibration.protocol import ProtocolConfig, build_schedule, load_protocol, split_images
-from models.config_base import CONFIG_ROOT, ConfigError, validate_config
-from models.config_registry import schema_for
-from models.events import parse_stimulus_marker
+from brainstream.calibration.protocol import ProtocolConfig, build_schedule, load_protocol, split_images
+from brainstream.config_kinds import schema_for
+from brainstream.models.config_base import CONFIG_ROOT, ConfigError, validate_config
+from brainstream.models.events import parse_stimulus_marker
 
 IDS = [f"img-{i:04d}" for i in range(300)]
 

@@ -10,15 +10,15 @@ import numpy as np
 import pylsl
 import pytest
 
-from models.checkpoint import CheckpointMeta, save_checkpoint
-from models.encoders import build_encoder
-from models.preprocessing import PreprocessingConfig, preprocess_recording
-from models.runtime import create_runtime
-from models.windowing import WindowSpec, cut_epochs, sliding_windows
-from realtime.acquisition import MarkerReader, StreamReader
-from realtime.bus import Publisher, Subscriber
-from realtime.decoder.node import DecoderNode
-from realtime.lsl_info import make_stream_info
+from brainstream.models.checkpoint import CheckpointMeta, save_checkpoint
+from brainstream.models.encoders import build_encoder
+from brainstream.models.preprocessing import PreprocessingConfig, preprocess_recording
+from brainstream.models.runtime import create_runtime
+from brainstream.models.windowing import WindowSpec, cut_epochs, sliding_windows
+from brainstream.realtime.acquisition import MarkerReader, StreamReader
+from brainstream.realtime.bus import Publisher, Subscriber
+from brainstream.realtime.decoder.node import DecoderNode
+from brainstream.realtime.lsl_info import make_stream_info
 
 SFREQ = 600.0
 CH = [f"EEG{i:02d}" for i in range(8)]
@@ -183,9 +183,9 @@ def test_incremental_node_publishes_the_full_paths_embeddings_and_resets_at_a_ga
     gap. Both publish the offline windows' embeddings; none of a window over the gap."""
     import torch
 
-    from models.checkpoint import read_meta
-    from realtime.decoder.node import incremental_encoder, use_incremental
-    from realtime.pipeline_config import WindowingConfig
+    from brainstream.models.checkpoint import read_meta
+    from brainstream.realtime.decoder.node import incremental_encoder, use_incremental
+    from brainstream.realtime.pipeline_config import WindowingConfig
 
     ckpt_dir, model, meta = causal_checkpoint
     assert use_incremental(WindowingConfig(mode="sliding"), "auto", read_meta(ckpt_dir))
@@ -267,8 +267,8 @@ def test_incremental_node_publishes_the_full_paths_embeddings_and_resets_at_a_ga
 
 
 def test_incremental_mode_choice(checkpoint, causal_checkpoint):
-    from realtime.decoder.node import use_incremental
-    from realtime.pipeline_config import WindowingConfig
+    from brainstream.realtime.decoder.node import use_incremental
+    from brainstream.realtime.pipeline_config import WindowingConfig
 
     causal, padded = causal_checkpoint[2], checkpoint[2]
     sliding = WindowingConfig(mode="sliding")
@@ -295,8 +295,8 @@ def test_decode_cli_runs_a_causal_checkpoint_incrementally(unique_name, tmp_path
 
     import yaml
 
-    from models.device_profile import load_device_profile
-    from realtime.cli import main as cli_main
+    from brainstream.cli import main as cli_main
+    from brainstream.models.device_profile import load_device_profile
 
     monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))  # the whole-window ONNX export
     profile = load_device_profile("eeg64_1000hz")

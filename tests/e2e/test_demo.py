@@ -14,9 +14,9 @@ import pytest
 def test_shipped_demo_encoder_matches_the_simulator():
     """If the simulator, gallery or recipe changed, the shipped encoder must be rebuilt
     (`python -m realtime.session.demo_assets --ship`), otherwise every fresh demo trains for minutes."""
-    from models.gallery import Gallery
-    from models.stimuli import default_gallery_dir
-    from realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.stimuli import default_gallery_dir
+    from brainstream.realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint
 
     assert _fingerprint_of(SHIPPED_ENCODER) == demo_fingerprint(Gallery.load(default_gallery_dir()))
 
@@ -29,7 +29,7 @@ def test_demo_runs_headless_and_reports(tmp_path):
         [
             sys.executable,
             "-m",
-            "realtime.cli",
+            "brainstream",
             "demo",
             "--seconds",
             "30",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.training.data import EncodingData
+from brainstream.models.training.data import EncodingData
 
 
 def synthetic(
@@ -64,8 +64,8 @@ def synthetic(
 
 def tiny_config(**overrides):
     """A TrainingConfig for the tiny synthetic data (demo-size brain module, few epochs, one thread)."""
-    from models.encoders import DEMO_BRAIN_MODULE
-    from models.training.config import TrainingConfig
+    from brainstream.models.encoders import DEMO_BRAIN_MODULE
+    from brainstream.models.training.config import TrainingConfig
 
     cfg = {
         "name": "test",

@@ -10,8 +10,14 @@ import pytest
 import torch
 import yaml
 
-from models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, read_meta, save_checkpoint
-from models.encoders import DEMO_BRAIN_MODULE, build_encoder
+from brainstream.models.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from brainstream.models.encoders import DEMO_BRAIN_MODULE, build_encoder
 
 N_CH, N_T, DIM = 10, 30, 8
 CH = [f"MEG{i:03d}" for i in range(N_CH)]
@@ -136,8 +142,8 @@ def test_channel_check():
 
 
 def test_causal_checkpoint_loads_as_causal(tmp_path):
-    from models.incremental import receptive_context
-    from models.runtime.base import weights_digest
+    from brainstream.models.incremental import receptive_context
+    from brainstream.models.runtime.base import weights_digest
 
     _, meta = _model_and_meta()
     n_in = 50  # the demo-size stack's receptive context is 34 samples: 16 aggregated frames

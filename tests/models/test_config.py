@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from models.config_base import ConfigError, load_config
-from models.device_profile import DeviceProfile, load_device_profile
+from brainstream.models.config_base import ConfigError, load_config
+from brainstream.models.device_profile import DeviceProfile, load_device_profile
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_yaml_tags_are_not_executed(tmp_path: Path):
 def test_cli_config_show_json(capsys):
     import json
 
-    from realtime.cli import main
+    from brainstream.cli import main
 
     assert main(["config", "show", "configs/devices/things_eeg2.yaml", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

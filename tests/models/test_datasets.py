@@ -9,11 +9,17 @@ import mne
 import numpy as np
 import pytest
 
-from models.datasets import DataLeakError, DatasetError, EpochsDataset, load_dataset, load_simulated
-from models.embedders import l2_normalise
-from models.gallery import Gallery, SpaceMismatchError
-from models.preprocessing import PreprocessingConfig, Preprocessor
-from models.windowing import WindowSpec, cut_window
+from brainstream.models.datasets import (
+    DataLeakError,
+    DatasetError,
+    EpochsDataset,
+    load_dataset,
+    load_simulated,
+)
+from brainstream.models.embedders import l2_normalise
+from brainstream.models.gallery import Gallery, SpaceMismatchError
+from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor
+from brainstream.models.windowing import WindowSpec, cut_window
 
 SPACE = "test:datasets:8"
 PRE = {"l_freq": 0.5, "h_freq": 30.0, "sfreq_out": 100.0}
@@ -219,7 +225,7 @@ def _write_eeg2_release(
 
 @pytest.mark.parametrize("bare_pickle", [False, True])
 def test_things_eeg2_release_is_converted_safely_then_loaded(tmp_path, gallery, bare_pickle) -> None:
-    from models.datasets import things_eeg2
+    from brainstream.models.datasets import things_eeg2
 
     _write_eeg2_release(tmp_path, gallery, bare_pickle=bare_pickle)
     with pytest.raises(DatasetError, match="pickled file.*python -m models.datasets.things_eeg2 convert"):
@@ -245,7 +251,7 @@ def test_things_eeg2_release_is_converted_safely_then_loaded(tmp_path, gallery, 
 def test_things_eeg2_converter_refuses_code_in_pickles(tmp_path) -> None:
     import pickle
 
-    from models.datasets import things_eeg2
+    from brainstream.models.datasets import things_eeg2
 
     class Exploit:
         def __reduce__(self):
@@ -263,7 +269,7 @@ def test_things_eeg2_converter_refuses_code_in_pickles(tmp_path) -> None:
 # -------------------------------------------------------------------------------------------------- XDF
 def _write_xdf(path, gallery: Gallery, events, sfreq=250.0, extra_signal=False, t0=5000.0) -> None:
     """A calibration-like recording written by our real XDF writer: EEG stream + marker stream."""
-    from realtime.recording.xdf_writer import StreamHeader, XdfWriter
+    from brainstream.realtime.recording.xdf_writer import StreamHeader, XdfWriter
 
     rng = np.random.default_rng(5)
     ch_names = ["O1", "Oz", "O2", "Pz", "Cz", "Fz", "Counter"]
@@ -298,7 +304,7 @@ def _write_xdf(path, gallery: Gallery, events, sfreq=250.0, extra_signal=False, 
 
 
 def test_load_xdf_recording(tmp_path, gallery) -> None:
-    from models.datasets import load_xdf_recording
+    from brainstream.models.datasets import load_xdf_recording
 
     events = _events(seed=2)
     _write_xdf(tmp_path / "calib.xdf", gallery, events)
@@ -316,7 +322,7 @@ def test_load_xdf_recording(tmp_path, gallery) -> None:
 
 
 def test_load_xdf_recording_survives_a_crash_and_names_ambiguous_streams(tmp_path, gallery) -> None:
-    from models.datasets import load_xdf_recording
+    from brainstream.models.datasets import load_xdf_recording
 
     events = _events(seed=2)
     _write_xdf(tmp_path / "full.xdf", gallery, events)
@@ -329,7 +335,7 @@ def test_load_xdf_recording_survives_a_crash_and_names_ambiguous_streams(tmp_pat
         f"{s}/{i}" for s, i in events[: len(cut)]
     ]
     # the tolerant reader (used when pyxdf gives up) sees the same streams and markers
-    from models.datasets.xdf_recording import _read_pyxdf, _read_tolerant
+    from brainstream.models.datasets.xdf_recording import _read_pyxdf, _read_tolerant
 
     a, b = _read_pyxdf(tmp_path / "cut.xdf"), _read_tolerant(tmp_path / "cut.xdf")
     assert [s.name for s in a] == [s.name for s in b] and a[1].data == b[1].data
@@ -364,7 +370,7 @@ def _write_things_meg(root, runs=((1, 1), (1, 2), (2, 1)), extra_row=False) -> G
     triggers, and an events.tsv whose onsets are 150 ms late like the real image_on."""
     from mne_bids import BIDSPath, write_raw_bids
 
-    from models.device_profile import load_device_profile
+    from brainstream.models.device_profile import load_device_profile
 
     rng = np.random.default_rng(11)
     occipital = [

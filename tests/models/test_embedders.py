@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models import stimuli
-from models.embedders import ImageEmbedder, get_embedder
+from brainstream.models import stimuli
+from brainstream.models.embedders import ImageEmbedder, get_embedder
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.config_base import ConfigError
-from models.encoders import DEMO_BRAIN_MODULE, build_encoder, fit_ridge
-from models.encoders.ridge import RidgeConfig, RidgeEncoder
+from brainstream.models.config_base import ConfigError
+from brainstream.models.encoders import DEMO_BRAIN_MODULE, build_encoder, fit_ridge
+from brainstream.models.encoders.ridge import RidgeConfig, RidgeEncoder
 
 N_CH, N_T, DIM = 12, 40, 16
 

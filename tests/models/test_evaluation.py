@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from models.checkpoint import CheckpointError
-from models.evaluation import (
+from brainstream.models.checkpoint import CheckpointError
+from brainstream.models.evaluation import (
     evaluate_checkpoint,
     evaluate_split,
     leave_one_subject_out,
@@ -17,8 +17,8 @@ from models.evaluation import (
     time_resolved,
     time_windows,
 )
-from models.training.data import DataError, average_repetitions, save_encoding_data
-from models.training.trainer import fit_ridge_encoder, train
+from brainstream.models.training.data import DataError, average_repetitions, save_encoding_data
+from brainstream.models.training.trainer import fit_ridge_encoder, train
 from tests.models.encoding_fixtures import synthetic, tiny_config
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from models.events import StimulusEvent, format_stimulus_marker, parse_stimulus_marker
+from brainstream.models.events import StimulusEvent, format_stimulus_marker, parse_stimulus_marker
 
 
 def test_marker_round_trip():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from models.embedders import l2_normalise
-from models.gallery import Gallery, GalleryError, SpaceMismatchError
+from brainstream.models.embedders import l2_normalise
+from brainstream.models.gallery import Gallery, GalleryError, SpaceMismatchError
 
 SPACE = "test:space-a:8"
 
@@ -116,7 +116,7 @@ def test_save_refuses_bad_input_and_non_empty_folders(tmp_path) -> None:
 def _write_images(folder, n=6):
     from PIL import Image
 
-    from models.stimuli import procedural_images
+    from brainstream.models.stimuli import procedural_images
 
     for k, (image_id, img, _) in enumerate(procedural_images(n, seed=9, size=150)):
         sub = folder / ("concept_a" if k % 2 else "concept_b")
@@ -125,7 +125,7 @@ def _write_images(folder, n=6):
 
 
 def test_cli_gallery_build_demo_embedder(tmp_path, capsys) -> None:
-    from realtime.cli import main
+    from brainstream.cli import main
 
     _write_images(tmp_path / "imgs")
     (tmp_path / "imgs" / "notes.txt").write_text("not an image")
@@ -149,7 +149,7 @@ def test_cli_gallery_build_demo_embedder(tmp_path, capsys) -> None:
 
 
 def test_cli_gallery_errors_are_user_facing(tmp_path, capsys) -> None:
-    from realtime.cli import main
+    from brainstream.cli import main
 
     _write_images(tmp_path / "imgs", n=2)
     (tmp_path / "imgs" / "concept_c").mkdir()

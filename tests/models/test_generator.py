@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.config_base import ConfigError, load_config
-from models.generation import GeneratorConfig, GeneratorError, load_generator, load_generator_config
+from brainstream.models.config_base import ConfigError, load_config
+from brainstream.models.generation import (
+    GeneratorConfig,
+    GeneratorError,
+    load_generator,
+    load_generator_config,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "generator"
 
@@ -109,7 +114,7 @@ def test_configs_validate_and_production_needs_local_folders(tmp_path: Path):
     with pytest.raises(GeneratorError, match="nowhere.*Nothing is downloaded"):
         load_generator(missing)
     with pytest.raises(ConfigError, match="guidance_scale"):
-        from models.config_base import validate_config
+        from brainstream.models.config_base import validate_config
 
         validate_config({"backend": "tiny", "space": None, "guidance_scale": 2.0}, GeneratorConfig, "x.yaml")
 
@@ -117,7 +122,7 @@ def test_configs_validate_and_production_needs_local_folders(tmp_path: Path):
 def test_production_loader_reads_local_folders_like_the_tiny_path(gen, tmp_path: Path):
     """``IPAdapterTurboGenerator.from_config`` (the sdxl-turbo-ipadapter backend) on folders holding the tiny
     weights gives the tiny generator's image: the production path is exercised end to end, offline."""
-    from models.generation.tiny import write_tiny_folders
+    from brainstream.models.generation.tiny import write_tiny_folders
 
     paths = write_tiny_folders(gen.config, tmp_path)
     prod = gen.config.model_copy(
@@ -131,7 +136,7 @@ def test_production_loader_reads_local_folders_like_the_tiny_path(gen, tmp_path:
 
 
 def test_empty_prompt_embeddings_are_computed_once_then_no_text_encoder_is_loaded(gen, tmp_path: Path):
-    from models.generation.tiny import write_tiny_folders
+    from brainstream.models.generation.tiny import write_tiny_folders
 
     paths = write_tiny_folders(gen.config, tmp_path, text_encoders=True)
     assert not paths["prompt_embeds"].exists()

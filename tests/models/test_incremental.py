@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.encoders import build_encoder
-from models.incremental import CausalBrainModule, IncrementalEncoder, receptive_context
-from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
-from models.runtime.torch_runtime import TorchRuntime
-from models.windowing import sliding_window_ends
+from brainstream.models.encoders import build_encoder
+from brainstream.models.incremental import CausalBrainModule, IncrementalEncoder, receptive_context
+from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+from brainstream.models.runtime.torch_runtime import TorchRuntime
+from brainstream.models.windowing import sliding_window_ends
 
 ARCH = {"name": "brain_module", "n_channels": 12, "n_times": 30, "dim": 16, "n_subjects": 2,
         "spatial_channels": 10, "fourier_freqs": 3, "hidden": 12, "depth": 3, "out_channels": 20}  # fmt: skip
@@ -150,7 +150,7 @@ def test_bad_input():
 
 # ------------------------------------------------------------------------------ a brain module trained causal
 def test_causal_config_matches_the_module_and_refuses_short_windows():
-    from models.encoders import input_context, parse_arch
+    from brainstream.models.encoders import input_context, parse_arch
 
     for extra in ({}, {"depth": 2, "kernel_size": 5}, {"glu": False, "dilation_period": 3}):
         arch = {**ARCH, **extra, "n_times": 200, "causal": True}
@@ -168,8 +168,8 @@ def test_causal_config_matches_the_module_and_refuses_short_windows():
 @pytest.fixture(scope="module")
 def trained_causal(tmp_path_factory):
     """A demo-size causal brain module trained a few epochs by the repo's trainer, saved and reloaded."""
-    from models.checkpoint import load_checkpoint
-    from models.training.trainer import train
+    from brainstream.models.checkpoint import load_checkpoint
+    from brainstream.models.training.trainer import train
     from tests.models.encoding_fixtures import synthetic, tiny_config
 
     threads = torch.get_num_threads()  # the trainer sets its own: restore ours after

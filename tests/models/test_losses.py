@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.losses import ClipLoss, CombinedLoss, MSELoss
-from models.metrics import retrieval_metrics, retrieval_ranks
+from brainstream.models.losses import ClipLoss, CombinedLoss, MSELoss
+from brainstream.models.metrics import retrieval_metrics, retrieval_ranks
 
 
 def _targets(n: int = 8, d: int = 16, seed: int = 0) -> torch.Tensor:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from models.config_base import ConfigError, validate_config
-from models.preprocessing import (
+from brainstream.models.config_base import ConfigError, validate_config
+from brainstream.models.preprocessing import (
     PreprocessingConfig,
     Preprocessor,
     RobustScaler,

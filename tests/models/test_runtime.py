@@ -10,11 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from models.encoders import build_encoder
-from models.runtime import EncoderSignature, choose_backend, create_runtime, load_runtime, signature_of
-from models.runtime.onnx_runtime import OnnxRuntime, export_onnx, read_onnx_signature
-from models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
-from models.runtime.torch_runtime import TorchRuntime
+from brainstream.models.encoders import build_encoder
+from brainstream.models.runtime import (
+    EncoderSignature,
+    choose_backend,
+    create_runtime,
+    load_runtime,
+    signature_of,
+)
+from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx, read_onnx_signature
+from brainstream.models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
+from brainstream.models.runtime.torch_runtime import TorchRuntime
 
 
 class SmallConvEncoder(nn.Module):
@@ -111,7 +117,7 @@ def test_torch_bf16_runtime_stays_within_the_reduced_precision_tolerance(name):
 
 
 def test_precisions_a_backend_cannot_run_are_refused(tmp_path):
-    from realtime.pipeline_config import EncoderConfig
+    from brainstream.realtime.pipeline_config import EncoderConfig
 
     model = ENCODERS["small_conv"]().eval()
     with pytest.raises(ValueError, match="runtime: torch for bf16"):
@@ -192,7 +198,7 @@ def test_auto_selection_logs_choice_and_reason(caplog, tmp_path, monkeypatch):
         assert backend == "tensorrt"
     else:
         assert backend == "onnxruntime" and trt_reason in reason
-        with caplog.at_level(logging.INFO, logger="models.runtime.select"):
+        with caplog.at_level(logging.INFO, logger="brainstream.models.runtime.select"):
             rt = create_runtime(SmallConvEncoder(n_subjects=1), "auto")
         assert rt.name == "onnxruntime"
         assert any("encoder runtime: onnxruntime" in r.getMessage() for r in caplog.records)
@@ -203,7 +209,7 @@ def test_auto_selection_logs_choice_and_reason(caplog, tmp_path, monkeypatch):
 
 
 def test_load_runtime_from_checkpoint_reuses_a_matching_export(tmp_path, monkeypatch):
-    from models.checkpoint import CheckpointMeta, save_checkpoint
+    from brainstream.models.checkpoint import CheckpointMeta, save_checkpoint
 
     monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))
     arch = {"name": "brain_module", "n_channels": 6, "n_times": 30, "dim": 8, "spatial_channels": 8,
@@ -237,7 +243,7 @@ def test_load_runtime_from_checkpoint_reuses_a_matching_export(tmp_path, monkeyp
     tensorrt_unavailable_reason() is not None, reason=f"TensorRT: {tensorrt_unavailable_reason()}"
 )
 def test_tensorrt_fp16_matches_torch_eager(tmp_path):
-    from models.runtime.tensorrt_runtime import TensorRTRuntime, build_engine
+    from brainstream.models.runtime.tensorrt_runtime import TensorRTRuntime, build_engine
 
     torch.manual_seed(0)
     model = ENCODERS["brain_module"]().eval()
@@ -253,7 +259,7 @@ def test_tensorrt_fp16_matches_torch_eager(tmp_path):
 def test_compile_runtime_matches_torch_eager():
     """Real dynamo graph capture + AOTAutograd; Inductor's C++ code generation takes over a minute on two
     cores, so its kernels are exercised by `brainstream bench encoder --backend compile` instead."""
-    from models.runtime.compile_runtime import CompileRuntime
+    from brainstream.models.runtime.compile_runtime import CompileRuntime
 
     torch.manual_seed(4)
     model = SmallConvEncoder().eval()
@@ -273,7 +279,7 @@ def test_compile_runtime_cuda_graphs_replay_from_another_thread():
     graphs must replay there, and equal eager for every batch size."""
     import threading
 
-    from models.runtime.compile_runtime import CompileRuntime
+    from brainstream.models.runtime.compile_runtime import CompileRuntime
 
     torch.manual_seed(4)
     model = SmallConvEncoder().eval()
@@ -292,8 +298,8 @@ def test_compile_runtime_cuda_graphs_replay_from_another_thread():
 def test_export_cli_writes_a_reusable_onnx_file(tmp_path, capsys, monkeypatch):
     import json
 
-    from models.checkpoint import CheckpointMeta, save_checkpoint
-    from realtime.cli import main
+    from brainstream.cli import main
+    from brainstream.models.checkpoint import CheckpointMeta, save_checkpoint
 
     monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))
     arch = {"name": "atm_s", "n_channels": 5, "n_times": 100, "dim": 8, "n_subjects": 2}

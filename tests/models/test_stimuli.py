@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from models import stimuli
-from models.gallery import Gallery
+from brainstream.models import stimuli
+from brainstream.models.gallery import Gallery
 
 
 def _digest(image: np.ndarray) -> str:

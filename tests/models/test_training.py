@@ -14,13 +14,13 @@ import pytest
 import torch
 import yaml
 
-from models.checkpoint import load_checkpoint
-from models.config_base import CONFIG_ROOT, load_config
-from models.training.config import TrainingConfig
-from models.training.data import DataError, carve_validation, save_encoding_data
-from models.training.ddp import parameter_digest
-from models.training.trainer import train
-from realtime.cli import main as cli_main
+from brainstream.cli import main as cli_main
+from brainstream.models.checkpoint import load_checkpoint
+from brainstream.models.config_base import CONFIG_ROOT, load_config
+from brainstream.models.training.config import TrainingConfig
+from brainstream.models.training.data import DataError, carve_validation, save_encoding_data
+from brainstream.models.training.ddp import parameter_digest
+from brainstream.models.training.trainer import train
 from tests.models.encoding_fixtures import synthetic, tiny_config
 
 ISSUE_KEYS = {"n_way", "top1", "top5", "median_rank", "chance_top1", "chance_top5", "ridge", "averaged"}
@@ -107,7 +107,7 @@ def test_deterministic_on_cpu(data):
 
 
 def test_augmentation_shifts_and_adds_noise():
-    from models.training.trainer import augment
+    from brainstream.models.training.trainer import augment
 
     x = torch.arange(10, dtype=torch.float32).repeat(4, 2, 1)  # (4, 2, 10)
     gen = torch.Generator().manual_seed(0)
@@ -198,7 +198,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        "-m", "models.training.ddp", "--config", str(tmp_path / "cfg.yaml"),
+        "-m", "brainstream.models.training.ddp", "--config", str(tmp_path / "cfg.yaml"),
         "--data", str(tmp_path / "trials.npz"), "--out", str(tmp_path / "ckpt"),
         "--digest-dir", str(tmp_path / "d"),
     ]  # fmt: skip
@@ -213,9 +213,9 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_causal_model_trains_on_windows_widened_by_its_context(tmp_path, capsys):
-    from models.embedders import l2_normalise
-    from models.gallery import Gallery
-    from models.training.loading import load_data
+    from brainstream.models.embedders import l2_normalise
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.training.loading import load_data
     from tests.models.test_datasets import _events, _write_xdf
 
     ids = [f"img{i:02d}" for i in range(30)]

@@ -6,8 +6,13 @@ import mne
 import numpy as np
 import pytest
 
-from models.preprocessing import PreprocessingConfig, Preprocessor, fit_robust_scaler, preprocess_recording
-from models.windowing import (
+from brainstream.models.preprocessing import (
+    PreprocessingConfig,
+    Preprocessor,
+    fit_robust_scaler,
+    preprocess_recording,
+)
+from brainstream.models.windowing import (
     WindowSpec,
     WindowStatus,
     baseline_correct,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import pyxdf
 
-from models import xdf
-from realtime.recording.xdf_writer import StreamHeader, XdfWriter
+from brainstream.models import xdf
+from brainstream.realtime.recording.xdf_writer import StreamHeader, XdfWriter
 
 
 def _write_recording(path, *, n_chunks=6, n_per_chunk=25, flush_every=2, segment_seconds=None):

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.device_profile import load_device_profile
-from realtime.acquisition import (
+from brainstream.models.device_profile import load_device_profile
+from brainstream.realtime.acquisition import (
     AmbiguousStreamError,
     MarkerEvent,
     MarkerReader,
@@ -25,8 +25,8 @@ from realtime.acquisition import (
     StreamNotFoundError,
     StreamReader,
 )
-from realtime.acquisition.stats import counter_gaps, timestamp_gaps
-from realtime.lsl_info import make_stream_info
+from brainstream.realtime.acquisition.stats import counter_gaps, timestamp_gaps
+from brainstream.realtime.lsl_info import make_stream_info
 
 
 def _outlet(name, ch_names, sfreq, source_id="", stype="EEG", ch_types=None, fmt="float32", chunk=10):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from realtime.cli import main
+from brainstream.cli import main
 
 
 def test_bench_decode_json_with_a_reduced_precision_incremental_row(capsys):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from models.encoders import build_encoder
-from realtime.benchmarks.encoder import arch_for, count_gflop
-from realtime.cli import main
+from brainstream.cli import main
+from brainstream.models.encoders import build_encoder
+from brainstream.realtime.benchmarks.encoder import arch_for, count_gflop
 
 
 def test_bench_encoder_json(capsys):

@@ -19,7 +19,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realtime.bus import (
+from brainstream.realtime.bus import (
     Broker,
     BusMessage,
     CurveKeys,
@@ -31,7 +31,7 @@ from realtime.bus import (
     encode,
     generate_keys,
 )
-from realtime.bus.security import is_loopback_endpoint
+from brainstream.realtime.bus.security import is_loopback_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -281,7 +281,7 @@ def test_topic_filter_sees_no_false_gaps_and_heartbeat_reveals_tail_losses():
 def _publisher_process(endpoint: str, interval: float) -> subprocess.Popen:
     code = (
         "import sys, time\n"
-        "from realtime.bus import Publisher\n"
+        "from brainstream.realtime.bus import Publisher\n"
         f"pub = Publisher({endpoint!r}, name='doomed', bind=True, heartbeat_interval={interval})\n"
         "print('ready', flush=True)\n"
         "while True:\n"

@@ -21,8 +21,8 @@ import pylsl
 import pytest
 import zmq
 
-from realtime.bus import Broker, BusMessage, Publisher, Subscriber
-from realtime.display.state import DisplayState
+from brainstream.realtime.bus import Broker, BusMessage, Publisher, Subscriber
+from brainstream.realtime.display.state import DisplayState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,9 +75,9 @@ class _Clock:
 def _open_display(qtbot, state, sub_endpoint, pub_endpoint, **kw):
     from PySide6 import QtWidgets
 
-    from realtime.display.bus_thread import BusThread
-    from realtime.display.panels import apply_dark_theme
-    from realtime.display.window import DisplayWindow
+    from brainstream.realtime.display.bus_thread import BusThread
+    from brainstream.realtime.display.panels import apply_dark_theme
+    from brainstream.realtime.display.window import DisplayWindow
 
     apply_dark_theme(QtWidgets.QApplication.instance())
     bus = BusThread(state, endpoint=sub_endpoint, publish_endpoint=pub_endpoint, status_interval=0.5).start()
@@ -218,7 +218,7 @@ def test_state_says_when_a_retrieval_is_due():
 
 
 def test_peak_decimate_keeps_the_extremes_and_the_gaps():
-    from realtime.display.panels import peak_decimate
+    from brainstream.realtime.display.panels import peak_decimate
 
     x = np.arange(1000) / 100.0
     lanes = np.vstack([np.sin(x), np.zeros_like(x)])
@@ -238,7 +238,7 @@ def test_peak_decimate_keeps_the_extremes_and_the_gaps():
 def test_screenshot_after_traffic_shows_every_panel(qtbot, tmp_path, bus_endpoints):
     from PySide6 import QtGui
 
-    from realtime.display.traffic import TrafficGenerator
+    from brainstream.realtime.display.traffic import TrafficGenerator
 
     front, back = bus_endpoints
     state = DisplayState()
@@ -307,7 +307,7 @@ def _as_array(image) -> np.ndarray:
 
 
 def test_display_survives_malformed_messages_and_the_bus_going_away(qtbot, tmp_path, bus_endpoints):
-    from realtime.display.traffic import TrafficGenerator
+    from brainstream.realtime.display.traffic import TrafficGenerator
 
     front, back = bus_endpoints
     state = DisplayState(silence_alarm_s=1.0)
@@ -355,12 +355,12 @@ def test_display_survives_malformed_messages_and_the_bus_going_away(qtbot, tmp_p
 
 def test_cli_display_runs_as_a_process_and_reports_draw_latency(tmp_path, bus_endpoints):
     """The lead's way: a ``brainstream display`` process, stopped with SIGTERM, still writes its summary."""
-    from realtime.display.traffic import TrafficGenerator
+    from brainstream.realtime.display.traffic import TrafficGenerator
 
     front, back = bus_endpoints
     shot, summary_path = tmp_path / "cli.png", tmp_path / "summary.json"
     cmd = [
-        sys.executable, "-m", "realtime.cli", "display", "--bus", back, "--publish", front, "--seconds", "60",
+        sys.executable, "-m", "brainstream", "display", "--bus", back, "--publish", front, "--seconds", "60",
         "--screenshot", str(shot), "--after", "4", "--summary", str(summary_path), "--json",
     ]  # fmt: skip
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
@@ -391,7 +391,7 @@ def test_cli_display_runs_as_a_process_and_reports_draw_latency(tmp_path, bus_en
 
 
 def test_cli_display_refuses_bad_arguments(tmp_path):
-    from realtime.cli import main
+    from brainstream.cli import main
 
     assert main(["display", "--seconds", "0"]) == 2
     assert main(["display", "--gallery", str(tmp_path / "missing")]) == 2
@@ -407,7 +407,7 @@ def test_memory_stays_flat_over_a_two_minute_run(qtbot, tmp_path, bus_endpoints)
     Every per-window history is bounded; with a small record limit they are all full after a 30 s warm-up
     (as are the pixmap cache and signal buffers), so from then on resident memory must stay flat.
     """
-    from realtime.display.traffic import TrafficGenerator
+    from brainstream.realtime.display.traffic import TrafficGenerator
 
     front, back = bus_endpoints
     state = DisplayState(record_limit=300)
@@ -460,8 +460,8 @@ def test_memory_stays_flat_over_a_two_minute_run(qtbot, tmp_path, bus_endpoints)
 def test_keys_pause_page_and_screenshot(qtbot, tmp_path):
     from PySide6 import QtCore, QtWidgets
 
-    from realtime.display.panels import apply_dark_theme
-    from realtime.display.window import DisplayWindow
+    from brainstream.realtime.display.panels import apply_dark_theme
+    from brainstream.realtime.display.window import DisplayWindow
 
     apply_dark_theme(QtWidgets.QApplication.instance())
     state = DisplayState()
@@ -504,9 +504,9 @@ def test_keys_pause_page_and_screenshot(qtbot, tmp_path):
 def test_retrieval_drawn_on_arrival_from_warm_thumbnails_and_the_screenshot_waits_for_it(qtbot, tmp_path):
     from PySide6 import QtWidgets
 
-    from realtime.display.panels import apply_dark_theme
-    from realtime.display.traffic import make_thumbnails
-    from realtime.display.window import DisplayWindow
+    from brainstream.realtime.display.panels import apply_dark_theme
+    from brainstream.realtime.display.traffic import make_thumbnails
+    from brainstream.realtime.display.window import DisplayWindow
 
     images = make_thumbnails(tmp_path / "gallery", 12)
     apply_dark_theme(QtWidgets.QApplication.instance())
@@ -536,7 +536,7 @@ def test_retrieval_drawn_on_arrival_from_warm_thumbnails_and_the_screenshot_wait
 
 
 def test_latency_bench_splits_sample_to_display_into_its_parts(tmp_path):
-    from realtime.benchmarks.latency import display_breakdown
+    from brainstream.realtime.benchmarks.latency import display_breakdown
 
     rows = [
         {"topic": "retrieval", "t_sample": 10.0 + k, "t_received": 10.010 + k, "t_draw_start": 10.012 + k,

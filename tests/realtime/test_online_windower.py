@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.events import format_stimulus_marker
-from models.preprocessing import PreprocessingConfig, RobustScaler, fit_robust_scaler, preprocess_recording
-from models.windowing import WindowSpec, cut_epochs, sliding_windows
-from realtime.decoder.online import OnlineWindower
+from brainstream.models.events import format_stimulus_marker
+from brainstream.models.preprocessing import (
+    PreprocessingConfig,
+    RobustScaler,
+    fit_robust_scaler,
+    preprocess_recording,
+)
+from brainstream.models.windowing import WindowSpec, cut_epochs, sliding_windows
+from brainstream.realtime.decoder.online import OnlineWindower
 
 SFREQ = 1200.0
 CH = [f"C{i}" for i in range(6)]
@@ -113,7 +118,7 @@ def test_nan_window_is_dropped_and_counted_and_late_window_expires():
 def _causal_model(n_times: int):
     import torch
 
-    from models.encoders import build_encoder
+    from brainstream.models.encoders import build_encoder
 
     torch.manual_seed(0)
     arch = {"name": "brain_module", "n_channels": len(CH), "n_times": n_times, "dim": 8, "causal": True,
@@ -132,9 +137,9 @@ def _causal_model(n_times: int):
 def test_incremental_sliding_equals_full_windows_through_gaps_and_nans(backend, eager):
     """The same chunks through the full path (whole windows + the causal model) and the incremental path:
     the same windows published with the same embeddings, the same drops, and a reset at each gap / NaN."""
-    from models.incremental import IncrementalEncoder
-    from models.runtime.torch_runtime import TorchRuntime
-    from realtime.decoder.incremental import IncrementalSliding
+    from brainstream.models.incremental import IncrementalEncoder
+    from brainstream.models.runtime.torch_runtime import TorchRuntime
+    from brainstream.realtime.decoder.incremental import IncrementalSliding
 
     data, ts, _ = _recording(seconds=8.0)
     data[3, 3000:3004] = np.nan  # a sensor drop-out
@@ -169,8 +174,8 @@ def test_incremental_sliding_equals_full_windows_through_gaps_and_nans(backend, 
 
 
 def test_incremental_sliding_refuses_a_mismatched_encoder():
-    from models.incremental import IncrementalEncoder
-    from realtime.decoder.incremental import IncrementalSliding
+    from brainstream.models.incremental import IncrementalEncoder
+    from brainstream.realtime.decoder.incremental import IncrementalSliding
 
     config = _config().model_copy(update={"robust_scale": False, "baseline": None})
     sliding = OnlineWindower(CH, SFREQ, CH, config, WindowSpec(0.0, 0.5, 120.0), mode="sliding")
@@ -184,9 +189,9 @@ def test_incremental_sliding_refuses_a_mismatched_encoder():
 def test_incremental_sliding_restarts_after_samples_lost_to_the_buffer():
     """A loop stalled longer than the model-rate buffer: the lost samples break the history, the newest
     window (still whole in the buffer) is published as the full path publishes it."""
-    from models.incremental import IncrementalEncoder
-    from models.runtime.torch_runtime import TorchRuntime
-    from realtime.decoder.incremental import IncrementalSliding
+    from brainstream.models.incremental import IncrementalEncoder
+    from brainstream.models.runtime.torch_runtime import TorchRuntime
+    from brainstream.realtime.decoder.incremental import IncrementalSliding
 
     data, ts, _ = _recording(seconds=8.0)
     config = _config().model_copy(update={"robust_scale": False, "baseline": None})

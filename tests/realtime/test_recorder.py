@@ -17,9 +17,9 @@ import pylsl
 import pytest
 import pyxdf
 
-from models import xdf
-from realtime.lsl_info import make_stream_info
-from realtime.recording import Recorder, StreamHeader
+from brainstream.models import xdf
+from brainstream.realtime.lsl_info import make_stream_info
+from brainstream.realtime.recording import Recorder, StreamHeader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,7 +94,7 @@ def test_kill_9_keeps_everything_up_to_the_last_boundary(tmp_path, unique_name):
     sig_out, _ = _outlets(unique_name, n_ch=2, sfreq=500.0)
     path = tmp_path / "crash.xdf"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.cli", "record", str(path), "--stream", unique_name],
+        [sys.executable, "-m", "brainstream", "record", str(path), "--stream", unique_name],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     counter = 0
@@ -139,7 +139,7 @@ DISK_FULL_SCRIPT = textwrap.dedent(
     """
     import json, resource, signal, sys, threading, time
     import numpy as np
-    from realtime.recording import Recorder, StreamHeader
+    from brainstream.realtime.recording import Recorder, StreamHeader
 
     # a real write failure from the kernel: writes past RLIMIT_FSIZE fail with EFBIG like a full disk
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -215,7 +215,7 @@ def test_lost_stream_raises_an_alarm_and_the_rest_keeps_recording(tmp_path, uniq
 
 
 def test_record_cli_json_and_segments(tmp_path, unique_name, capsys):
-    from realtime.cli import main
+    from brainstream.cli import main
 
     sig_out, _ = _outlets(unique_name)
     stop = threading.Event()
@@ -263,7 +263,7 @@ def test_record_cli_json_and_segments(tmp_path, unique_name, capsys):
 
 
 def test_record_cli_missing_stream_is_a_user_error(tmp_path, unique_name, capsys, monkeypatch):
-    from realtime.cli import main, record
+    from brainstream.cli import main, record
 
     monkeypatch.setattr(record, "RESOLVE_TIMEOUT_S", 0.3)
     assert main(["record", str(tmp_path / "x.xdf"), "--stream", unique_name]) == 2
@@ -273,8 +273,8 @@ def test_record_cli_missing_stream_is_a_user_error(tmp_path, unique_name, capsys
 
 def test_bus_outputs_are_recorded(tmp_path, unique_name):
     """Embeddings and retrievals off a real ZeroMQ bus (inproc) land in the XDF as arrays and JSON."""
-    from realtime.bus import Publisher
-    from realtime.recording.bus_recorder import BusRecorder
+    from brainstream.realtime.bus import Publisher
+    from brainstream.realtime.recording.bus_recorder import BusRecorder
 
     endpoint = f"inproc://{unique_name}"
     pub = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)

@@ -16,11 +16,11 @@ import pylsl
 import pytest
 import pyxdf
 
-from models import xdf
-from realtime.cli import main as cli_main
-from realtime.recording import Recorder, StreamHeader, XdfWriter
-from realtime.replay import Player, UnsupportedRecordingError, open_recording
-from realtime.replay.xdf_stream import StreamingXdfSource
+from brainstream.cli import main as cli_main
+from brainstream.models import xdf
+from brainstream.realtime.recording import Recorder, StreamHeader, XdfWriter
+from brainstream.realtime.replay import Player, UnsupportedRecordingError, open_recording
+from brainstream.realtime.replay.xdf_stream import StreamingXdfSource
 
 REPO = Path(__file__).resolve().parents[2]
 SFREQ = 250.0
@@ -221,7 +221,7 @@ def test_cli_replay_at_speed_10_keeps_order_and_timing(tmp_path, unique_name):
     """`brainstream replay --speed 10 --loop` in a real subprocess, read back with a plain inlet."""
     _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.cli", "replay", str(tmp_path / "src_raw.fif"), "--speed", "10",
+        [sys.executable, "-m", "brainstream", "replay", str(tmp_path / "src_raw.fif"), "--speed", "10",
          "--loop", "--name", unique_name, "--chunk-ms", "10"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -256,7 +256,7 @@ def test_cli_replay_at_speed_10_keeps_order_and_timing(tmp_path, unique_name):
 
 def test_bench_replay_reports_the_issue_fields(capsys):
     """The benchmark runs end to end on a small stream (its figures need a quiet machine, not judged here)."""
-    from realtime.cli import main
+    from brainstream.cli import main
 
     assert main(["bench", "replay", "--seconds", "2", "--channels", "8", "--sfreq", "250", "--json"]) == 0
     out = capsys.readouterr().out
@@ -308,7 +308,7 @@ def test_stop_mid_replay_returns_and_keeps_outlets_until_close(tmp_path, unique_
 def test_late_pushes_do_not_accumulate_into_drift(tmp_path, unique_name, monkeypatch):
     """Every sleep oversleeps by 3 ms (a busy machine): each push is late, but lateness never adds up,
     because pushes are scheduled on absolute LSL times, not on the time since the previous push."""
-    import realtime.replay.player as player_module
+    import brainstream.realtime.replay.player as player_module
 
     real_sleep = time.sleep
     monkeypatch.setattr(player_module.time, "sleep", lambda s: real_sleep(s + 0.003))

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.gallery import Gallery, SpaceMismatchError
-from models.retrieval import ExactIndex, Retriever, build_index
-from realtime.bus import Broker, Publisher, Subscriber
-from realtime.services import RetrievalNode
+from brainstream.models.gallery import Gallery, SpaceMismatchError
+from brainstream.models.retrieval import ExactIndex, Retriever, build_index
+from brainstream.realtime.bus import Broker, Publisher, Subscriber
+from brainstream.realtime.services import RetrievalNode
 
 SPACE = "test:random-64"
 
@@ -167,7 +167,7 @@ def test_retrieval_node_refuses_another_space_and_raises_an_alarm(gallery: Galle
 def test_garbage_on_the_bus_never_stops_the_retrieval_node(gallery: Gallery):
     import zmq
 
-    from realtime.bus import encode
+    from brainstream.realtime.bus import encode
 
     front, back = _endpoints()
     rng = np.random.default_rng(5)
@@ -223,7 +223,7 @@ def test_retrieve_verb_runs_as_a_process_and_stops_cleanly_on_sigterm(gallery: G
 
     front, back = f"tcp://127.0.0.1:{port()}", f"tcp://127.0.0.1:{port()}"
     root = Path(__file__).resolve().parents[2]
-    argv = [sys.executable, "-m", "realtime.cli", "retrieve", "--gallery", str(gallery.root), "--k", "2"]
+    argv = [sys.executable, "-m", "brainstream", "retrieve", "--gallery", str(gallery.root), "--k", "2"]
     with (
         Broker(front, back),
         Publisher(front, name="decoder", heartbeat_interval=None) as pub,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.ringbuffer import ReadResult, RingBuffer
+from brainstream.realtime.ringbuffer import ReadResult, RingBuffer
 
 
 def _chunk(start: int, n: int, n_channels: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,13 +8,13 @@ import uuid
 import numpy as np
 import pytest
 
-from realtime.bus import Broker, Publisher, Subscriber
-from realtime.services import GeneratorNode
+from brainstream.realtime.bus import Broker, Publisher, Subscriber
+from brainstream.realtime.services import GeneratorNode
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from models.generation import load_generator
+    from brainstream.models.generation import load_generator
 
     return load_generator("tiny")
 
@@ -107,7 +107,7 @@ def test_bench_services_reports_the_issue_json(tiny):
     import argparse
     import json
 
-    from realtime.benchmarks import services
+    from brainstream.realtime.benchmarks import services
 
     args = argparse.Namespace(n=5, rate=20.0, hop_n=30, generator=tiny, gallery_size=50, json=True)
     result = json.loads(json.dumps(services.run(args)))

@@ -15,19 +15,19 @@ import pylsl
 import pytest
 from scipy.signal import butter, sosfiltfilt, welch
 
-from models.device_profile import load_device_profile
-from models.events import parse_stimulus_marker
-from models.gallery import Gallery
-from realtime.cli import main as cli_main
-from realtime.lsl_info import make_stream_info
-from realtime.simulation import (
+from brainstream.cli import main as cli_main
+from brainstream.models.device_profile import load_device_profile
+from brainstream.models.events import parse_stimulus_marker
+from brainstream.models.gallery import Gallery
+from brainstream.realtime.lsl_info import make_stream_info
+from brainstream.realtime.simulation import (
     LiveSubject,
     RSVPDesign,
     VirtualSubject,
     make_rsvp_schedule,
     simulate_recording,
 )
-from realtime.simulation.forward import load_forward
+from brainstream.realtime.simulation.forward import load_forward
 
 EEG = "eeg64_1000hz"
 MEG = "ctf275_things_meg"
@@ -116,7 +116,7 @@ def test_evoked_response_in_the_average_at_posterior_meg_sensors(gallery):
 
 
 def test_responses_are_nonlinear_in_the_embedding_and_differ_between_subjects(gallery):
-    from realtime.simulation.responses import ResponseModel, ResponseParams
+    from brainstream.realtime.simulation.responses import ResponseModel, ResponseParams
 
     emb = gallery.embeddings
     model = ResponseModel(emb, 200.0, np.random.default_rng(0), ResponseParams())

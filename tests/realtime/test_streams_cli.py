@@ -7,8 +7,8 @@ import socket
 
 import pylsl
 
-from realtime.cli import main
-from realtime.lsl_info import make_stream_info
+from brainstream.cli import main
+from brainstream.realtime.lsl_info import make_stream_info
 
 
 def test_streams_lists_outlets_json_and_table(unique_name, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from realtime.session.supervisor import NodeSpec, Supervisor
+from brainstream.realtime.session.supervisor import NodeSpec, Supervisor
 
 
 def _wait(predicate, timeout=10.0):

@@ -1,4 +1,4 @@
-"""``brainstream <verb>``: one module per verb under ``realtime/cli/``.
+"""``brainstream <verb>``: one module per verb under ``brainstream/cli/``.
 
 Each verb module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Verb
 modules import heavy packages (torch, mne, Qt) inside ``run`` so that ``brainstream --help`` stays fast.
@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-# verb -> module under realtime.cli (DESIGN §8)
+# verb -> module under brainstream.cli (docs/architecture.md, "Command line")
 VERBS: dict[str, str] = {
     "demo": "demo",
     "live": "live",
@@ -38,9 +39,9 @@ VERBS: dict[str, str] = {
 
 def _load_verb(verb: str):
     try:
-        return importlib.import_module(f"realtime.cli.{VERBS[verb]}")
+        return importlib.import_module(f"brainstream.cli.{VERBS[verb]}")
     except ModuleNotFoundError as exc:
-        if exc.name == f"realtime.cli.{VERBS[verb]}":
+        if exc.name == f"brainstream.cli.{VERBS[verb]}":
             return None
         raise
 
@@ -51,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time decoding of visual perception from MEG/EEG over Lab Streaming Layer.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"brainstream {_version()}")
+    parser.add_argument(
+        "--config-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of your own configs (DIR/<kind>/NAME.yaml), searched before the shipped ones; "
+        "repeatable; adds to $BRAINSTREAM_CONFIG_PATH",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
@@ -63,18 +73,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from brainstream import __version__
+
+    return __version__
+
+
+def _use_config_dirs(dirs: list[str]) -> None:
+    from brainstream.models.config_base import CONFIG_PATH_ENV
+
+    for folder in dirs:
+        if not os.path.isdir(folder):
+            raise UserFacingError(
+                f"--config-dir {folder}: no such folder; give a folder holding <kind>/NAME.yaml"
+            )
+    if dirs:
+        # through the environment, so the nodes a session starts search the same folders
+        known = [p for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+        os.environ[CONFIG_PATH_ENV] = os.pathsep.join([*(os.path.abspath(d) for d in dirs), *known])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from brainstream.models.config_base import ConfigError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
+        _use_config_dirs(args.config_dir)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except UserFacingError as exc:
+    except (UserFacingError, ConfigError) as exc:
+        # a mistake the user can fix: one paragraph, no traceback; --json still ends with one object
         print(f"brainstream {args.verb}: error: {exc}", file=sys.stderr)
+        if getattr(args, "json", False):
+            from brainstream.cli._output import print_json
+
+            print_json({"error": str(exc), "verb": args.verb})
         return 2
 
 

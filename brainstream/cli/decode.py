@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "run the decoder node: LSL stream → windows → encoder → embeddings on the bus"
 
@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.config_base import ConfigError
-    from realtime.acquisition import StreamResolveError
-    from realtime.decoder.node import build_decoder_node
-    from realtime.pipeline_config import load_pipeline_config
+    from brainstream.models.config_base import ConfigError
+    from brainstream.realtime.acquisition import StreamResolveError
+    from brainstream.realtime.decoder.node import build_decoder_node
+    from brainstream.realtime.pipeline_config import load_pipeline_config
 
     try:
         config = load_pipeline_config(args.config)

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "train an encoder (selection on validation images; test metrics and ridge baseline once, at the end)"
 
@@ -61,10 +61,10 @@ def format_metrics(m: dict, label: str = "test") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError
-    from models.config_base import ConfigError
-    from models.training.config import load_training_config
-    from models.training.data import DataError
+    from brainstream.models.checkpoint import CheckpointError
+    from brainstream.models.config_base import ConfigError
+    from brainstream.models.training.config import load_training_config
+    from brainstream.models.training.data import DataError
 
     try:
         config = load_training_config(args.config)
@@ -78,15 +78,15 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update=updates)
     except ConfigError as exc:
         raise UserFacingError(str(exc)) from None
-    from models.evaluation import leave_one_subject_out
-    from models.training.loading import load_data
-    from models.training.trainer import train
+    from brainstream.models.evaluation import leave_one_subject_out
+    from brainstream.models.training.loading import load_data
+    from brainstream.models.training.trainer import train
 
     out = Path(args.out)
     try:
         data = load_data(config, progress=not args.quiet)
         if args.save_trials:
-            from models.training.data import save_encoding_data
+            from brainstream.models.training.data import save_encoding_data
 
             save_encoding_data(args.save_trials, data)
         result = train(config, out, data=data, progress=not args.quiet)

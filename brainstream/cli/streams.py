@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "list the LSL streams visible now (name, type, channels, rate, source_id, host)"
 
@@ -46,7 +46,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realtime.acquisition.resolve import list_streams
+    from brainstream.realtime.acquisition.resolve import list_streams
 
     if args.wait <= 0:
         raise UserFacingError(f"--wait must be > 0 seconds, got {args.wait}; try --wait 1")

@@ -13,13 +13,13 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "run the embedded demo: virtual subject → decoder → retrieval / generator → display (CPU is enough)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realtime.session.demo_session import DEMO_CONFIG
+    from brainstream.realtime.session.demo_session import DEMO_CONFIG
 
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to stream (default 60)")
     parser.add_argument("--headless", action="store_true", help="no window: offscreen screenshots only")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realtime.session.demo_session import run_demo_session
+    from brainstream.realtime.session.demo_session import run_demo_session
 
     headless = args.headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     run_dir = Path(args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}")

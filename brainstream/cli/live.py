@@ -12,8 +12,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "run a live decoding session: broker, decoder, retrieval, generator, recorder, display"
 
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _subject_checkpoint(subjects_dir: str, subject: str) -> Path:
-    from calibration.profile import ProfileError, load_subject_profile
+    from brainstream.calibration.profile import ProfileError, load_subject_profile
 
     try:
         return load_subject_profile(subjects_dir, subject).encoder_dir
@@ -38,10 +38,10 @@ def _subject_checkpoint(subjects_dir: str, subject: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.config_base import ConfigError
-    from realtime.pipeline_config import load_pipeline_config
-    from realtime.session.graph import SessionPlan, session_nodes
-    from realtime.session.supervisor import Supervisor
+    from brainstream.models.config_base import ConfigError
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+    from brainstream.realtime.session.graph import SessionPlan, session_nodes
+    from brainstream.realtime.session.supervisor import Supervisor
 
     try:
         config = load_pipeline_config(args.config)

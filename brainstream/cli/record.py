@@ -7,8 +7,8 @@ import signal
 import threading
 import time
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 # how long each --stream may take to appear on the network
 RESOLVE_TIMEOUT_S = 10.0
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from realtime.recording import Recorder
+    from brainstream.realtime.recording import Recorder
 
     if args.duration is not None and args.duration <= 0:
         raise UserFacingError(f"--duration must be positive seconds, got {args.duration}")

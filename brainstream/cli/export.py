@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "export an encoder checkpoint to ONNX (onnxruntime) or a TensorRT engine"
 
@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.runtime.base import signature_of, weights_digest
-    from models.runtime.select import WEIGHTS_META_KEY
-    from models.runtime.torch_runtime import TorchRuntime
+    from brainstream.models.checkpoint import CheckpointError, load_checkpoint
+    from brainstream.models.runtime.base import signature_of, weights_digest
+    from brainstream.models.runtime.select import WEIGHTS_META_KEY
+    from brainstream.models.runtime.torch_runtime import TorchRuntime
 
     try:
         model, meta = load_checkpoint(args.checkpoint)
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     reference = TorchRuntime(model).run(x, subject)
 
     if args.backend == "onnx":
-        from models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+        from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
 
         out = Path(args.out) if args.out else ckpt / "model.onnx"
         extra = {WEIGHTS_META_KEY: weights_digest(model), "brainstream.space": meta.space}
@@ -61,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
         runtime = OnnxRuntime(out)
         tolerance = 1e-4
     else:
-        from models.runtime.tensorrt_runtime import TensorRTRuntime, build_engine, tensorrt_unavailable_reason
+        from brainstream.models.runtime.tensorrt_runtime import (
+            TensorRTRuntime,
+            build_engine,
+            tensorrt_unavailable_reason,
+        )
 
         reason = tensorrt_unavailable_reason()
         if reason:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 
-from realtime.cli import UserFacingError
+from brainstream.cli import UserFacingError
 
 HELP = "generator node: turn embeddings on the bus into images (tiny on CPU, SDXL-Turbo + IP-Adapter on GPU)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+    from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 
     parser.add_argument(
         "--config", default="tiny", help="generator config: a name under configs/generator/ or a YAML path"
@@ -23,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.config_base import ConfigError
-    from models.generation import GeneratorError, load_generator_config
-    from realtime.bus import InsecureBindError, KeysError
-    from realtime.services import GeneratorNode
+    from brainstream.models.config_base import ConfigError
+    from brainstream.models.generation import GeneratorError, load_generator_config
+    from brainstream.realtime.bus import InsecureBindError, KeysError
+    from brainstream.realtime.services import GeneratorNode
 
     try:
         config = load_generator_config(args.config)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "evaluate a checkpoint: N-way zero-shot retrieval with chance and the ridge baseline, time-resolved"
 
@@ -40,11 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.config_base import ConfigError
-    from models.evaluation import evaluate_checkpoint
-    from models.training.data import DataError
-    from realtime.cli.train import format_metrics
+    from brainstream.cli.train import format_metrics
+    from brainstream.models.checkpoint import CheckpointError, load_checkpoint
+    from brainstream.models.config_base import ConfigError
+    from brainstream.models.evaluation import evaluate_checkpoint
+    from brainstream.models.training.data import DataError
 
     progress = not args.quiet
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 
-from realtime.cli import UserFacingError
+from brainstream.cli import UserFacingError
 
 HELP = "run the bus broker (publishers connect to --frontend, subscribers to --backend)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realtime.bus._socket import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+    from brainstream.realtime.bus._socket import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 
     parser.add_argument(
         "--frontend", default=DEFAULT_PUB_ENDPOINT, help="XSUB endpoint publishers connect to"
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realtime.bus import Broker, InsecureBindError, KeysError
+    from brainstream.realtime.bus import Broker, InsecureBindError, KeysError
 
     try:
         broker = Broker(args.frontend, args.backend, keys=args.keys)

@@ -21,8 +21,8 @@ import os
 import sys
 import time
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calibration.pretrained import PretrainedError
-    from calibration.profile import ProfileError
-    from calibration.protocol import load_protocol
-    from calibration.session import CalibrationError, calibrate
-    from models.config_base import ConfigError
+    from brainstream.calibration.pretrained import PretrainedError
+    from brainstream.calibration.profile import ProfileError
+    from brainstream.calibration.protocol import load_protocol
+    from brainstream.calibration.session import CalibrationError, calibrate
+    from brainstream.models.config_base import ConfigError
 
     if args.speed <= 0:
         raise UserFacingError(f"--speed must be positive, got {args.speed}")
@@ -130,7 +130,7 @@ def _print_summary(subject: str, s: dict, seconds: dict, profile) -> None:
 
 def _choose_screen(virtual: bool) -> None:
     """Without a screen a closed loop renders offscreen; a person needs a screen to watch."""
-    from realtime.display.app import has_screen
+    from brainstream.realtime.display.app import has_screen
 
     if has_screen():
         return

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 
-from realtime.cli import UserFacingError
+from brainstream.cli import UserFacingError
 
 HELP = "retrieval node: answer embeddings on the bus with their top-k gallery images"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
+    from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 
     parser.add_argument(
         "--gallery", required=True, help="gallery folder, or 'demo' for the built-in demo gallery"
@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.gallery import GalleryError
-    from realtime.bus import InsecureBindError, KeysError
-    from realtime.services import RetrievalNode
+    from brainstream.models.gallery import GalleryError
+    from brainstream.realtime.bus import InsecureBindError, KeysError
+    from brainstream.realtime.services import RetrievalNode
 
     try:
         node = RetrievalNode(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "run a benchmark (ringbuffer, acquisition, replay, encoder, decode, services, latency)"
 
@@ -25,9 +25,9 @@ BENCHMARKS: dict[str, str] = {
 def _modules():
     for name, module in BENCHMARKS.items():
         try:
-            yield name, importlib.import_module(f"realtime.benchmarks.{module}")
+            yield name, importlib.import_module(f"brainstream.realtime.benchmarks.{module}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"realtime.benchmarks.{module}":
+            if exc.name != f"brainstream.realtime.benchmarks.{module}":
                 raise
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "generate CURVE keys so the bus can bind a network interface safely"
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realtime.bus.security import AUTHORIZED_DIR, KeysError, generate_keys
+    from brainstream.realtime.bus.security import AUTHORIZED_DIR, KeysError, generate_keys
 
     clients = tuple(args.clients or ("client",))
     try:

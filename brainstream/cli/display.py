@@ -7,9 +7,9 @@ import json
 import os
 import sys
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import _finite, add_json_flag, print_json
-from realtime.display.app import has_screen
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import _finite, add_json_flag, print_json
+from brainstream.realtime.display.app import has_screen
 
 HELP = "show the live display: signal traces, retrieved / generated images, latency and accuracy"
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             "no screen found (neither DISPLAY nor WAYLAND_DISPLAY is set); run with "
             "QT_QPA_PLATFORM=offscreen and --screenshot PATH to render without one"
         )
-    from realtime.display.app import run_display
+    from brainstream.realtime.display.app import run_display
 
     publish = "" if (args.publish or "").lower() == "none" else args.publish
     try:

@@ -17,8 +17,8 @@ import signal
 import threading
 import time
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "simulate a virtual MEG/EEG subject: offline to FIF (--out) or live over LSL (--live)"
 
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _design(args: argparse.Namespace):
-    from realtime.simulation.offline import RSVPDesign
+    from brainstream.realtime.simulation.offline import RSVPDesign
 
     return RSVPDesign(
         n_train_images=args.n_train_images,
@@ -77,9 +77,9 @@ def _design(args: argparse.Namespace):
 
 
 def _load_inputs(args: argparse.Namespace):
-    from models.config_base import ConfigError
-    from models.device_profile import load_device_profile
-    from models.gallery import Gallery, GalleryError
+    from brainstream.models.config_base import ConfigError
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.models.gallery import Gallery, GalleryError
 
     try:
         profile = load_device_profile(args.profile or DEFAULT_PROFILES[args.modality])
@@ -96,7 +96,7 @@ def _load_inputs(args: argparse.Namespace):
         except (GalleryError, FileNotFoundError, OSError) as exc:
             raise UserFacingError(f"{exc}; build one with `brainstream gallery build`") from None
     else:
-        from models.stimuli import default_gallery_dir
+        from brainstream.models.stimuli import default_gallery_dir
 
         gallery = Gallery.load(default_gallery_dir())
     return profile, gallery
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_offline(args, profile, gallery, design) -> int:
-    from realtime.simulation.offline import simulate_recording
+    from brainstream.realtime.simulation.offline import simulate_recording
 
     if args.seconds is not None or args.react_to:
         raise UserFacingError("--seconds and --react-to are live options; add --live or drop them")
@@ -159,8 +159,8 @@ def _run_offline(args, profile, gallery, design) -> int:
 
 
 def _run_live(args, profile, gallery, design) -> int:
-    from realtime.simulation.live import LiveSubject
-    from realtime.simulation.subject import VirtualSubject
+    from brainstream.realtime.simulation.live import LiveSubject
+    from brainstream.realtime.simulation.subject import VirtualSubject
 
     kwargs = {} if args.snr is None else {"snr": args.snr}
     subject = VirtualSubject(profile, gallery, seed=args.subject, line_freq=args.line_freq, **kwargs)

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from realtime.cli import UserFacingError
-from realtime.cli._output import add_json_flag, print_json
+from brainstream.cli import UserFacingError
+from brainstream.cli._output import add_json_flag, print_json
 
 HELP = "build or inspect image galleries (embeddings in one named space)"
 
@@ -96,8 +96,8 @@ class _LazyImages(Sequence):
 
 
 def _build(args: argparse.Namespace) -> dict:
-    from models.embedders import embed_images, get_embedder
-    from models.gallery import Gallery, GalleryError
+    from brainstream.models.embedders import embed_images, get_embedder
+    from brainstream.models.gallery import Gallery, GalleryError
 
     out = Path(args.out).expanduser()
     if out.exists() and any(out.iterdir()):
@@ -144,12 +144,12 @@ def _describe(gallery) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.gallery import Gallery, GalleryError
+    from brainstream.models.gallery import Gallery, GalleryError
 
     if args.action == "build":
         result = _build(args)
     elif args.action == "demo":
-        from models.stimuli import build_demo_gallery
+        from brainstream.models.stimuli import build_demo_gallery
 
         out = Path(args.out).expanduser()
         if out.exists() and any(out.iterdir()):

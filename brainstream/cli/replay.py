@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from realtime.cli import UserFacingError
+from brainstream.cli import UserFacingError
 
 HELP = "play a recording (FIF, EDF, BDF, BrainVision, EEGLAB, BIDS, XDF) as real-time LSL streams"
 
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from realtime.replay import Player, UnsupportedRecordingError
+    from brainstream.realtime.replay import Player, UnsupportedRecordingError
 
     try:
         player = Player(

@@ -1,0 +1,5 @@
+import sys
+
+from brainstream.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from realtime.cli import main
-
-sys.exit(main())
