@@ -11,8 +11,6 @@ import ast
 import sys
 from pathlib import Path
 
-import brainstream
-
 LAYERS = ("brainstream.models", "brainstream.realtime", "brainstream.calibration")
 
 

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QKeyEvent, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QWidget
 
-if TYPE_CHECKING:  # pragma: no cover
-    from brainstream.calibration.presenter import Presenter
+
+class PresenterView(Protocol):
+    """What the window reads from and tells its presenter: the presenter owns the state, the window paints."""
+
+    config: Any
+    state: str
+    current_trial: Any
+    result: Any
+
+    def pixmap(self, image_id: str) -> QPixmap: ...
+
+    def status_text(self) -> str: ...
+
+    def key_pressed(self, key: str) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
 
 
 class PresenterWindow(QWidget):
     """Grey screen, fixation cross, image, photodiode patch, progress line, break text."""
 
-    def __init__(self, presenter: Presenter) -> None:
+    def __init__(self, presenter: PresenterView) -> None:
         super().__init__()
         self.presenter = presenter
         self.setWindowTitle(f"brainstream calibration — {presenter.config.name}")

@@ -11,6 +11,7 @@ import numpy as np
 
 from brainstream.calibration.profile import REPORT_DIR, RUNS_DIR, subject_dir
 from brainstream.calibration.protocol import ProtocolConfig
+from brainstream.calibration.runs import read_run_state, run_files
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ def finish_calibration(
     from brainstream.calibration.pretrained import get_pretrained, read_info
     from brainstream.calibration.profile import save_subject_profile
     from brainstream.calibration.report import write_report
-    from brainstream.calibration.session import _read_state, run_files
 
     root = subject_dir(subjects_dir, subject_id)
     seconds: dict[str, float] = {}
@@ -108,7 +108,7 @@ def finish_calibration(
     }
     t = time.perf_counter()
     model, meta = _profile_model(result, pretrained, data, ds, subject_id, config, summary)
-    states = [_read_state(s) for s, _ in runs]
+    states = [read_run_state(s) for s, _ in runs]
     train = ds.splits == "train"
     report = write_report(
         root / REPORT_DIR,

@@ -6,7 +6,7 @@ an RSVP session of training images drawn from the gallery WITHOUT the protocol's
 calibration test stays zero-shot for the shared trunk too), scaled with its own robust statistics, and gets
 its own subject layer (MindBridge / See Through Their Minds: a shared trunk, shallow per-subject layers).
 
-The result is cached under ``<cache>/pretrained/<protocol name>-<hash>/`` (``models.stimuli.cache_root``,
+The result is cached under ``<cache>/pretrained/<protocol name>-<hash>/`` (``models.cache.cache_root``,
 ``~/.cache/brainstream`` by default); the hash covers everything that defines the model, so a changed
 recipe never reuses a stale cache. Building it shows progress bars and is safe across processes.
 """
@@ -74,7 +74,7 @@ def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
 
 
 def pretrained_dir(config: ProtocolConfig, gallery: Any, key: str | None = None) -> Path:
-    from brainstream.models.stimuli import cache_root
+    from brainstream.models.cache import cache_root
 
     return cache_root() / "pretrained" / f"{config.name}-{key or pretrained_key(config, gallery)}"
 
@@ -159,7 +159,7 @@ def get_pretrained(
 
     Raises :class:`PretrainedError` when ``new_subject_seed`` is one of the pretraining seeds.
     """
-    from brainstream.models.stimuli import _file_lock
+    from brainstream.models.cache import file_lock
 
     check_seed(config, new_subject_seed)
     key = pretrained_key(config, gallery)  # once: the simulator's sources may change while we train
@@ -167,7 +167,7 @@ def get_pretrained(
     if (target / INFO_FILE).is_file() and not rebuild:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.parent / f".{target.name}.lock"):
+    with file_lock(target.parent / f".{target.name}.lock"):
         if (target / INFO_FILE).is_file() and not rebuild:
             return target
         t0 = time.perf_counter()

@@ -33,12 +33,9 @@ import numpy as np
 
 from brainstream.calibration.profile import RUNS_DIR, subject_dir
 from brainstream.calibration.protocol import ProtocolConfig, Schedule, build_schedule
+from brainstream.calibration.runs import CalibrationError, read_run_state, run_files
 
 logger = logging.getLogger(__name__)
-
-
-class CalibrationError(RuntimeError):
-    """A calibration cannot run or resume as asked; the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -51,18 +48,6 @@ class RunInfo:
     completed: int = 0  # schedule trials whose whole window is in this run's recording
 
 
-def run_files(runs_dir: Path) -> list[tuple[Path, Path]]:
-    """``(state json, xdf)`` of every run, in order."""
-    return [(p, p.with_suffix(".xdf")) for p in sorted(runs_dir.glob("run-[0-9][0-9][0-9].json"))]
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CalibrationError(f"{path} is unreadable ({exc}); delete that run's files to drop it") from None
-
-
 def recorded_progress(
     runs_dir: Path, schedule: Schedule, config: ProtocolConfig, virtual_subject: int | None
 ) -> list[RunInfo]:
@@ -71,7 +56,7 @@ def recorded_progress(
 
     out = []
     for k, (state_path, xdf) in enumerate(run_files(runs_dir)):
-        state = _read_state(state_path)
+        state = read_run_state(state_path)
         if state.get("protocol_digest") != schedule.config_digest:
             raise CalibrationError(
                 f"{state_path.parent} holds runs of another protocol ({state.get('protocol')!r}, digest "
@@ -366,6 +351,6 @@ def load_gallery(config: ProtocolConfig):
 
     if config.gallery:
         return Gallery.load(config.gallery)
-    from brainstream.models.stimuli import default_gallery_dir
+    from brainstream.models.demo_gallery import default_gallery_dir
 
     return Gallery.load(default_gallery_dir())

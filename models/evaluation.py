@@ -23,122 +23,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from brainstream.models.metrics import retrieval_metrics
-from brainstream.models.training.data import DataError, EncodingData, average_repetitions, candidates_for
-
-SUBJECT_UNSEEN = -1
-
-
-def predict(model: nn.Module, X: np.ndarray, subjects: np.ndarray | None = None) -> np.ndarray:
-    """Embeddings of ``X``; rows whose subject is ``SUBJECT_UNSEEN`` (-1) use the mean subject layer."""
-    from brainstream.models.training.trainer import encode
-
-    if subjects is None:
-        return encode(model, X, None)
-    subjects = np.asarray(subjects)
-    out = None
-    for seen in (True, False):
-        rows = subjects >= 0 if seen else subjects < 0
-        if not rows.any():
-            continue
-        part = encode(model, X[rows], subjects[rows] if seen else None)
-        if out is None:
-            out = np.zeros((len(X), part.shape[1]), np.float32)
-        out[rows] = part
-    return out if out is not None else np.zeros((0, 0), np.float32)
-
-
-def _true_rows(ids: np.ndarray, cand_ids: list[str]) -> np.ndarray:
-    index = {c: k for k, c in enumerate(cand_ids)}
-    return np.array([index[i] for i in ids], dtype=np.int64)
-
-
-def _scores(pred, cand, true, n_way, seed) -> dict[str, Any]:
-    return retrieval_metrics(pred, cand, true, n_way=n_way, seed=seed)
-
-
-def _report(
-    test: EncodingData,
-    model_pred: np.ndarray,
-    ridge_pred: np.ndarray | None,
-    avg: EncodingData,
-    model_avg: np.ndarray,
-    ridge_avg: np.ndarray | None,
-    n_way: int | None,
-    seed: int,
-) -> dict[str, Any]:
-    cand, _, cand_ids = candidates_for(test)
-    true = _true_rows(test.image_ids, cand_ids)
-    true_avg = _true_rows(avg.image_ids, cand_ids)
-    single = _scores(model_pred, cand, true, n_way, seed)
-    averaged = _scores(model_avg, cand, true_avg, n_way, seed)
-    out: dict[str, Any] = dict(single)
-    out["ridge"] = None
-    out["averaged"] = {"top1": averaged["top1"], "top5": averaged["top5"], "ridge": None}
-    if ridge_pred is not None and ridge_avg is not None:
-        r = _scores(ridge_pred, cand, true, n_way, seed)
-        ra = _scores(ridge_avg, cand, true_avg, n_way, seed)
-        out["ridge"] = {"top1": r["top1"], "top5": r["top5"]}
-        out["averaged"]["ridge"] = {"top1": ra["top1"], "top5": ra["top5"]}
-    return out
-
-
-def evaluate_split(
-    model: nn.Module,
-    test: EncodingData,
-    ridge: nn.Module | None = None,
-    n_way: int = 200,
-    seed: int = 0,
-    subject_index: np.ndarray | None = None,
-    ridge_subject_index: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Retrieval on the test trials ``test`` (all candidates = its unique images).
-
-    ``subject_index`` maps each trial to the model's subject layer (-1: unseen subject); default
-    ``test.subjects``; ``ridge_subject_index`` does the same for the ridge's per-subject maps (default:
-    ``subject_index``). Returns ``{"metrics": issue JSON (n_way), "whole_set": same with N = all test
-    images, "per_subject": {name: issue JSON}}`` (per subject only with several subjects).
-    """
-    if len(test.X) == 0:
-        raise DataError("the test split is empty: nothing to evaluate")
-    if len(np.unique(test.image_ids)) < 2:
-        raise DataError("the test split has fewer than 2 distinct images: retrieval needs at least 2")
-    subj = test.subjects if subject_index is None else np.asarray(subject_index)
-    avg = average_repetitions(test)
-    avg_subj = subj[_first_rows(test, avg)]
-    model_pred = predict(model, test.X, subj)
-    model_avg = predict(model, avg.X, avg_subj)
-    ridge_pred = ridge_avg = None
-    if ridge is not None:
-        rsubj = subj if ridge_subject_index is None else np.asarray(ridge_subject_index)
-        ridge_pred = predict(ridge, test.X, rsubj)
-        ridge_avg = predict(ridge, avg.X, rsubj[_first_rows(test, avg)])
-    result = {
-        "metrics": _report(test, model_pred, ridge_pred, avg, model_avg, ridge_avg, n_way, seed),
-        "whole_set": _report(test, model_pred, ridge_pred, avg, model_avg, ridge_avg, None, seed),
-    }
-    if len(np.unique(test.subjects)) > 1:
-        per = {}
-        for s in np.unique(test.subjects):
-            rows, arows = test.subjects == s, avg.subjects == s
-            per[test.subject_names[s]] = _report(
-                test.subset(rows),
-                model_pred[rows],
-                None if ridge_pred is None else ridge_pred[rows],
-                avg.subset(arows),
-                model_avg[arows],
-                None if ridge_avg is None else ridge_avg[arows],
-                n_way,
-                seed,
-            )
-        result["per_subject"] = per
-    return result
-
-
-def _first_rows(test: EncodingData, avg: EncodingData) -> np.ndarray:
-    """Row of ``test`` that each averaged trial came from (same subject and image)."""
-    key = {(s, i): k for k, (s, i) in enumerate(zip(test.subjects, test.image_ids, strict=True))}
-    return np.array([key[(s, i)] for s, i in zip(avg.subjects, avg.image_ids, strict=True)], dtype=np.int64)
+from brainstream.models.training.data import DataError, EncodingData, candidates_for
+from brainstream.models.training.scoring import (
+    SUBJECT_UNSEEN,
+    evaluate_split,
+    predict,
+    retrieval_scores,
+    true_rows,
+)
 
 
 # ------------------------------------------------------------------------------------- leave one subject out
@@ -235,14 +127,14 @@ def time_resolved(
     from brainstream.models.encoders.ridge import DEFAULT_ALPHAS
 
     cand, _, cand_ids = candidates_for(test)
-    true = _true_rows(test.image_ids, cand_ids)
+    true = true_rows(test.image_ids, cand_ids)
     subj = test.subjects if subject_index is None else np.asarray(subject_index)
     rows = []
     windows = time_windows(test.tmin, test.n_times, test.sfreq, step=step)
     for kind, t0, t1, sl in tqdm(windows, desc="time-resolved", unit="window", disable=not progress):
         masked = np.zeros_like(test.X)
         masked[:, :, sl] = test.X[:, :, sl]
-        m = _scores(predict(model, masked, subj), cand, true, n_way, seed)
+        m = retrieval_scores(predict(model, masked, subj), cand, true, n_way, seed)
         fit = fit_ridge(
             train.X[:, :, sl],
             train.targets,
@@ -252,7 +144,7 @@ def time_resolved(
             scoring="rank",
         )
         ridge_pred = test.X[:, :, sl].reshape(len(test.X), -1) @ fit.weight + fit.bias
-        r = _scores(ridge_pred, cand, true, n_way, seed)
+        r = retrieval_scores(ridge_pred, cand, true, n_way, seed)
         rows.append(
             {
                 "kind": kind,

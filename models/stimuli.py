@@ -2,23 +2,15 @@
 
 Nothing is downloaded. The procedural images vary in shape, colour, texture, size and position, and each is a
 pure function of ``(seed, index)``, so the same seed always gives the same set, pixel for pixel. The set is
-stored as a gallery folder (``models.gallery``) and cached under ``~/.cache/brainstream`` by
-:func:`default_gallery_dir`, built on first use.
+stored as a gallery folder by :mod:`brainstream.models.demo_gallery`, cached and built on first use.
 """
 
 from __future__ import annotations
 
 import colorsys
-import contextlib
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -284,109 +276,3 @@ def demo_stimuli(
         images.append(image)
         attributes[image_id] = {"kind": "procedural", **asdict(spec)}
     return ids, images, attributes
-
-
-def build_demo_gallery(
-    out_dir: str | Path,
-    n_procedural: int = 1000,
-    seed: int = 0,
-    embedder: str = "demo",
-    progress: bool = True,
-    **embedder_kwargs,
-):
-    """Render the demo stimulus set, embed it and save it as a gallery folder.
-
-    Parameters
-    ----------
-    out_dir : path
-        Gallery folder to create (must not exist or be empty).
-    n_procedural : int
-        Number of procedural images (the natural ones are added to these).
-    seed : int
-        Seed of the procedural set; the same seed gives the same images.
-    embedder : str
-        Name for :func:`models.embedders.get_embedder`; ``embedder_kwargs`` are passed on.
-    progress : bool
-        Show a progress bar while embedding.
-
-    Returns
-    -------
-    gallery : models.gallery.Gallery
-    """
-    from brainstream.models.embedders import embed_images, get_embedder
-    from brainstream.models.gallery import Gallery
-
-    ids, images, attributes = demo_stimuli(n_procedural, seed)
-    model = get_embedder(embedder, **embedder_kwargs)
-    embeddings = embed_images(model, images, progress=progress, desc="embedding demo stimuli")
-    gallery = Gallery.save(
-        out_dir,
-        embeddings=embeddings,
-        ids=ids,
-        space=model.space,
-        embedder=embedder,
-        images=images,
-        extra={"stimuli": {"version": STIMULI_VERSION, "n_procedural": n_procedural, "seed": seed}},
-        progress=progress,
-    )
-    (Path(out_dir) / "stimuli.json").write_text(json.dumps(attributes, indent=0), encoding="utf-8")
-    return gallery
-
-
-def cache_root() -> Path:
-    """``$BRAINSTREAM_CACHE`` or ``$XDG_CACHE_HOME/brainstream`` or ``~/.cache/brainstream``."""
-    if os.environ.get("BRAINSTREAM_CACHE"):
-        return Path(os.environ["BRAINSTREAM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "brainstream"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(
-            f"cannot create the cache folder {path.parent} ({exc.strerror}); set BRAINSTREAM_CACHE to a "
-            "writable folder"
-        ) from None
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # parallel processes wait here instead of building twice
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def default_gallery_dir(
-    n_procedural: int = 1000, seed: int = 0, embedder: str = "demo", build: bool = True
-) -> Path:
-    """The cached demo gallery folder, built on first use (atomically; safe across processes).
-
-    The folder name carries a hash of everything that defines its content (stimuli version, count, seed,
-    embedder space), so a change never reuses a stale cache.
-    """
-    from brainstream.models.embedders import space_of
-
-    key = json.dumps(
-        {"stimuli": STIMULI_VERSION, "n": n_procedural, "seed": seed, "space": space_of(embedder)},
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    target = cache_root() / f"gallery-demo-{digest}"
-    if (target / "gallery.yaml").is_file() or not build:
-        return target
-    with _file_lock(cache_root() / f".gallery-demo-{digest}.lock"):
-        if (target / "gallery.yaml").is_file():
-            return target
-        tmp = Path(tempfile.mkdtemp(prefix=f".gallery-demo-{digest}-", dir=cache_root()))
-        try:
-            build_demo_gallery(tmp / "gallery", n_procedural=n_procedural, seed=seed, embedder=embedder)
-            if target.exists():  # a half-built folder from a crash before the lock existed
-                shutil.rmtree(target)
-            os.replace(tmp / "gallery", target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target

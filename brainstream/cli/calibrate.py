@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.calibration.pretrained import PretrainedError
     from brainstream.calibration.profile import ProfileError
     from brainstream.calibration.protocol import load_protocol
-    from brainstream.calibration.session import CalibrationError, calibrate
+    from brainstream.calibration.runs import CalibrationError
+    from brainstream.calibration.session import calibrate
     from brainstream.models.config_base import ConfigError
 
     if args.speed <= 0:

@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "build":
         result = _build(args)
     elif args.action == "demo":
-        from brainstream.models.stimuli import build_demo_gallery
+        from brainstream.models.demo_gallery import build_demo_gallery
 
         out = Path(args.out).expanduser()
         if out.exists() and any(out.iterdir()):

@@ -96,7 +96,7 @@ def _load_inputs(args: argparse.Namespace):
         except (GalleryError, FileNotFoundError, OSError) as exc:
             raise UserFacingError(f"{exc}; build one with `brainstream gallery build`") from None
     else:
-        from brainstream.models.stimuli import default_gallery_dir
+        from brainstream.models.demo_gallery import default_gallery_dir
 
         gallery = Gallery.load(default_gallery_dir())
     return profile, gallery

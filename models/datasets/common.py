@@ -30,7 +30,7 @@ def resolve_gallery(gallery: Any, space: str | None = None, hint: str | None = N
     if folder is None:
         if not default:
             return None
-        from brainstream.models.stimuli import default_gallery_dir
+        from brainstream.models.demo_gallery import default_gallery_dir
 
         folder = default_gallery_dir()
     elif gallery is None and not Path(str(folder)).expanduser().is_dir():

@@ -4,10 +4,10 @@ Runtime. The choice and its reason are logged (and returned by :func:`choose_bac
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from brainstream.models.cache import cache_root
 from brainstream.models.runtime.base import EncoderRuntime, signature_of, weights_digest
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,6 @@ def choose_backend(requested: str = "auto") -> tuple[str, str]:
     if reason is None:
         return "tensorrt", "auto: a CUDA GPU and torch-tensorrt are present"
     return "onnxruntime", f"auto: {reason}, so ONNX Runtime"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BRAINSTREAM_CACHE", Path.home() / ".cache" / "brainstream"))
 
 
 def onnx_for(model: Any, path: str | Path | None = None, cache_dir: str | Path | None = None) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from brainstream.models.cache import cache_root
 from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of, weights_digest
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def tensorrt_unavailable_reason() -> str | None:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BRAINSTREAM_CACHE", Path.home() / ".cache" / "brainstream")) / "tensorrt"
+    return cache_root() / "tensorrt"
 
 
 def _fixed_subject(model: Any, subject: int | None) -> Any:

@@ -30,6 +30,7 @@ from brainstream.models.losses import ClipLoss, CombinedLoss, MSELoss
 from brainstream.models.metrics import retrieval_ranks
 from brainstream.models.training.config import TrainingConfig
 from brainstream.models.training.data import DataError, EncodingData, candidates_for, carve_validation
+from brainstream.models.training.scoring import encode, evaluate_split
 
 TRAIN_IMAGES_FILE = "train_images.json"  # training image ids; evaluation refuses them as test images
 
@@ -75,28 +76,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@torch.no_grad()
-def encode(
-    model: nn.Module,
-    X: np.ndarray,
-    subjects: np.ndarray | None = None,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """Embeddings ``(n, D)`` of windows ``X (n, C, T)`` in eval mode (``subjects=None``: unseen subject)."""
-    model.eval()
-    outs = []
-    for s in range(0, len(X), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(X[s : s + batch_size])).to(device)
-        subj = (
-            None
-            if subjects is None
-            else torch.from_numpy(np.asarray(subjects[s : s + batch_size])).to(device)
-        )
-        outs.append(model(x, subj).float().cpu().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
 def positions_for(ch_names: list[str]) -> np.ndarray | None:
@@ -420,8 +399,6 @@ def train(
     ridge = None
     metrics: dict[str, Any] = {}
     if evaluate_test and dist.is_main:
-        from brainstream.models.evaluation import evaluate_split
-
         train_all = data.split("train")
         if config.evaluation.ridge:
             ridge, details["ridge"] = fit_ridge_encoder(

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from brainstream.realtime.replay.blocks import Block, StreamSpec, UnsupportedRecordingError
 
 logger = logging.getLogger(__name__)
 
@@ -28,47 +29,11 @@ logger = logging.getLogger(__name__)
 _FIFF_UNITS = {112: "T", 201: "T/m", 107: "V", 202: "Am", 108: "K"}
 
 
-class UnsupportedRecordingError(ValueError):
-    """A file the replay cannot read; the message lists what it can."""
-
-
 def supported_formats() -> list[str]:
     """File endings replay accepts (everything ``mne.io.read_raw`` reads, plus XDF and BIDS)."""
     from mne.io._read_raw import _get_supported
 
     return sorted({*_get_supported(), ".xdf", ".xdfz"})
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """One outlet to create: what :func:`realtime.lsl_info.make_stream_info` needs."""
-
-    name: str
-    stype: str
-    ch_names: tuple[str, ...]
-    sfreq: float
-    channel_format: str
-    ch_types: tuple[str, ...]
-    units: tuple[str, ...]
-    source_id: str = ""
-
-    @property
-    def is_markers(self) -> bool:
-        return self.channel_format == "string"
-
-
-@dataclass
-class Block:
-    """Samples of every stream for source times ``[t_start, t_end)`` (seconds from the recording start).
-
-    ``values[k]`` is ``(n_channels, n)`` for numeric streams and a list of n samples (lists of str) for
-    string streams; ``times[k]`` holds the n sample times, sorted.
-    """
-
-    t_start: float
-    t_end: float
-    values: list
-    times: list[np.ndarray]
 
 
 class RawSource:

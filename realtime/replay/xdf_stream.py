@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from brainstream.models import xdf
-from brainstream.realtime.replay.sources import Block, StreamSpec, UnsupportedRecordingError
+from brainstream.realtime.replay.blocks import Block, StreamSpec, UnsupportedRecordingError
 
 # files at least this large are streamed from disk instead of loaded with pyxdf
 STREAMING_THRESHOLD_BYTES = 256 * 1024**2

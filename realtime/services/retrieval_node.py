@@ -24,7 +24,7 @@ def resolve_gallery(gallery: Any):
     if isinstance(gallery, Gallery):
         return gallery
     if str(gallery) == "demo":
-        from brainstream.models.stimuli import default_gallery_dir
+        from brainstream.models.demo_gallery import default_gallery_dir
 
         gallery = default_gallery_dir()
     return Gallery.load(Path(gallery))

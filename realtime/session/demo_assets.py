@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from brainstream.models.cache import cache_root
 from brainstream.models.config_base import resolve_config_path
 
 logger = logging.getLogger(__name__)
@@ -37,12 +38,6 @@ class DemoAssets:
     checkpoint_dir: Path
     subject_seed: int
     fingerprint: str
-
-
-def cache_root() -> Path:
-    from brainstream.models.runtime.select import cache_root as runtime_cache_root
-
-    return runtime_cache_root()
 
 
 def demo_fingerprint(gallery) -> str:
@@ -130,9 +125,9 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
 
 def ensure_demo_assets(progress: bool = True) -> DemoAssets:
     """The demo gallery (built on first use) and a demo encoder that matches it (shipped, cached or new)."""
+    from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.device_profile import load_device_profile
     from brainstream.models.gallery import Gallery
-    from brainstream.models.stimuli import default_gallery_dir
     from brainstream.realtime.simulation.forward import load_forward
 
     gallery_dir = Path(default_gallery_dir())
@@ -155,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m realtime.session.demo_assets --ship``: rebuild the shipped encoder for the current code."""
     import argparse
 
+    from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.gallery import Gallery
-    from brainstream.models.stimuli import default_gallery_dir
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--ship", action="store_true", help="write the result into the package assets")

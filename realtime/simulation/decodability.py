@@ -167,7 +167,7 @@ def measure(
     from brainstream.models.gallery import Gallery
 
     if gallery is None:
-        from brainstream.models.stimuli import default_gallery_dir
+        from brainstream.models.demo_gallery import default_gallery_dir
 
         gallery = default_gallery_dir()
     if not hasattr(gallery, "embeddings"):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainstream.models.cache import cache_root
 from brainstream.models.device_profile import DeviceProfile
 
 logger = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ class ForwardModel:
         return np.einsum("csk,sk->cs", self.gain[:, idx, :], ori)
 
 
-def cache_dir() -> Path:
-    """``$BRAINSTREAM_CACHE``, else ``$XDG_CACHE_HOME/brainstream``, else ``~/.cache/brainstream``."""
-    if os.environ.get("BRAINSTREAM_CACHE"):
-        return Path(os.environ["BRAINSTREAM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "brainstream"
-
-
 def _mne_data() -> Path:
     import mne
 
@@ -98,7 +91,7 @@ def load_forward(profile: DeviceProfile, *, use_cache: bool = True) -> ForwardMo
     use_cache : bool
         Read/write ``<cache_dir>/forward-<modality>-<profile>-<key>.npz``.
     """
-    path = cache_dir() / f"forward-{profile.modality}-{profile.name}-{_cache_key(profile)}.npz"
+    path = cache_root() / f"forward-{profile.modality}-{profile.name}-{_cache_key(profile)}.npz"
     if use_cache and path.exists():
         try:
             with np.load(path, allow_pickle=False) as z:

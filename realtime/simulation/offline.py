@@ -120,7 +120,7 @@ def simulate_recording(
     profile : str
         Device profile name or path (``ctf275_things_meg``, ``eeg64_1000hz``, ``things_eeg2``...).
     gallery : Gallery | path | None
-        Stimulus gallery; None uses the demo gallery (``models.stimuli.default_gallery_dir()``).
+        Stimulus gallery; None uses the demo gallery (``models.demo_gallery.default_gallery_dir()``).
     seed : int
         Subject seed.
     snr : float
@@ -150,7 +150,7 @@ def simulate_recording(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) or choose another name")
     if gallery is None:
-        from brainstream.models.stimuli import default_gallery_dir
+        from brainstream.models.demo_gallery import default_gallery_dir
 
         gallery = default_gallery_dir()
     if isinstance(gallery, str | Path):

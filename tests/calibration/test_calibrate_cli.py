@@ -48,8 +48,8 @@ def test_closed_loop_calibration_resumes_and_writes_a_profile(tmp_path, capsys):
     assert len(runs) == 2
     # the recordings hold the presenter's onsets in schedule order and signal around each of them
     from brainstream.calibration.data import read_run
+    from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.gallery import Gallery
-    from brainstream.models.stimuli import default_gallery_dir
 
     schedule = build_schedule(cfg, list(Gallery.load(default_gallery_dir()).ids))
     shown = []

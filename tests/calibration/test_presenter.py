@@ -15,8 +15,8 @@ SPEED = 10.0
 
 @pytest.fixture(scope="module")
 def gallery():
+    from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.gallery import Gallery
-    from brainstream.models.stimuli import default_gallery_dir
 
     return Gallery.load(default_gallery_dir())
 

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from brainstream.models import stimuli
+from brainstream.models import demo_gallery, stimuli
 from brainstream.models.gallery import Gallery
 
 
@@ -57,8 +57,8 @@ def test_to_rgb_uint8_converts_common_formats_and_refuses_others() -> None:
 
 
 def test_demo_gallery_build_is_deterministic(tmp_path) -> None:
-    g1 = stimuli.build_demo_gallery(tmp_path / "a", n_procedural=20, seed=1, progress=False)
-    g2 = stimuli.build_demo_gallery(tmp_path / "b", n_procedural=20, seed=1, progress=False)
+    g1 = demo_gallery.build_demo_gallery(tmp_path / "a", n_procedural=20, seed=1, progress=False)
+    g2 = demo_gallery.build_demo_gallery(tmp_path / "b", n_procedural=20, seed=1, progress=False)
     assert g1.ids == g2.ids and len(g1) == 20 + len(list(stimuli.natural_images(16)))
     np.testing.assert_array_equal(g1.embeddings, g2.embeddings)
     for image_id in ("proc-00007", g1.ids[0]):
@@ -69,14 +69,14 @@ def test_demo_gallery_build_is_deterministic(tmp_path) -> None:
 
 def test_default_gallery_dir_builds_once_and_keys_on_content(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))
-    path = stimuli.default_gallery_dir(n_procedural=10, seed=2)
+    path = demo_gallery.default_gallery_dir(n_procedural=10, seed=2)
     assert path.parent == tmp_path / "cache" and path.name.startswith("gallery-demo-")
     gallery = Gallery.load(path)
     assert len(gallery) == 10 + len(list(stimuli.natural_images(16)))
     stamp = (path / "embeddings.npy").stat().st_mtime_ns
-    assert stimuli.default_gallery_dir(n_procedural=10, seed=2) == path
+    assert demo_gallery.default_gallery_dir(n_procedural=10, seed=2) == path
     assert (path / "embeddings.npy").stat().st_mtime_ns == stamp  # reused, not rebuilt
-    other = stimuli.default_gallery_dir(n_procedural=10, seed=3, build=False)
+    other = demo_gallery.default_gallery_dir(n_procedural=10, seed=3, build=False)
     assert other != path and not other.exists()
     # no temporary build folders left behind
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [path.name]
