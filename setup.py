@@ -3,26 +3,23 @@
 ``realtime/``, ``models/``, ``calibration/`` and ``configs/`` stay at the top of the repository (the layout
 the project is organised by) and install as ``brainstream.realtime``, ``brainstream.models``,
 ``brainstream.calibration`` and ``brainstream.configs``; ``brainstream/`` holds the application (CLI,
-version). Everything else is in ``pyproject.toml``.
+version, config kinds). Folders of data (configs, the shipped demo encoder) are namespace packages, so their
+files travel as package data. Everything else is in ``pyproject.toml``.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
-MAPPED = {"realtime": "realtime", "models": "models", "calibration": "calibration"}
+FOLDERS = ("realtime", "models", "calibration", "configs")
 
-packages = ["brainstream"]
-packages += [f"brainstream.{p}" for p in find_packages(where="brainstream")]
+
+def _packages(where: str = ".", include: tuple[str, ...] = ("*",)) -> list[str]:
+    return find_namespace_packages(where=where, include=list(include), exclude=["*__pycache__*"])
+
+
+packages = ["brainstream", *(f"brainstream.{p}" for p in _packages("brainstream"))]
 package_dir = {"brainstream": "brainstream"}
-for name, folder in MAPPED.items():
-    package_dir[f"brainstream.{name}"] = folder
-    packages += [f"brainstream.{p}" for p in find_packages(include=[name, f"{name}.*"])]
-# configs/ is a data package: its YAML files, one folder per kind, travel as package data
-package_dir["brainstream.configs"] = "configs"
-packages.append("brainstream.configs")
+for folder in FOLDERS:
+    package_dir[f"brainstream.{folder}"] = folder
+    packages += [f"brainstream.{p}" for p in _packages(include=(folder, f"{folder}.*"))]
 
-setup(
-    packages=packages,
-    package_dir=package_dir,
-    package_data={"brainstream.configs": ["*/*.yaml"]},
-    exclude_package_data={"brainstream.configs": ["*/*/*"]},
-)
+setup(packages=packages, package_dir=package_dir)

@@ -1,4 +1,5 @@
-"""Subject profiles: what a calibration leaves behind for ``brainstream live --subject ID`` (DESIGN §7).
+"""Subject profiles: what a calibration leaves behind for ``brainstream live --subject ID``
+(docs/architecture.md §7).
 
 Layout of one subject under a subjects directory::
 

@@ -53,7 +53,7 @@ class CheckpointMeta(StrictModel):
     scaler: dict[str, Any] | None = Field(
         default=None, description="RobustScaler.to_dict() of the training data"
     )
-    space: str = Field(min_length=1, description="embedding space of the targets (DESIGN §6)")
+    space: str = Field(min_length=1, description="embedding space of the targets (docs/architecture.md §6)")
     dim: int = Field(gt=0)
     subjects: list[str] = Field(default_factory=list, description="subject names in subject-index order")
     training: dict[str, Any] = Field(default_factory=dict, description="training data and recipe summary")

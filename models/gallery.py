@@ -1,4 +1,5 @@
-"""A gallery: the images a decoder can retrieve, with their embeddings in one named space (DESIGN §7).
+"""A gallery: the images a decoder can retrieve, with their embeddings in one named space
+(docs/architecture.md §7).
 
 Folder layout::
 
@@ -85,7 +86,7 @@ class Gallery:
     ids : list of str
         One unique id per row.
     space : str
-        Embedding-space id (DESIGN §6).
+        Embedding-space id (docs/architecture.md §6).
     embedder : str
         Name of the embedder that made the embeddings.
     root : path | None

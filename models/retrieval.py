@@ -188,7 +188,7 @@ class Retriever:
             return ""
 
     def check_space(self, space: str | None) -> None:
-        """Refuse embeddings from another space, naming both (DESIGN §6)."""
+        """Refuse embeddings from another space, naming both (docs/architecture.md §6)."""
         from brainstream.models.gallery import check_same_space
 
         check_same_space(

@@ -1,7 +1,7 @@
 """Pipeline configs (``configs/pipelines/``): everything one live session needs, validated.
 
 A pipeline names the input stream(s) and device profile, the windowing, the encoder checkpoint and runtime,
-the gallery, the generator, the bus endpoints, the display and the recording folder (DESIGN §5).
+the gallery, the generator, the bus endpoints, the display and the recording folder (docs/architecture.md §5).
 Preprocessing parameters are NOT here: they travel in the encoder checkpoint (train/serve parity).
 """
 

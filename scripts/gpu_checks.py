@@ -6,7 +6,7 @@ each writing its JSON as soon as it finishes:
 1. ``env``: GPU, driver, torch / onnxruntime versions and providers.
 2. ``encoder``: ``brainstream bench encoder`` (the same code) on the GPU: torch eager vs torch.compile
    (``reduce-overhead``: CUDA graphs) for the full-size MEG brain module, the demo encoder and ATM-S, ONNX
-   Runtime beside them; goal (issue #6): compiled p50 ≤ 1 ms per window.
+   Runtime beside them; goal: compiled p50 ≤ 1 ms per window.
 3. ``parity``: torch.compile fp32 and fp16 against eager fp32 on the GPU (relative error; the TensorRT
    fp16 tolerance of the runtime tests, 1e-2, applies to the fp16 row).
 4. ``generator``: ``scripts/gpu_generator_latency.py`` (SDXL UNet at full size, random weights; 512², 1 step).

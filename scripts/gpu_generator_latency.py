@@ -4,7 +4,7 @@ Builds SDXL's UNet from its published config (2.6 B parameters), a random IP-Ada
 ``ip-adapter_sdxl_vit-h`` layout (1024-d OpenCLIP ViT-H-14 input) loaded through the same local-folder path as
 production (``load_ip_adapter(..., local_files_only=True)``), and TAESDXL (``AutoencoderTiny``'s default
 config), then times 512×512, 1-step generation, fp16, as :class:`IPAdapterTurboGenerator` runs it live.
-Goal (issue #7): ≤ 30 ms on an H100.
+Goal: ≤ 30 ms on an H100.
 
 On a lent GPU machine (its python3 has torch; diffusers and pydantic travel as wheels prepared in ``.whl``)::
 

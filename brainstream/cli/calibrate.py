@@ -1,4 +1,4 @@
-"""``brainstream calibrate``: adapt the system to one person (DESIGN §1: calibration/).
+"""``brainstream calibrate``: adapt the system to one person (docs/architecture.md §1: calibration/).
 
 ::
 

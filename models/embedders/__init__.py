@@ -1,4 +1,4 @@
-"""Image embedders: images → L2-normalised vectors in a named embedding space (DESIGN §6).
+"""Image embedders: images → L2-normalised vectors in a named embedding space (docs/architecture.md §6).
 
 An embedder declares its ``space`` (e.g. ``demo:randconv-v1:128`` or ``openclip:ViT-H-14:laion2b_s32b_b79k``);
 galleries, checkpoints and generators record it and refuse to mix spaces.

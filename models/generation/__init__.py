@@ -1,4 +1,4 @@
-"""Image generation from embeddings (DESIGN §4): one :class:`Generator` interface, two backends.
+"""Image generation from embeddings (docs/architecture.md §4): one :class:`Generator` interface, two backends.
 
 ``sdxl-turbo-ipadapter`` (production, local weights) and ``tiny`` (random tiny weights, CPU tests)::
 

@@ -2,7 +2,8 @@
 validation split carved from the training images, then one evaluation on the test split.
 
 ``train(config, out_dir, data=None)`` is the Python entry point (``brainstream train`` calls it). The
-selected model is written as a checkpoint folder (DESIGN §7) with ``metrics.json`` (test metrics, computed
+selected model is written as a checkpoint folder (docs/architecture.md §7) with ``metrics.json`` (test
+metrics, computed
 once, after selection), ``training.json`` (selection table, learning curves, whole-set and per-subject
 numbers) and ``ridge/`` (the ridge baseline fitted on the same training data, itself a checkpoint).
 """

@@ -1,4 +1,5 @@
-"""The brainstream bus (DESIGN §3): ZeroMQ PUB/SUB through a broker, msgpack headers, zero-copy arrays.
+"""The brainstream bus: ZeroMQ PUB/SUB through a broker, msgpack headers, zero-copy arrays
+(docs/architecture.md §3).
 
 Start from Python::
 

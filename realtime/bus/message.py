@@ -1,4 +1,4 @@
-"""Wire format of the bus (DESIGN §3): ``[topic, header, payload...]``.
+"""Wire format of the bus (docs/architecture.md §3): ``[topic, header, payload...]``.
 
 ``header`` is a msgpack map (never pickle) with ``v, seq, src, t_sample, trace, space, frames`` plus small
 extras; each payload frame is the raw C-contiguous bytes of one numpy array, described by

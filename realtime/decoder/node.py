@@ -2,7 +2,8 @@
 
 Threads: the :class:`~realtime.acquisition.StreamReader` pulls LSL into a ring buffer; the node's loop
 sleeps on that buffer, feeds new samples and markers to the :class:`OnlineWindower`, encodes each ready
-window at batch size 1 and publishes it at once (DESIGN §3-4). A ``signal.<stream>`` preview and a
+window at batch size 1 and publishes it at once (docs/architecture.md §3-4). A ``signal.<stream>``
+preview and a
 ``status.decoder`` message go out a few times per second for the display.
 
 Sliding windows of a causal checkpoint run incrementally by default (``windowing.incremental``): the

@@ -1,4 +1,4 @@
-"""The live display (issue 8): what the experimenter watches during a session.
+"""The live display: what the experimenter watches during a session.
 
 ``DisplayState`` (pure Python, thread-safe) holds the newest message per topic, signal previews, latency
 statistics, accuracy and alarms; ``BusThread`` fills it from the bus; ``DisplayWindow`` draws each new

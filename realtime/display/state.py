@@ -24,7 +24,7 @@ import pylsl
 
 from brainstream.models.events import parse_stimulus_marker
 
-# topics (DESIGN §3); signal.<stream> and status.<node> are prefixes
+# topics (docs/architecture.md §3); signal.<stream> and status.<node> are prefixes
 RETRIEVAL = "retrieval"
 IMAGE = "image"
 MARKER = "marker"

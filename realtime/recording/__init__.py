@@ -1,4 +1,4 @@
-"""Crash-safe XDF recording of LSL streams and of in-process streams (DESIGN §7)."""
+"""Crash-safe XDF recording of LSL streams and of in-process streams (docs/architecture.md §7)."""
 
 from brainstream.realtime.recording.bus_recorder import BusRecorder
 from brainstream.realtime.recording.recorder import LocalStream, Recorder

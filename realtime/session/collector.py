@@ -25,7 +25,8 @@ def _pct(values: list[float]) -> dict[str, float | None]:
 class SessionCollector:
     """Subscribe to ``embedding.*``, ``retrieval``, ``image`` and ``status.*`` and keep running statistics.
 
-    Latencies are LSL-clock differences (DESIGN §2): each stage's trace time − the window's ``t_sample``.
+    Latencies are LSL-clock differences (docs/architecture.md §2): each stage's trace time − the
+    window's ``t_sample``.
     """
 
     endpoint: str

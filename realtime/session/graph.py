@@ -1,4 +1,4 @@
-"""The process graph of a session (DESIGN §4): which nodes run, with which command lines.
+"""The process graph of a session (docs/architecture.md §4): which nodes run, with which command lines.
 
 ``brainstream live`` and ``brainstream demo`` both start the graph this module describes, so what the demo
 shows is what a lab session runs.
