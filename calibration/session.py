@@ -106,7 +106,8 @@ def next_trial(runs: list[RunInfo]) -> int:
 
 # ------------------------------------------------------------------------------------------ virtual subject
 class SubjectProcess:
-    """The closed-loop virtual subject in its own process (``python -m calibration.virtual_subject``)."""
+    """The closed-loop virtual subject in its own process
+    (``python -m brainstream.calibration.virtual_subject``)."""
 
     def __init__(self, args: list[str]) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

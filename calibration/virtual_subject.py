@@ -6,7 +6,7 @@ presenter: :class:`ClockedLiveSubject` is a ``LiveSubject`` whose streaming loop
 which stays ``lag_s`` (virtual) behind it so that a marker pushed right after a frame reaches the subject
 before the samples of its onset are generated (``late_markers`` counts any that do not).
 
-It runs in its own process (``python -m calibration.virtual_subject ...``, started by
+It runs in its own process (``python -m brainstream.calibration.virtual_subject ...``, started by
 :mod:`calibration.session`), like a real amplifier: the presenter's frame timing does not compete with the
 generator for the interpreter. The process prints ``READY <t0>`` once its outlets are up, ``T <t>`` lines as
 it streams (virtual time of the last pushed sample) and a JSON summary when stopped (SIGTERM / SIGINT).

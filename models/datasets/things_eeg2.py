@@ -11,7 +11,7 @@ images) is another pickled dict: ``train_img_concepts``, ``train_img_files``, ``
 brainstream never unpickles while loading. A one-time, explicit conversion writes plain arrays + JSON next
 to the originals::
 
-    python -m models.datasets.things_eeg2 convert ROOT [--image-metadata PATH]
+    python -m brainstream.models.datasets.things_eeg2 convert ROOT [--image-metadata PATH]
 
 It reads the pickles with a restricted unpickler that can only rebuild numpy arrays, dicts, lists and
 strings (anything else, such as a function call hidden in a tampered file, is refused), and writes
@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 FILES = {"train": "preprocessed_eeg_training", "test": "preprocessed_eeg_test"}
 METADATA = "image_metadata"
-CONVERT_HINT = "convert the release once with `python -m models.datasets.things_eeg2 convert {root}`"
+CONVERT_HINT = (
+    "convert the release once with `python -m brainstream.models.datasets.things_eeg2 convert {root}`"
+)
 
 
 # --------------------------------------------------------------------------------------- safe conversion
@@ -268,7 +270,7 @@ def load_things_eeg2(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m models.datasets.things_eeg2",
+        prog="python -m brainstream.models.datasets.things_eeg2",
         description="Convert the pickled THINGS-EEG2 release once into plain .npy + JSON "
         "(with a restricted unpickler that can only rebuild arrays).",
     )

@@ -1,6 +1,7 @@
 """A separate process that plays noise into an LSL outlet in real time (benchmarks' signal source).
 
-Run as ``python -m realtime.benchmarks._pusher NAME N_CHANNELS RATE CHUNK_MS SECONDS``. Each chunk is
+Run as ``python -m brainstream.realtime.benchmarks._pusher NAME N_CHANNELS RATE CHUNK_MS SECONDS``.
+Each chunk is
 pushed when its last sample is due and stamped with that time, so ``t_sample`` is the push time.
 """
 

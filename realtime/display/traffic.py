@@ -8,7 +8,7 @@ image is ranked first with probability ``p_top1``); nothing here is a measuremen
 
 Manual run (starts its own broker with ``--broker``)::
 
-    python -m realtime.display.traffic --broker --seconds 60 &
+    python -m brainstream.realtime.display.traffic --broker --seconds 60 &
     brainstream display
 """
 

@@ -147,7 +147,8 @@ def ensure_demo_assets(progress: bool = True) -> DemoAssets:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m realtime.session.demo_assets --ship``: rebuild the shipped encoder for the current code."""
+    """``python -m brainstream.realtime.session.demo_assets --ship``: rebuild the shipped encoder for the
+    current code."""
     import argparse
 
     from brainstream.models.demo_gallery import default_gallery_dir

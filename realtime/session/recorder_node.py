@@ -1,7 +1,8 @@
 """The session's recorder node: the LSL signal and marker streams, plus the decoder's outputs from the bus
 (embeddings, retrievals, markers), into one crash-safe XDF file.
 
-Run as ``python -m realtime.session.recorder_node --config PIPELINE.yaml --out FILE.xdf``; stops cleanly
+Run as ``python -m brainstream.realtime.session.recorder_node --config PIPELINE.yaml --out FILE.xdf``;
+stops cleanly
 on SIGINT / SIGTERM (footers written).
 """
 

@@ -194,7 +194,7 @@ def measure(
     return out
 
 
-if __name__ == "__main__":  # python -m realtime.simulation.decodability [snr ...]
+if __name__ == "__main__":  # python -m brainstream.realtime.simulation.decodability [snr ...]
     import json
     import sys
 

@@ -13,7 +13,8 @@ import pytest
 
 def test_shipped_demo_encoder_matches_the_simulator():
     """If the simulator, gallery or recipe changed, the shipped encoder must be rebuilt
-    (`python -m realtime.session.demo_assets --ship`), otherwise every fresh demo trains for minutes."""
+    (`python -m brainstream.realtime.session.demo_assets --ship`), otherwise every fresh demo trains for
+    minutes."""
     from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.gallery import Gallery
     from brainstream.realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint

@@ -228,7 +228,8 @@ def test_things_eeg2_release_is_converted_safely_then_loaded(tmp_path, gallery, 
     from brainstream.models.datasets import things_eeg2
 
     _write_eeg2_release(tmp_path, gallery, bare_pickle=bare_pickle)
-    with pytest.raises(DatasetError, match="pickled file.*python -m models.datasets.things_eeg2 convert"):
+    match = "pickled file.*python -m brainstream.models.datasets.things_eeg2 convert"
+    with pytest.raises(DatasetError, match=match):
         load_dataset("things_eeg2", tmp_path, subject=2, gallery=gallery)
     assert things_eeg2.main(["convert", str(tmp_path)]) == 0
     assert np.load(tmp_path / "sub-02" / "preprocessed_eeg_training_data.npy", allow_pickle=False).shape == (
