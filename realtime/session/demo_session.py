@@ -11,6 +11,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = "demo_meg"
+STARTUP_TIMEOUT_S = 120.0  # longest wait for the decoder to come up before the demo's clock starts anyway
 
 
 def _read_json(path: Path) -> dict:
@@ -114,6 +115,7 @@ def run_demo_session(
     supervisor.start()
     t0 = time.monotonic()
     try:
+        _wait_for_decoder(collector, STARTUP_TIMEOUT_S)
         _wait(seconds, collector, cpu, supervisor, quiet)
     except KeyboardInterrupt:
         print("stopping ...", flush=True)
@@ -145,6 +147,14 @@ def run_demo_session(
     }  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _wait_for_decoder(collector, timeout: float) -> None:
+    """Return once the decoder publishes its status (its runtime is warm and it reads the stream), so that
+    the demo's seconds are seconds of decoding on a slow or busy machine too; give up after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while "decoder" not in collector.last_status and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool) -> None:
