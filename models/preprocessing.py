@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import signal
 
+from brainstream.models.channels import match_channels
 from brainstream.models.config_base import StrictModel
 
 logger = logging.getLogger(__name__)
@@ -190,22 +191,15 @@ class RobustScaler:
 
 
 def pick_channels(available: Sequence[str], wanted: Sequence[str], what: str = "model") -> np.ndarray:
-    """Indices into ``available`` giving ``wanted`` in order; extra channels are ignored.
+    """Indices into ``available`` giving ``wanted`` in order; extra channels are ignored, CTF names match
+    without their system suffix (:func:`models.channels.match_channels`).
 
     Raises
     ------
     ValueError
         Listing every wanted channel that ``available`` lacks.
     """
-    index = {name: i for i, name in enumerate(available)}
-    missing = [c for c in wanted if c not in index]
-    if missing:
-        shown = ", ".join(missing[:20]) + (f" … ({len(missing)} in all)" if len(missing) > 20 else "")
-        raise ValueError(
-            f"the {what} needs channels that the data lacks: {shown}; stream/record these channels or use a "
-            f"{what} made for this device"
-        )
-    return np.array([index[c] for c in wanted], dtype=np.intp)
+    return match_channels(available, wanted, what=what).index
 
 
 # --------------------------------------------------------------------------------------------------- filters

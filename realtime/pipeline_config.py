@@ -40,6 +40,18 @@ class InputConfig(StrictModel):
     buffer_s: float = Field(default=10.0, gt=0)
     clocksync: bool = True
     dejitter: bool = True
+    bad_channels: list[str] = Field(
+        default_factory=list,
+        description="sensors to leave out today (besides the profile's bad_channels): the brain module masks "
+        "them, other encoders get them interpolated",
+    )
+    max_missing_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="refuse a stream that lacks (or has bad) more than this fraction of the encoder's "
+        "sensors",
+    )
 
 
 class WindowingConfig(StrictModel):

@@ -34,6 +34,7 @@ VERBS: dict[str, str] = {
     "calibrate": "calibrate",
     "config": "config",
     "keys": "keys",
+    "device": "device",
 }
 
 

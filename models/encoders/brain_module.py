@@ -136,9 +136,25 @@ class SpatialAttention(nn.Module):
         phase = phase.reshape(pos.shape[0], -1)
         return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
 
+    def mask(self, keep: torch.Tensor) -> None:
+        """Leave out the sensors where ``keep`` is False: each virtual channel's softmax runs over the others.
+
+        The mask becomes part of the state (``keep``), so exported artefacts of the masked module are told
+        apart from the unmasked one's; it is a serving-time change, not saved with a checkpoint.
+        """
+        keep = torch.as_tensor(keep, dtype=torch.bool).reshape(-1)
+        if keep.numel() != self.positions.shape[0]:
+            raise ValueError(f"mask needs {self.positions.shape[0]} entries, got {keep.numel()}")
+        if not bool(keep.any()):
+            raise ValueError("cannot mask every sensor: the spatial attention needs at least one")
+        self.register_buffer("keep", keep.to(self.positions.device))
+
     def weights(self) -> torch.Tensor:
-        """(n_out, n_channels) mixing matrix; rows sum to one."""
+        """(n_out, n_channels) mixing matrix; rows sum to one (zero weight on masked sensors)."""
         scores = self.heads @ self.fourier().T
+        keep = getattr(self, "keep", None)
+        if keep is not None:
+            scores = scores.masked_fill(~keep[None, :], float("-inf"))
         if self.training and self.dropout_radius > 0:
             # drop every sensor within a disc around a random point (the same for the whole batch)
             center = torch.rand(2, device=scores.device)
@@ -264,6 +280,13 @@ class BrainModule(nn.Module):
         self.aggregate = TemporalAggregation(c.aggregation, c.n_frames, c.out_channels)
         self.clip_head = _head(c.out_channels, c.head_hidden, c.dim)
         self.mse_head = _head(c.out_channels, c.head_hidden, c.dim)
+
+    def mask_sensors(self, indices) -> None:
+        """Run without the sensors at ``indices`` (missing or bad): the spatial attention gives them zero
+        weight and renormalises over the others, so their input values do not matter (feed zeros)."""
+        keep = torch.ones(self.config.n_channels, dtype=torch.bool)
+        keep[torch.as_tensor(list(indices), dtype=torch.long)] = False
+        self.spatial.mask(keep)
 
     def trunk(self, x: torch.Tensor, subject: torch.Tensor | None = None) -> torch.Tensor:
         x = self.initial(self.spatial(x))

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 import pylsl
 
+from brainstream.models.channels import DEFAULT_MAX_MISSING, match_channels
 from brainstream.models.device_profile import DeviceProfile
 from brainstream.realtime.acquisition._inlet import InletReader
 from brainstream.realtime.acquisition.alarms import GAP, NONFINITE, STALLED
@@ -45,8 +46,11 @@ class StreamReader(InletReader):
     name, stype, source_id : str | None
         Which stream to read (at least one). Exactly one stream must match within ``timeout``.
     profile : DeviceProfile | None
-        Expected device: the stream must carry its channels (plus its counter channel, if any) at its rate;
-        otherwise :class:`StreamMismatchError` at connect, naming both.
+        Expected device: the stream must carry its channels (CTF names match without their system suffix;
+        more channels are fine, at most ``max_missing`` of them may be absent); otherwise
+        :class:`StreamMismatchError` at connect, naming the missing ones. A stream of unlabelled channels
+        must have exactly the profile's count. Another rate than the profile's is logged (the decoder
+        resamples).
     buffer_seconds : float
         Ring-buffer length in seconds of signal.
     processing_flags : int | sequence of str | None
@@ -66,6 +70,8 @@ class StreamReader(InletReader):
         liblsl inlet buffer in seconds.
     dtype : numpy dtype
         Ring-buffer sample type (float32).
+    max_missing : float
+        Fraction of the profile's channels the stream may lack.
 
     Examples
     --------
@@ -90,6 +96,7 @@ class StreamReader(InletReader):
         reconnect: bool = True,
         max_buflen: int = 30,
         dtype: np.dtype | type = np.float32,
+        max_missing: float = DEFAULT_MAX_MISSING,
     ) -> None:
         super().__init__(
             name,
@@ -105,6 +112,7 @@ class StreamReader(InletReader):
         if stall_timeout is not None and stall_timeout <= 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout}")
         self.profile = profile
+        self.max_missing = float(max_missing)
         self.buffer_seconds = float(buffer_seconds)
         self._counter_name = counter_channel or (profile.counter_channel if profile else None)
         self._stall_timeout_fixed = stall_timeout
@@ -280,36 +288,40 @@ class StreamReader(InletReader):
         n_expected = len(expected) + (1 if counter and counter not in expected else 0)
         what = f"device profile '{prof.name}' expects {n_expected} channels ({len(expected)} signal channels"
         what += f" + counter '{counter}')" if n_expected > len(expected) else ")"
+        if not math.isclose(full.nominal_srate(), prof.sfreq, rel_tol=1e-9):
+            # the decoder's causal preprocessor resamples to the model rate, or refuses a ratio it cannot
+            log.warning(
+                "stream '%s' runs at %g Hz, device profile '%s' at %g Hz: the decoder resamples",
+                full.name(),
+                full.nominal_srate(),
+                prof.name,
+                prof.sfreq,
+            )
+        if labelled:
+            # a real acquisition streams more (references, stim, EEG, misc): the profile's channels are
+            # picked by name downstream; here the stream only has to carry (nearly) all of them
+            missing = match_channels(names, expected, max_missing=1.0).missing
+            if len(missing) > self.max_missing * len(expected):
+                shown = ", ".join(missing[:20]) + (f" … ({len(missing)} in all)" if len(missing) > 20 else "")
+                raise StreamMismatchError(
+                    f"stream '{full.name()}' ({len(names)} channels) lacks {len(missing)} of the "
+                    f"{len(expected)} channels of device profile '{prof.name}' (at most "
+                    f"{self.max_missing:.0%} may be missing): {shown}. Select the right stream or device "
+                    "profile, or raise the allowed fraction of missing sensors."
+                )
+            return names, types, units
         if full.channel_count() != n_expected:
             raise StreamMismatchError(
-                f"stream '{full.name()}' has {full.channel_count()} channels but {what}. "
-                "Select the right stream or device profile."
+                f"stream '{full.name()}' has {full.channel_count()} unlabelled channels but {what}. "
+                "Select the right stream or device profile, or label the stream's channels."
             )
-        if not math.isclose(full.nominal_srate(), prof.sfreq, rel_tol=1e-9):
-            raise StreamMismatchError(
-                f"stream '{full.name()}' runs at {full.nominal_srate():g} Hz but device profile "
-                f"'{prof.name}' expects {prof.sfreq:g} Hz. Select the right stream or device profile."
-            )
-        if not labelled:
-            # no labels in the stream: trust the profile's order (counter last) and say so
-            log.warning(
-                "stream '%s' has no channel labels; using device profile '%s' names", full.name(), prof.name
-            )
-            names = expected + ([counter] if n_expected > len(expected) else [])
-            types = [prof.modality.upper()] * len(expected) + (
-                ["COUNTER"] if n_expected > len(expected) else []
-            )
-            units = [prof.unit] * len(expected) + ([""] if n_expected > len(expected) else [])
-            return names, types, units
-        signal = [n for n in names if n != counter]
-        if signal != expected:
-            diffs = [(i, s, e) for i, (s, e) in enumerate(zip(signal, expected, strict=False)) if s != e]
-            missing = sorted(set(expected) - set(signal))
-            raise StreamMismatchError(
-                f"stream '{full.name()}' channel names differ from device profile '{prof.name}': "
-                f"first differences (position, stream, profile): {diffs[:5]}; missing from stream: "
-                f"{missing[:10]}. The decoder needs the profile's channels in the profile's order."
-            )
+        # no labels in the stream: trust the profile's order (counter last) and say so
+        log.warning(
+            "stream '%s' has no channel labels; using device profile '%s' names", full.name(), prof.name
+        )
+        names = expected + ([counter] if n_expected > len(expected) else [])
+        types = [prof.modality.upper()] * len(expected) + (["COUNTER"] if n_expected > len(expected) else [])
+        units = [prof.unit] * len(expected) + ([""] if n_expected > len(expected) else [])
         return names, types, units
 
     # ------------------------------------------------------------------ pulling

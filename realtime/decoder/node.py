@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
+from brainstream.models.channels import ChannelPlan, plan_channels, repair_method_for
 from brainstream.models.preprocessing import PreprocessingConfig, RobustScaler
 from brainstream.models.windowing import WindowSpec
 from brainstream.realtime.decoder.incremental import EncodedWindow, IncrementalSliding
@@ -86,6 +87,9 @@ class DecoderNode:
     incremental : IncrementalEncoder | None
         Sliding mode only: compute the windows incrementally with this encoder (built from the same causal
         checkpoint, its subject layer chosen) instead of running ``runtime`` on each whole window.
+    channels : ChannelPlan | None
+        How the encoder's channels come from the stream (missing / bad sensors and their repair; the
+        encoder must already mask what the plan masks). None: every channel must be in the stream.
     """
 
     stage = "decoder"
@@ -107,6 +111,7 @@ class DecoderNode:
         preview_channels: int = 32,
         status_period: float = 0.5,
         incremental=None,
+        channels: ChannelPlan | None = None,
     ) -> None:
         if incremental is not None and mode != "sliding":
             raise ValueError(
@@ -127,6 +132,7 @@ class DecoderNode:
         self.stride_s, self.max_wait_s = stride_s, max_wait_s
         self.scaler = scaler
         self.incremental = incremental
+        self.channels = channels
         self.sliding: IncrementalSliding | None = None
         with_subject = getattr(getattr(runtime, "signature", None), "with_subject", False)
         self.subject_index = subject_index if with_subject else None
@@ -206,6 +212,7 @@ class DecoderNode:
             scaler=scaler,
             stride_s=self.stride_s,
             max_wait_s=self.max_wait_s,
+            channels=self.channels,
         )
 
     # ----------------------------------------------------------------------------------------------- loop
@@ -318,6 +325,7 @@ class DecoderNode:
             **self.latency.summary(),
             "dropped_samples": self.dropped_samples,
             "incremental": self.sliding is not None,
+            **self.windower.channels.counts(),
         }
         if self.sliding is not None:
             stats["incremental_resets"] = self.sliding.resets
@@ -344,9 +352,9 @@ def build_decoder_node(
     scaler: RobustScaler | None = None,
 ) -> DecoderNode:
     """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`."""
-    from brainstream.models.checkpoint import read_meta
+    from brainstream.models.checkpoint import load_checkpoint
     from brainstream.models.device_profile import load_device_profile
-    from brainstream.models.runtime import load_runtime
+    from brainstream.models.runtime import create_runtime
     from brainstream.realtime.acquisition import MarkerReader, StreamReader
     from brainstream.realtime.bus import Publisher
 
@@ -364,6 +372,7 @@ def build_decoder_node(
         buffer_seconds=config.input.buffer_s,
         processing_flags=flags,
         timeout=sel.timeout_s,
+        max_missing=config.input.max_missing_fraction,
     )
     markers = None
     if config.input.markers is not None and config.windowing.mode == "event":
@@ -377,12 +386,36 @@ def build_decoder_node(
         ckpt = ensure_demo_assets().checkpoint_dir
     else:
         ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
+    model, meta = load_checkpoint(ckpt)
+    # the stream's channels decide which sensors the encoder runs without, so connect before building it
+    reader.connect()
+    method = repair_method_for(meta.arch)
+    channels = plan_channels(
+        reader.ch_names,
+        meta.ch_names,
+        method,
+        bad=[*profile.bad_channels, *config.input.bad_channels],
+        positions=model_positions(meta, profile) if method == "interpolate" else None,
+        max_missing=config.input.max_missing_fraction,
+        source=f"stream '{reader.name}'",
+    )
+    channels.warn(logger, source=f"stream '{reader.name}'")
+    if channels.absent and channels.repair.method == "mask":
+        model.mask_sensors(channels.repair.rows)
     runtime = incremental = None
     enc = config.encoder
-    if use_incremental(config.windowing, enc.runtime, read_meta(ckpt), ckpt):
-        incremental, meta = incremental_encoder(ckpt, enc.runtime, enc.subject_index, precision=enc.precision)
+    if use_incremental(config.windowing, enc.runtime, meta, ckpt):
+        incremental = incremental_from_model(
+            model, meta, enc.runtime, enc.subject_index, precision=enc.precision
+        )
     else:
-        runtime, meta = load_runtime(ckpt, enc.runtime, subject=enc.subject_index, precision=enc.precision)
+        runtime = create_runtime(
+            model,
+            enc.runtime,
+            subject=enc.subject_index,
+            precision=enc.precision,
+            onnx_path=Path(ckpt) / "model.onnx",
+        )
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
     return DecoderNode(
@@ -400,7 +433,23 @@ def build_decoder_node(
         preview_rate=config.preview.rate_hz,
         preview_channels=config.preview.max_channels,
         incremental=incremental,
+        channels=channels,
     )
+
+
+def model_positions(meta, profile) -> np.ndarray | None:
+    """Positions of the checkpoint's sensors for interpolation: the device profile's (3-D when it has them)
+    when it has every one of them, else the checkpoint's own 2-D positions, else None."""
+    from brainstream.models.channels import match_channels
+
+    if profile is not None and profile.has_positions:
+        match = match_channels(profile.channels, meta.ch_names, max_missing=1.0)
+        if not match.missing:
+            try:
+                return profile.sensor_positions()[match.index]
+            except ValueError as exc:  # a layout that lacks some names: fall back to the checkpoint's
+                logger.info("no sensor positions from device profile %s: %s", profile.name, exc)
+    return None if meta.positions is None else np.asarray(meta.positions, dtype=np.float64)
 
 
 INCREMENTAL_RUNTIMES = ("auto", "torch", "onnxruntime")
@@ -440,19 +489,35 @@ def incremental_encoder(
 ):
     """``(IncrementalEncoder, CheckpointMeta)`` of a causal checkpoint (runtime torch, else ONNX Runtime)."""
     from brainstream.models.checkpoint import load_checkpoint
-    from brainstream.models.incremental import IncrementalEncoder
 
     model, meta = load_checkpoint(checkpoint)
+    encoder = incremental_from_model(
+        model, meta, runtime, subject_index, threads, precision, where=checkpoint
+    )
+    return encoder, meta
+
+
+def incremental_from_model(
+    model,
+    meta,
+    runtime: str = "auto",
+    subject_index: int = 0,
+    threads=None,
+    precision: str | None = None,
+    where: str | Path = "the checkpoint",
+):
+    """An :class:`~models.incremental.IncrementalEncoder` of a loaded causal brain module (maybe masked)."""
+    from brainstream.models.incremental import IncrementalEncoder
+
     n_subjects = int(model.config.n_subjects)
     if subject_index >= n_subjects:
         raise ValueError(
-            f"encoder.subject_index {subject_index} is out of range: {checkpoint} has {n_subjects} subject "
+            f"encoder.subject_index {subject_index} is out of range: {where} has {n_subjects} subject "
             f"layer(s) ({meta.subjects})"
         )
     backend = "torch" if runtime == "torch" else "onnxruntime"
     # one subject layer: None selects it as well (their mean), as the full path does
     subject = subject_index if n_subjects > 1 else None
-    encoder = IncrementalEncoder(
+    return IncrementalEncoder(
         model, subject=subject, backend=backend, threads=threads, precision=precision or "fp32"
     )
-    return encoder, meta

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from brainstream.models.channels import ChannelPlan, plan_channels
 from brainstream.models.events import parse_stimulus_marker
-from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler, pick_channels
+from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler
 from brainstream.models.windowing import WindowSpec, WindowStatus, cut_window, sliding_window_ends
 from brainstream.realtime.ringbuffer import RingBuffer
 
@@ -73,7 +74,8 @@ class OnlineWindower:
     ----------
     stream_ch_names : sequence of str
         Channels of the incoming stream, in stream order. The model's channels are picked by name (reordered
-        when needed); extra stream channels are ignored; missing ones raise an error listing them.
+        when needed, CTF names without their system suffix); extra stream channels are ignored; missing
+        ones raise an error listing them, unless ``channels`` plans their repair.
     stream_sfreq : float
         Rate of the incoming stream (Hz). The preprocessor resamples to the model rate or says why it can't.
     model_ch_names : sequence of str
@@ -92,6 +94,10 @@ class OnlineWindower:
         Event mode: a window still incomplete this long after its nominal end is dropped as late.
     buffer_s : float
         Model-rate history kept for cutting windows.
+    channels : ChannelPlan | None
+        How the model's channels come from the stream (:func:`models.channels.plan_channels`): missing and
+        bad sensors are zeroed before preprocessing and repaired (masked / interpolated) after it. None: all
+        must be present.
     """
 
     def __init__(
@@ -106,10 +112,18 @@ class OnlineWindower:
         stride_s: float = 0.05,
         max_wait_s: float = 2.0,
         buffer_s: float = 10.0,
+        channels: ChannelPlan | None = None,
     ) -> None:
         if mode not in ("event", "sliding"):
             raise ValueError(f"mode must be 'event' or 'sliding', got {mode!r}")
-        self.picks = pick_channels(list(stream_ch_names), list(model_ch_names), what="model")
+        if channels is None:
+            channels = plan_channels(stream_ch_names, model_ch_names, "mask", max_missing=0.0, what="model")
+        elif channels.match.wanted != list(model_ch_names) or channels.match.available != list(
+            stream_ch_names
+        ):
+            raise ValueError("the channel plan was made for other stream or model channels")
+        self.channels = channels
+        self._absent_rows = channels.repair.rows
         self.preprocessor = Preprocessor(preprocessing, list(model_ch_names), stream_sfreq, scaler)
         if abs(self.preprocessor.sfreq_out - spec.sfreq) > 1e-6 * spec.sfreq:
             raise ValueError(
@@ -132,8 +146,12 @@ class OnlineWindower:
         """Preprocess one raw chunk ``(n_stream_channels, n)``; return the number of model-rate samples."""
         if data.shape[1] == 0:
             return 0
-        out, out_ts = self.preprocessor.process(data[self.picks], timestamps)
+        raw = self.channels.match.take(data)  # a copy (fancy indexing)
+        # no data or bad data: zeros keep NaNs of a bad sensor out of the filters and the repair
+        raw[self._absent_rows] = 0.0
+        out, out_ts = self.preprocessor.process(raw, timestamps)
         if out.shape[1]:
+            self.channels.repair.apply(out)
             self.buffer.write(out, out_ts)
         return out.shape[1]
 

@@ -241,7 +241,7 @@ def test_robust_scaler_roundtrip_reorder_and_errors():
     assert back.transform(data.astype(np.float32)).dtype == np.float32
     r = sc.reorder(["c", "a"])
     np.testing.assert_array_equal(r.center, sc.center[[2, 0]])
-    with pytest.raises(ValueError, match="lacks: zz"):
+    with pytest.raises(ValueError, match="lacks 1 of them: zz"):
         sc.reorder(["a", "zz"])
     with pytest.raises(ValueError, match="unknown RobustScaler keys"):
         RobustScaler.from_dict({"center": [0.0], "scale": [1.0], "mean": [1]})
@@ -283,7 +283,7 @@ def test_bad_configuration_and_input_give_clear_errors():
 def test_pick_channels_reorders_ignores_extras_and_lists_missing():
     idx = pick_channels(["x", "b", "a", "c"], ["a", "b"])
     np.testing.assert_array_equal(idx, [2, 1])
-    with pytest.raises(ValueError, match="lacks: d, e"):
+    with pytest.raises(ValueError, match="lacks 2 of them: d, e"):
         pick_channels(["a", "b"], ["a", "d", "e"])
 
 

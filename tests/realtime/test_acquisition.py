@@ -7,6 +7,7 @@ drops its outlets.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 
@@ -296,22 +297,36 @@ def test_timestamp_gap_without_counter(unique_name):
 
 
 # ------------------------------------------------------------------------------------------- connect checks
-def test_profile_mismatch_names_both(unique_name):
+def test_profile_mismatch_names_the_missing_channels(unique_name, caplog):
+    """A stream may carry more than the profile and lack a few of its channels (the decoder masks or
+    interpolates them); lacking more is refused, naming them. Another rate is logged (the decoder
+    resamples)."""
     profile = load_device_profile("eeg64_1000hz")
     few = _outlet(unique_name + "-few", [f"C{i}" for i in range(10)], 1000.0)
     slow = _outlet(unique_name + "-slow", list(profile.channels), 500.0)
-    renamed = _outlet(unique_name + "-renamed", ["Xx"] + list(profile.channels[1:]), 1000.0)
+    renamed = _outlet(unique_name + "-renamed", ["Xx"] + list(profile.channels[1:]) + ["STI"], 1000.0)
+    unlabelled = _outlet(unique_name + "-unlabelled", [str(i) for i in range(10)], 1000.0)
     try:
-        with pytest.raises(StreamMismatchError, match=r"has 10 channels.*'eeg64-1000hz' expects 64"):
+        with pytest.raises(
+            StreamMismatchError, match=r"lacks 58 of the 64 channels of .*'eeg64-1000hz'.*Fp1"
+        ):
             StreamReader(name=unique_name + "-few", profile=profile).connect()
-        with pytest.raises(StreamMismatchError, match=r"500 Hz.*'eeg64-1000hz' expects 1000 Hz"):
-            StreamReader(name=unique_name + "-slow", profile=profile).connect()
-        with pytest.raises(StreamMismatchError, match=r"\(0, 'Xx', 'Fp1'\)"):
-            StreamReader(name=unique_name + "-renamed", profile=profile).connect()
+        with caplog.at_level(logging.WARNING):
+            reader = StreamReader(name=unique_name + "-slow", profile=profile).connect()
+        assert reader.sfreq == 500.0
+        reader.stop()
+        assert any("500 Hz" in r.getMessage() and "resamples" in r.getMessage() for r in caplog.records)
+        reader = StreamReader(name=unique_name + "-renamed", profile=profile).connect()
+        assert reader.ch_names[0] == "Xx" and reader.ch_names[-1] == "STI"
+        reader.stop()
+        with pytest.raises(StreamMismatchError, match=r"lacks 1 of the 64 channels.*: Fp1\."):
+            StreamReader(name=unique_name + "-renamed", profile=profile, max_missing=0.0).connect()
+        with pytest.raises(StreamMismatchError, match=r"10 unlabelled channels.*expects 64"):
+            StreamReader(name=unique_name + "-unlabelled", profile=profile).connect()
         with pytest.raises(StreamMismatchError, match="counter channel 'CNT'"):
             StreamReader(name=unique_name + "-few", counter_channel="CNT").connect()
     finally:
-        del few, slow, renamed
+        del few, slow, renamed, unlabelled
 
 
 def test_resolution_errors_list_what_was_found(unique_name):
