@@ -287,14 +287,16 @@ class ChannelPlan:
         done = "masked in the spatial attention" if self.repair.method == "mask" else "interpolated"
         if self.match.missing:
             log.warning(
-                "%s lacks %d of the encoder's sensors (%s): %s",
+                "missing from %s: %d of the encoder's sensors (%s): %s",
                 source,
                 len(self.match.missing),
                 done,
                 ", ".join(self.match.missing),
             )
         if self.bad:
-            log.warning("%d sensors marked bad (%s): %s", len(self.bad), done, ", ".join(self.bad))
+            log.warning(
+                "marked bad: %d of the encoder's sensors (%s): %s", len(self.bad), done, ", ".join(self.bad)
+            )
 
 
 def plan_channels(

@@ -16,6 +16,8 @@ fractions in [0, 1]).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from brainstream.models.channels import DEFAULT_MAX_MISSING
 from brainstream.models.training.data import DataError, EncodingData, candidates_for
 from brainstream.models.training.scoring import (
     SUBJECT_UNSEEN,
@@ -31,6 +34,8 @@ from brainstream.models.training.scoring import (
     retrieval_scores,
     true_rows,
 )
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- leave one subject out
@@ -192,6 +197,43 @@ def plot_time_resolved(rows: list[dict[str, Any]], path: str | Path, title: str 
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
+def align_to_checkpoint(
+    data: EncodingData,
+    meta: Any,
+    model: nn.Module,
+    bad: Sequence[str] = (),
+    max_missing: float = DEFAULT_MAX_MISSING,
+    positions: np.ndarray | None = None,
+) -> EncodingData:
+    """``data`` with the checkpoint's channels in its order: the same plan as the live decoder's
+    (:func:`models.channels.plan_channels`). A brain module ``model`` is masked in place for the sensors
+    without data; other encoders get them interpolated (from ``positions``, else the checkpoint's, else the
+    data's). Each missing / bad sensor is named once in a warning."""
+    from brainstream.models.channels import plan_channels, repair_method_for
+
+    if list(data.ch_names) == list(meta.ch_names) and not bad:
+        return data
+    method = repair_method_for(meta.arch)
+    if positions is None and meta.positions is not None:
+        positions = np.asarray(meta.positions, dtype=np.float64)
+    plan = plan_channels(
+        data.ch_names,
+        meta.ch_names,
+        method,
+        bad=bad,
+        positions=positions,
+        max_missing=max_missing,
+        what="checkpoint",
+        source="the recordings",
+    )
+    plan.warn(logger, source="the recordings")
+    if plan.absent and method == "mask":
+        model.mask_sensors(plan.repair.rows)
+    X = plan.repair.apply(plan.match.take(data.X).astype(np.float32, copy=False))
+    positions = None if meta.positions is None else np.asarray(meta.positions, dtype=np.float64)
+    return replace(data, X=X, ch_names=list(meta.ch_names), positions=positions)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     paths: list[str] | str,
@@ -203,8 +245,15 @@ def evaluate_checkpoint(
     loaded: tuple[nn.Module, Any] | None = None,
     seed: int = 0,
     precision: str = "fp32",
+    bad_channels: list[str] | None = None,
+    max_missing: float = DEFAULT_MAX_MISSING,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint folder on recordings (what ``brainstream evaluate`` runs).
+
+    The recordings' channels are matched to the checkpoint's by name as the live decoder matches a stream's
+    (:func:`align_to_checkpoint`): extra channels are ignored, CTF names match without their system suffix,
+    and sensors that are missing (up to ``max_missing``) or in ``bad_channels`` are masked by a brain module
+    or interpolated for other encoders.
 
     ``precision="bf16"`` computes the model's embeddings in bfloat16 (fast batched CPU inference on CPUs with
     bf16 units; see :mod:`models.runtime.torch_runtime`); the ridge baseline stays fp32.
@@ -222,9 +271,9 @@ def evaluate_checkpoint(
 
     checkpoint = Path(checkpoint)
     model, meta = loaded if loaded is not None else load_checkpoint(checkpoint)
-    model = with_precision(model, precision)
     data = load_for_checkpoint(meta, paths, kind=kind, subjects=subjects, progress=progress)
-    meta.check_channels(data.ch_names)
+    data = align_to_checkpoint(data, meta, model, bad=bad_channels or (), max_missing=max_missing)
+    model = with_precision(model, precision)
     if abs(data.sfreq - meta.sfreq) > 1e-6 or data.n_times != meta.n_times:
         raise CheckpointError(
             f"the data gives {data.n_times} samples at {data.sfreq:g} Hz per window, the checkpoint expects "

@@ -35,12 +35,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model arithmetic (bf16: faster batched inference on CPUs with bf16 units, embeddings within "
         "bf16 rounding of fp32; the ridge baseline stays fp32)",
     )
+    parser.add_argument(
+        "--bad-channels",
+        nargs="*",
+        default=[],
+        metavar="CH",
+        help="sensors to leave out (a brain module masks them, other encoders get them interpolated)",
+    )
+    parser.add_argument(
+        "--max-missing",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="refuse recordings that lack (or have bad) more than this fraction of the checkpoint's sensors",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from brainstream.cli.train import format_metrics
+    from brainstream.models.channels import ChannelMismatchError
     from brainstream.models.checkpoint import CheckpointError, load_checkpoint
     from brainstream.models.config_base import ConfigError
     from brainstream.models.evaluation import evaluate_checkpoint
@@ -62,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             loaded=(model, meta),
             precision=args.precision,
+            bad_channels=args.bad_channels,
+            max_missing=args.max_missing,
         )
-    except (CheckpointError, DataError, ConfigError, FileNotFoundError) as exc:
+    except (CheckpointError, DataError, ConfigError, FileNotFoundError, ChannelMismatchError) as exc:
         raise UserFacingError(str(exc)) from None
     if not args.json or progress:
         print(

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from brainstream.models.channels import ChannelMismatchError
 from brainstream.models.checkpoint import CheckpointError
 from brainstream.models.evaluation import (
     evaluate_checkpoint,
@@ -86,7 +87,7 @@ def test_leave_one_subject_out():
         leave_one_subject_out(tiny_config(), sub, progress=False)
 
 
-def test_evaluate_checkpoint_refusals(tmp_path):
+def test_evaluate_checkpoint_refusals(tmp_path, caplog):
     data = synthetic(n_train_images=80, n_test_images=15, n_ch=8, n_times=20)
     result = train(tiny_config(optim={"max_epochs": 1}), tmp_path / "ck", data=data, progress=False)
     save_encoding_data(tmp_path / "ok.npz", data)
@@ -99,11 +100,23 @@ def test_evaluate_checkpoint_refusals(tmp_path):
     save_encoding_data(tmp_path / "other.npz", other)
     rep = evaluate_checkpoint(tmp_path / "ck", [str(tmp_path / "other.npz")], progress=False)
     assert rep["per_subject"]["sub-09"]["mode"] == "unseen"
-    # channel mismatch
+    # a recording without one of the 8 sensors: refused beyond the allowed fraction, naming it; within it,
+    # evaluated with the sensor masked (the same plan as the live decoder's)
     fewer = synthetic(n_train_images=80, n_test_images=15, n_ch=7, n_times=20)
     save_encoding_data(tmp_path / "fewer.npz", fewer)
-    with pytest.raises(CheckpointError, match="channel mismatch"):
+    with pytest.raises(ChannelMismatchError, match="lacks 1 of them: EEG007"):
         evaluate_checkpoint(tmp_path / "ck", [str(tmp_path / "fewer.npz")], progress=False)
+    masked = evaluate_checkpoint(
+        tmp_path / "ck", [str(tmp_path / "fewer.npz")], progress=False, max_missing=0.2
+    )
+    assert 0.0 <= masked["top5"] <= 1.0
+    assert (
+        "missing from the recordings: 1 of the encoder's sensors" in caplog.text and "EEG007" in caplog.text
+    )
+    evaluate_checkpoint(
+        tmp_path / "ck", [str(tmp_path / "ok.npz")], progress=False, bad_channels=["EEG003"], max_missing=0.2
+    )
+    assert "marked bad: 1 of the encoder's sensors (masked in the spatial attention): EEG003" in caplog.text
     # another embedding space
     alien = synthetic(n_train_images=80, n_test_images=15, n_ch=8, n_times=20)
     alien.space = "openclip:other"
