@@ -149,8 +149,8 @@ def match_channels(
         allowed = f"at most {max_missing:.0%} may be" if max_missing else "none may be"
         raise ChannelMismatchError(
             f"the {what} needs {len(wanted)} channels and {source} lacks {len(missing)} of them: "
-            f"{_shown(missing)} ({allowed} missing); stream/record these channels, raise the allowed "
-            f"fraction of missing sensors, or use a {what} made for this device"
+            f"{_shown(missing)} ({allowed} missing); stream/record these channels, use a {what} made for "
+            "this device, or allow more missing sensors"
         )
     return ChannelMatch(wanted, available, index, missing, renamed)
 

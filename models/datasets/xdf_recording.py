@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from brainstream.models.channels import ChannelMismatchError, match_channels
 from brainstream.models.datasets.common import (
     default_preprocessing,
     positions_for,
@@ -154,6 +155,7 @@ def load_xdf_recording(
     signal_stream: str | None = None,
     marker_stream: str | None = None,
     ch_names: list[str] | None = None,
+    device: str | None = None,
     scaler: Any = None,
     progress: bool = False,
 ) -> EpochsDataset:
@@ -174,7 +176,13 @@ def load_xdf_recording(
     signal_stream, marker_stream : str | None
         Stream names when the file holds several candidates.
     ch_names : list of str | None
-        Channels to keep, in this order (None: every channel whose LSL type is brain signal).
+        Channels to keep, in this order, matched by name as the live decoder matches them
+        (:func:`models.channels.match_channels`: CTF names without their system suffix); the trials carry
+        these names. None: the ``device`` profile's channels, else every channel whose LSL type is brain
+        signal.
+    device : str | None
+        Device profile (name or path) whose channels to keep, e.g. ``ctf275_things_meg`` for a CTF stream
+        that also carries references, stim and misc channels.
     scaler : RobustScaler | None
         Fitted on the training windows when None and robust scaling is on.
     progress : bool
@@ -186,19 +194,25 @@ def load_xdf_recording(
     streams = read_streams(path)
     signal = _pick(streams, signal_stream, markers=False, path=path)
     marks = _pick(streams, marker_stream, markers=True, path=path)
+    if ch_names is None and device is not None:
+        from brainstream.models.device_profile import load_device_profile
+
+        ch_names = list(load_device_profile(device).channels)
     if ch_names is not None:
-        index = {c: i for i, c in enumerate(signal.ch_names)}
-        missing = [c for c in ch_names if c not in index]
-        if missing:
-            raise DatasetError(f"{path}: stream {signal.name!r} lacks channels {missing[:10]}")
-        rows = [index[c] for c in ch_names]
+        try:
+            match = match_channels(
+                signal.ch_names, ch_names, what="selection", source=f"stream {signal.name!r}"
+            )
+        except ChannelMismatchError as exc:
+            raise DatasetError(f"{path}: {exc}") from None
+        rows, names = list(match.index), [str(c) for c in ch_names]
     else:
         rows = [i for i, t in enumerate(signal.ch_types) if t.lower() not in NON_DATA_TYPES]
+        names = [signal.ch_names[i] for i in rows]
     if not rows:
         raise DatasetError(
             f"{path}: stream {signal.name!r} has no brain-signal channels (types {signal.ch_types})"
         )
-    names = [signal.ch_names[i] for i in rows]
     types = {signal.ch_types[i].lower() for i in rows}
     modality = "meg" if (types & {"meg", "mag", "grad"} or signal.type.upper() == "MEG") else "eeg"
     recording = ContinuousRecording(

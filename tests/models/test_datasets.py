@@ -348,7 +348,7 @@ def test_load_xdf_recording_survives_a_crash_and_names_ambiguous_streams(tmp_pat
         tmp_path / "two.xdf", gallery=gallery, preprocessing=PRE, signal_stream="dev", tmax=0.6
     )
     assert len(ds2) == len(events)
-    with pytest.raises(DatasetError, match="lacks channels"):
+    with pytest.raises(DatasetError, match=r"stream .dev. lacks 1 of them: T7"):
         load_xdf_recording(tmp_path / "full.xdf", gallery=gallery, ch_names=["O1", "T7"])
 
 
