@@ -210,3 +210,40 @@ def test_incremental_sliding_restarts_after_samples_lost_to_the_buffer():
         got.embedding, TorchRuntime(model).run(want.data[None])[0], rtol=1e-4, atol=1e-6
     )
     assert part.stats.as_dict() == full.stats.as_dict() and full.stats.dropped_late > 50
+
+
+def test_a_real_acquisition_superset_at_another_rate_gives_the_model_channels_with_absent_ones_masked():
+    """CTF names with another system suffix among references and stim, at 600 Hz for a 1200 Hz profile: the
+    windows are the model's channels resampled to its rate, the absent sensor (missing from the stream)
+    and the bad one are zeros (what the masked brain module ignores), the rest equals the offline chain."""
+    from brainstream.models.channels import plan_channels
+
+    model_ch = [f"MLC{i}1-1609" for i in range(1, 7)]
+    rng = np.random.default_rng(3)
+    sfreq = 600.0
+    n = int(8 * sfreq)
+    ts = 500.0 + np.arange(n) / sfreq
+    data = rng.standard_normal((5, n))
+    stream_names = ["UPPT001", "BG1-4304", *[c.replace("-1609", "-4304") for c in model_ch[:5]]]
+    stream_data = np.vstack([np.zeros((2, n)), data])
+    stream_data[2 + 1, 100:200] = np.nan  # the bad sensor's NaNs must not drop windows
+    config = PreprocessingConfig(l_freq=0.5, h_freq=40.0, sfreq_out=120.0, robust_scale=False, clamp=None)
+    plan = plan_channels(stream_names, model_ch, "mask", bad=["MLC21-4304"], max_missing=0.4)
+    assert plan.missing == ["MLC61-1609"] and plan.bad == ["MLC21-1609"]
+    spec = WindowSpec(0.0, 0.5, 120.0)
+    win = OnlineWindower(
+        stream_names, sfreq, model_ch, config, spec, mode="sliding", stride_s=0.5, channels=plan
+    )
+    got = []
+    for i in range(0, n, 37):
+        win.push_samples(stream_data[:, i : i + 37], ts[i : i + 37])
+        got.extend(win.ready())
+    assert len(got) >= 10 and win.stats.dropped_nan == 0
+    offline, off_ts = preprocess_recording(data, ts, model_ch[:5], sfreq, config)
+    for w in got:
+        assert w.data.shape == (6, 60)
+        np.testing.assert_array_equal(w.data[[1, 5]], 0.0)
+        end = int(np.flatnonzero(np.isclose(off_ts, w.t_sample))[0])
+        np.testing.assert_allclose(w.data[[0, 2, 3, 4]], offline[[0, 2, 3, 4], end - 59 : end + 1], atol=1e-5)
+    with pytest.raises(ValueError, match="cannot resample 1000.3 Hz to 120.0 Hz"):
+        OnlineWindower(stream_names, 1000.3, model_ch, config, spec, mode="sliding", channels=plan)
