@@ -182,3 +182,41 @@ def test_a_real_eeg_recording_decodes_with_a_profile_written_from_it(unique_name
     embeddings = np.stack([m.arrays[0] for m in received])
     assert embeddings.shape[1] == 8 and np.all(np.isfinite(embeddings)) and np.ptp(embeddings) > 0
     assert status["channels_missing"] == 0 and status["channels_used"] == 65
+
+
+def test_device_from_stream_keeps_the_meg_channels_of_a_live_stream(unique_name, tmp_path, capsys):
+    """A live stream's labels, types and units (real liblsl): the MEG channels become the profile, the
+    reference, stim and misc channels are left out; no positions over LSL, so a montage/layout is named."""
+    import pylsl
+
+    from brainstream.cli import main
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.realtime.lsl_info import make_stream_info
+
+    names = ["UPPT001", "BG1-4304", "MLC11-4304", "MLC12-4304", "MRC11-4304", "SCLK01-177"]
+    types = ["STIM", "REFMEG", "MEG", "MEG", "MEG", "MISC"]
+    info = make_stream_info(
+        unique_name, "MEG", names, 1200.0, ch_types=types, units=["", "T", "T", "T", "T", ""]
+    )
+    outlet = pylsl.StreamOutlet(info)
+    try:
+        out = tmp_path / "site.yaml"
+        assert main(["device", "from-stream", unique_name, "-o", str(out), "--layout", "CTF-275"]) == 0
+        profile = load_device_profile(out)
+        assert profile.channels == ["MLC11-4304", "MLC12-4304", "MRC11-4304"]
+        assert (profile.modality, profile.unit, profile.sfreq, profile.layout) == (
+            "meg",
+            "T",
+            1200.0,
+            "CTF-275",
+        )
+        assert profile.positions_2d.shape == (3, 2)
+        capsys.readouterr()
+        assert main(["device", "from-stream", unique_name, "-o", str(out)]) != 0
+        assert "exists; pass --force" in capsys.readouterr().err
+        assert (
+            main(["device", "from-stream", unique_name + "-absent", "--timeout", "0.5", "-o", "x.yaml"]) != 0
+        )
+        assert unique_name + "-absent" in capsys.readouterr().err
+    finally:
+        del outlet
