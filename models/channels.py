@@ -263,6 +263,20 @@ class ChannelPlan:
     match: ChannelMatch
     bad: list[str]
     repair: ChannelRepair
+    max_missing: float = DEFAULT_MAX_MISSING
+    positions: np.ndarray | None = None
+
+    def with_bad(self, names: Sequence[str]) -> ChannelPlan:
+        """The same plan with ``names`` marked bad too (e.g. live, from the display); raises
+        :class:`ChannelMismatchError` when that leaves too few sensors."""
+        return plan_channels(
+            self.match.available,
+            self.match.wanted,
+            self.repair.method,
+            bad=[*self.bad, *names],
+            positions=self.positions,
+            max_missing=self.max_missing,
+        )
 
     @property
     def missing(self) -> list[str]:
@@ -327,4 +341,5 @@ def plan_channels(
             "fix the sensors or raise the allowed fraction of missing sensors"
         )
     bad_only = [c for c in bad_names if c not in set(match.missing)]
-    return ChannelPlan(match, bad_only, ChannelRepair(wanted, sorted(absent), method, positions))
+    repair = ChannelRepair(wanted, sorted(absent), method, positions)
+    return ChannelPlan(match, bad_only, repair, max_missing, positions)

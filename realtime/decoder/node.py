@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
-from brainstream.models.channels import ChannelPlan, plan_channels, repair_method_for
+from brainstream.models.channels import ChannelPlan, match_channels, plan_channels, repair_method_for
 from brainstream.models.preprocessing import PreprocessingConfig, RobustScaler
 from brainstream.models.windowing import WindowSpec
 from brainstream.realtime.decoder.incremental import EncodedWindow, IncrementalSliding
 from brainstream.realtime.decoder.online import OnlineWindower, ReadyWindow
 
 logger = logging.getLogger(__name__)
+
+CONTROL_TOPIC = "control.decoder"
 
 
 @dataclass
@@ -90,6 +92,12 @@ class DecoderNode:
     channels : ChannelPlan | None
         How the encoder's channels come from the stream (missing / bad sensors and their repair; the
         encoder must already mask what the plan masks). None: every channel must be in the stream.
+    control : Subscriber | None
+        ``control.decoder`` requests (e.g. from the display's bad-sensor key): ``action: mark_bad`` with
+        ``channels: [...]`` runs :meth:`mark_bad`.
+    encoder_factory : callable | None
+        ``factory(plan) -> (runtime, incremental)``: the encoder rebuilt with ``plan``'s sensors masked; lets
+        :meth:`mark_bad` mask a brain module live (not needed for interpolating encoders).
     """
 
     stage = "decoder"
@@ -112,6 +120,8 @@ class DecoderNode:
         status_period: float = 0.5,
         incremental=None,
         channels: ChannelPlan | None = None,
+        control=None,
+        encoder_factory=None,
     ) -> None:
         if incremental is not None and mode != "sliding":
             raise ValueError(
@@ -133,6 +143,8 @@ class DecoderNode:
         self.scaler = scaler
         self.incremental = incremental
         self.channels = channels
+        self.control = control
+        self.encoder_factory = encoder_factory
         self.sliding: IncrementalSliding | None = None
         with_subject = getattr(getattr(runtime, "signature", None), "with_subject", False)
         self.subject_index = subject_index if with_subject else None
@@ -181,6 +193,8 @@ class DecoderNode:
             self._thread.join(timeout=5)
         if self.markers is not None:
             self.markers.stop()
+        if self.control is not None:
+            self.control.close()
         self.reader.stop()
 
     def wait(self, seconds: float | None = None) -> None:
@@ -235,6 +249,7 @@ class DecoderNode:
             cursor = res.cursor
             self.dropped_samples += res.n_overwritten
             self._drain_markers()
+            self._drain_control()
             if res.data.shape[1]:
                 self.windower.push_samples(res.data, res.timestamps)
             if self.sliding is not None:
@@ -260,6 +275,49 @@ class DecoderNode:
             self.publisher.publish(
                 "marker", t_sample=event.timestamp, value=value, trace=[["marker", pylsl.local_clock()]]
             )
+
+    def _drain_control(self) -> None:
+        if self.control is None:
+            return
+        for msg in self.control.drain(timeout=0):
+            if msg.get("action") == "mark_bad":
+                channels = [str(c) for c in (msg.get("channels") or [])]
+                try:
+                    self.mark_bad(channels)
+                except ValueError as exc:  # unknown sensors, or too few left: the decoder runs on as it was
+                    logger.warning("not marking %s bad: %s", channels, exc)
+            else:
+                logger.warning("ignoring control.decoder request %r", msg.get("action"))
+
+    def mark_bad(self, names: list[str]) -> None:
+        """Leave out the sensors ``names`` from now on (the plan's repair: a brain module is masked and its
+        runtime rebuilt, other encoders interpolate them). Call from the loop thread or before start()."""
+        plan = self.windower.channels
+        unknown = match_channels(plan.match.wanted, names, max_missing=1.0).missing
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not among the encoder's {len(plan.match.wanted)} sensors"
+            )
+        new = plan.with_bad(names)
+        added = [c for c in new.absent if c not in set(plan.absent)]
+        if not added:
+            logger.info("sensors %s are already left out", names)
+            return
+        if new.repair.method == "mask":
+            if self.encoder_factory is None:
+                raise ValueError("masking sensors live needs the node's encoder_factory (build_decoder_node)")
+            runtime, incremental = self.encoder_factory(new)
+            if incremental is not None:
+                self.incremental = incremental
+                self.sliding = IncrementalSliding(self.windower, incremental)
+            else:
+                self.runtime = runtime
+        self.windower.set_channels(new)
+        self.channels = new
+        done = "masked in the spatial attention" if new.repair.method == "mask" else "interpolated"
+        logger.warning(
+            "marked bad live: %s (%s); %d sensors left out", ", ".join(added), done, len(new.absent)
+        )
 
     def _encode_and_publish(self, window: ReadyWindow) -> None:
         t_ready = pylsl.local_clock()
@@ -350,8 +408,13 @@ def build_decoder_node(
     publisher=None,
     checkpoint: str | Path | None = None,
     scaler: RobustScaler | None = None,
+    control=None,
+    control_endpoint: str | bool | None = None,
 ) -> DecoderNode:
-    """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`."""
+    """Build a :class:`DecoderNode` from a :class:`~realtime.pipeline_config.PipelineConfig`.
+
+    The node listens for ``control.decoder`` requests on ``control`` (a Subscriber), else on
+    ``control_endpoint`` (default: the pipeline's ``bus.sub``; False: no control)."""
     from brainstream.models.checkpoint import load_checkpoint
     from brainstream.models.device_profile import load_device_profile
     from brainstream.models.runtime import create_runtime
@@ -390,25 +453,31 @@ def build_decoder_node(
     # the stream's channels decide which sensors the encoder runs without, so connect before building it
     reader.connect()
     method = repair_method_for(meta.arch)
-    channels = plan_channels(
-        reader.ch_names,
-        meta.ch_names,
-        method,
-        bad=[*profile.bad_channels, *config.input.bad_channels],
-        positions=model_positions(meta, profile) if method == "interpolate" else None,
-        max_missing=config.input.max_missing_fraction,
-        source=f"stream '{reader.name}'",
-    )
-    channels.warn(logger, source=f"stream '{reader.name}'")
-    if channels.absent and channels.repair.method == "mask":
-        model.mask_sensors(channels.repair.rows)
-    runtime = incremental = None
-    enc = config.encoder
-    if use_incremental(config.windowing, enc.runtime, meta, ckpt):
-        incremental = incremental_from_model(
-            model, meta, enc.runtime, enc.subject_index, precision=enc.precision
+    try:
+        channels = plan_channels(
+            reader.ch_names,
+            meta.ch_names,
+            method,
+            bad=[*profile.bad_channels, *config.input.bad_channels],
+            positions=model_positions(meta, profile) if method == "interpolate" else None,
+            max_missing=config.input.max_missing_fraction,
+            source=f"stream '{reader.name}'",
         )
-    else:
+    except ValueError:
+        reader.stop()
+        raise
+    channels.warn(logger, source=f"stream '{reader.name}'")
+    enc = config.encoder
+    incremental_on = use_incremental(config.windowing, enc.runtime, meta, ckpt)
+
+    def encoder_factory(plan: ChannelPlan):
+        """``(runtime, incremental)`` of the checkpoint with ``plan``'s absent sensors masked."""
+        if plan.absent and plan.repair.method == "mask":
+            model.mask_sensors(plan.repair.rows)
+        if incremental_on:
+            return None, incremental_from_model(
+                model, meta, enc.runtime, enc.subject_index, precision=enc.precision
+            )
         runtime = create_runtime(
             model,
             enc.runtime,
@@ -416,8 +485,17 @@ def build_decoder_node(
             precision=enc.precision,
             onnx_path=Path(ckpt) / "model.onnx",
         )
+        return runtime, None
+
+    runtime, incremental = encoder_factory(channels)
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
+    if control is None and control_endpoint is not False:
+        from brainstream.realtime.bus import Subscriber
+
+        control = Subscriber(
+            control_endpoint or config.bus.sub, topics=(CONTROL_TOPIC,), keys=config.bus.keys_dir
+        )
     return DecoderNode(
         reader,
         runtime,
@@ -434,6 +512,8 @@ def build_decoder_node(
         preview_channels=config.preview.max_channels,
         incremental=incremental,
         channels=channels,
+        control=control,
+        encoder_factory=encoder_factory,
     )
 
 

@@ -141,6 +141,14 @@ class OnlineWindower:
         self._next_sliding = 0  # global model-rate index from which sliding window ends are searched
         self.stats = WindowerStats()
 
+    def set_channels(self, channels: ChannelPlan) -> None:
+        """Use another plan for the same stream and model channels (e.g. a sensor marked bad live). The
+        filters keep their state: a newly bad sensor is zeroed from the next chunk on."""
+        if channels.match.wanted != self.preprocessor.ch_names:
+            raise ValueError("the channel plan was made for other model channels")
+        self.channels = channels
+        self._absent_rows = channels.repair.rows
+
     # ---------------------------------------------------------------------------------------- inputs
     def push_samples(self, data: np.ndarray, timestamps: np.ndarray) -> int:
         """Preprocess one raw chunk ``(n_stream_channels, n)``; return the number of model-rate samples."""

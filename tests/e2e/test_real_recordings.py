@@ -77,20 +77,28 @@ def _pipeline(stream: str, device: str, checkpoint: Path, **input_options) -> Pi
     )
 
 
-def _decode(config: PipelineConfig, endpoint: str, n_windows: int, timeout: float = 30.0):
-    """Run the decoder node until ``n_windows`` embeddings came out; returns (messages, node status)."""
+def _collect(subscriber: Subscriber, received: list, n_windows: int, timeout: float = 30.0, until=None):
+    deadline = time.monotonic() + timeout
+    while (len(received) < n_windows or (until is not None and not until())) and time.monotonic() < deadline:
+        msg = subscriber.recv(timeout=0.2)
+        if msg is not None:
+            received.append(msg)
+
+
+def _decode(config: PipelineConfig, endpoint: str, n_windows: int, during=None):
+    """Run the decoder node until ``n_windows`` embeddings came out, then ``during(node, subscriber,
+    received)`` if given; returns (messages, node status)."""
     publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
     subscriber = Subscriber(endpoint, topics=("embedding.",))
     received = []
+    control_endpoint = endpoint + "-control" if during is not None else False
     try:
-        node = build_decoder_node(config, publisher=publisher)
+        node = build_decoder_node(config, publisher=publisher, control_endpoint=control_endpoint)
         node.start()
         try:
-            deadline = time.monotonic() + timeout
-            while len(received) < n_windows and time.monotonic() < deadline:
-                msg = subscriber.recv(timeout=0.2)
-                if msg is not None:
-                    received.append(msg)
+            _collect(subscriber, received, n_windows)
+            if during is not None:
+                during(node, subscriber, received)
             status = node.status()
         finally:
             node.stop()
@@ -101,23 +109,41 @@ def _decode(config: PipelineConfig, endpoint: str, n_windows: int, timeout: floa
 
 
 def test_a_real_ctf_275_recording_decodes_on_the_things_profile(unique_name, tmp_path, caplog):
+    """...and a sensor marked bad live (a ``control.decoder`` request, as the display's key sends) is masked
+    from then on while windows keep coming."""
+    after_mark: list = []
+
+    def mark_one_bad(node, subscriber, received):
+        with Publisher(
+            f"ipc://{tmp_path}/bus-control", name="display", bind=True, heartbeat_interval=None
+        ) as ctl:
+            deadline = time.monotonic() + 20
+            while node.status()["channels_bad"] < 2 and time.monotonic() < deadline:
+                ctl.publish(
+                    "control.decoder", action="mark_bad", channels=["MRT11-4304"]
+                )  # until it connects
+                time.sleep(0.2)
+        _collect(subscriber, after_mark, 3)
+
     replay = _replay(CTF_DS, unique_name)
     try:
         config = _pipeline(unique_name, "ctf275_things_meg", DEMO_ENCODER, bad_channels=["MLC11-4304"])
         with caplog.at_level(logging.WARNING):
-            received, status = _decode(config, f"ipc://{tmp_path}/bus", n_windows=5)
+            received, status = _decode(config, f"ipc://{tmp_path}/bus", n_windows=5, during=mark_one_bad)
     finally:
         err = _stop(replay)
     assert len(received) >= 5, f"no windows decoded; replay said: {err[-2000:]}"
+    assert len(after_mark) >= 3 and status["channels_bad"] == 2 and status["channels_masked"] == 4
+    live = [r.getMessage() for r in caplog.records if "marked bad live" in r.getMessage()]
+    assert len(live) == 1 and "MRT11-1609" in live[0]
     assert all(m.get("window") == "sliding" and m.space.startswith("demo:") for m in received)
     embeddings = np.stack([m.arrays[0] for m in received])
     assert embeddings.shape[1] == 128 and np.all(np.isfinite(embeddings))
-    assert status["channels_missing"] == 2 and status["channels_bad"] == 1
-    assert status["channels_masked"] == 3 and status["channels_used"] == 269
+    assert status["channels_missing"] == 2 and status["channels_used"] == 268
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     missing = [w for w in warnings if "2 of the encoder's sensors" in w]
     assert len(missing) == 1 and "MRF66-1609" in missing[0] and "MRO52-1609" in missing[0]
-    bad = [w for w in warnings if "marked bad" in w]
+    bad = [w for w in warnings if w.startswith("marked bad:")]
     assert len(bad) == 1 and "MLC11-1609" in bad[0]
 
 
@@ -129,8 +155,8 @@ def test_a_stream_lacking_too_many_sensors_is_refused_naming_them(unique_name, t
         config = _pipeline(unique_name, "ctf275_things_meg", DEMO_ENCODER, max_missing_fraction=0.005)
         publisher = Publisher(f"ipc://{tmp_path}/bus", name="decoder", bind=True, heartbeat_interval=None)
         try:
-            with pytest.raises(StreamMismatchError, match=r"lacks 2 of them: MRF66-1609, MRO52-1609"):
-                build_decoder_node(config, publisher=publisher)
+            with pytest.raises(StreamMismatchError, match=r"lacks 2 of the 272 .*: MRF66-1609, MRO52-1609"):
+                build_decoder_node(config, publisher=publisher, control_endpoint=False)
         finally:
             publisher.close()
     finally:
