@@ -23,7 +23,11 @@ from brainstream.realtime.bus.publisher import Publisher
 from brainstream.realtime.bus.security import CurveKeys, InsecureBindError, KeysError, generate_keys
 from brainstream.realtime.bus.subscriber import Subscriber
 
+# requests to the decoder (the display's bad-sensor key): {action: "mark_bad", channels: [names]}
+DECODER_CONTROL_TOPIC = "control.decoder"
+
 __all__ = [
+    "DECODER_CONTROL_TOPIC",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_PUB_ENDPOINT",
     "DEFAULT_SUB_ENDPOINT",

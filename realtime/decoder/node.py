@@ -30,8 +30,6 @@ from brainstream.realtime.decoder.online import OnlineWindower, ReadyWindow
 
 logger = logging.getLogger(__name__)
 
-CONTROL_TOPIC = "control.decoder"
-
 
 @dataclass
 class LatencyLog:
@@ -491,10 +489,10 @@ def build_decoder_node(
     if publisher is None:
         publisher = Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir)
     if control is None and control_endpoint is not False:
-        from brainstream.realtime.bus import Subscriber
+        from brainstream.realtime.bus import DECODER_CONTROL_TOPIC, Subscriber
 
         control = Subscriber(
-            control_endpoint or config.bus.sub, topics=(CONTROL_TOPIC,), keys=config.bus.keys_dir
+            control_endpoint or config.bus.sub, topics=(DECODER_CONTROL_TOPIC,), keys=config.bus.keys_dir
         )
     return DecoderNode(
         reader,

@@ -88,6 +88,7 @@ def run_display(
     window = DisplayWindow(
         state, fps=fps, page_size=page_size, gallery_dir=gallery_dir, endpoint=bus.endpoint
     )
+    window.request_sink = bus.request
     result: dict[str, Any] = {"screenshot": None}
 
     def screenshot_taken(path: Path | None, error: str | None) -> None:

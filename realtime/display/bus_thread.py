@@ -10,6 +10,7 @@ itself), malformed frames (the subscriber drops and counts them) and bad payload
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ class BusThread:
         self.status_interval = status_interval
         self.poll_s = poll_s
         self.errors = 0
+        self._requests: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -93,6 +95,14 @@ class BusThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def request(self, topic: str, **fields: Any) -> None:
+        """Publish a request (e.g. ``control.decoder``) from the bus thread at its next turn (thread-safe);
+        dropped with a warning when the display publishes nothing."""
+        if not self.publish_endpoint:
+            logger.warning("not sending %s: the display publishes nothing (no publish endpoint)", topic)
+            return
+        self._requests.put((topic, fields))
 
     # --------------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -123,6 +133,12 @@ class BusThread:
                 if now - t_stats >= 0.25:
                     t_stats = now
                     self._report_bus(subscriber)
+                while publisher is not None and not self._requests.empty():
+                    topic, fields = self._requests.get_nowait()
+                    try:
+                        publisher.publish(topic, **fields)
+                    except Exception as exc:
+                        self._fail(f"could not publish {topic}", exc)
                 if publisher is not None and now - t_status >= self.status_interval:
                     t_status = now
                     publisher = self._publish_status(publisher)

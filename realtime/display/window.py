@@ -29,6 +29,7 @@ from pathlib import Path
 import pylsl
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from brainstream.realtime.bus import DECODER_CONTROL_TOPIC
 from brainstream.realtime.display.panels import (
     AccuracyPanel,
     GeneratedPanel,
@@ -47,7 +48,10 @@ class _Notifier(QtCore.QObject):
     arrived = QtCore.Signal(str)
 
 
-KEYS_HELP = "Space pause · PgUp/PgDn page channels · T next stream · S screenshot · F fullscreen · Q quit"
+KEYS_HELP = (
+    "Space pause · PgUp/PgDn page channels · T next stream · B mark sensors bad · S screenshot · F fullscreen"
+    " · Q quit"
+)
 
 # Work that can wait (trace frames, numbers) is held back while a retrieval is due: from RETRIEVAL_LEAD_S
 # before its window ends (event-locked windows, see DisplayState.retrieval_due) or from its embedding's
@@ -101,6 +105,8 @@ class DisplayWindow(QtWidgets.QMainWindow):
         self.endpoint = endpoint
         self.screenshot_dir = Path(screenshot_dir)
         self.paused = False
+        # where requests to other nodes go (run_display sets it to the bus thread's request); None: nowhere
+        self.request_sink: Callable[..., None] | None = None
         self.setWindowTitle("brainstream · live display")
         self.resize(1600, 900)
         self.traces = TracePanel(page_size=page_size, seconds=state.signal_seconds, max_hz=fps)
@@ -343,6 +349,25 @@ class DisplayWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(f"screenshot written to {path}", 3000)
         return path
 
+    def ask_bad_sensors(self) -> None:
+        """Ask which sensors to leave out (names separated by spaces or commas) and tell the decoder."""
+        text, ok = QtWidgets.QInputDialog.getText(
+            self, "Mark sensors bad", "Sensors the decoder should leave out (e.g. MLT41-1609 MRO22-1609):"
+        )
+        names = [n for n in text.replace(",", " ").split() if n]
+        if ok and names:
+            self.mark_bad(names)
+
+    def mark_bad(self, names: list[str]) -> bool:
+        """Ask the decoder to mask / interpolate ``names`` from now on; False when the display cannot send."""
+        if self.request_sink is None:
+            self.statusBar().showMessage("cannot mark sensors bad: the display publishes nothing", 5000)
+            return False
+        self.request_sink(DECODER_CONTROL_TOPIC, action="mark_bad", channels=list(names))
+        logger.info("asked the decoder to leave out %s", ", ".join(names))
+        self.statusBar().showMessage(f"asked the decoder to leave out {', '.join(names)}", 5000)
+        return True
+
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 (Qt API)
         key = event.key()
         keys = QtCore.Qt.Key
@@ -359,6 +384,8 @@ class DisplayWindow(QtWidgets.QMainWindow):
             self._draw_traces()
         elif key == keys.Key_S:
             self.screenshot()
+        elif key == keys.Key_B:
+            self.ask_bad_sensors()
         elif key == keys.Key_F:
             self.showNormal() if self.isFullScreen() else self.showFullScreen()
         elif key in (keys.Key_Q, keys.Key_Escape):

@@ -551,3 +551,44 @@ def test_latency_bench_splits_sample_to_display_into_its_parts(tmp_path):
     assert parts["retrieval"]["drawing"]["p99"] == pytest.approx(3.0, abs=1e-6)
     assert "image" not in parts and parts["gui_work_ms"] == {"traces": {"n": 3}}
     assert display_breakdown(tmp_path / "missing.json") == {}
+
+
+def test_key_b_asks_the_decoder_to_leave_out_sensors_over_the_bus(qtbot, tmp_path, monkeypatch):
+    """B asks for sensor names (the experimenter typing is the one thing mocked) and the bus thread
+    publishes a ``control.decoder`` mark_bad request on the real bus."""
+    from PySide6 import QtCore, QtWidgets
+
+    from brainstream.realtime.display.bus_thread import BusThread
+    from brainstream.realtime.display.window import DisplayWindow
+
+    endpoint = f"ipc://{tmp_path}/control"
+    listener = Subscriber(endpoint, topics=("control.decoder", "status.display"), bind=True)
+    state = DisplayState()
+    bus = BusThread(
+        state, endpoint=f"ipc://{tmp_path}/nothing", publish_endpoint=endpoint, status_interval=0.1
+    )
+    window = DisplayWindow(state, screenshot_dir=tmp_path)
+    qtbot.addWidget(window)
+    assert not window.mark_bad(["MLT41-1609"])  # no bus to send on: said, not raised
+    window.request_sink = bus.request
+    bus.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the display's publisher is connected once its status arrives
+            msg = listener.recv(timeout=0.2)
+            if msg is not None and msg.topic == "status.display":
+                break
+        typed = ("MLT41-1609, MRO22-1609", True)
+        monkeypatch.setattr(QtWidgets.QInputDialog, "getText", staticmethod(lambda *a, **k: typed))
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_B)
+        request = None
+        while request is None and time.monotonic() < deadline:
+            msg = listener.recv(timeout=0.2)
+            if msg is not None and msg.topic == "control.decoder":
+                request = msg
+    finally:
+        bus.stop()
+        listener.close()
+    assert request is not None
+    assert request.get("action") == "mark_bad" and request.get("channels") == ["MLT41-1609", "MRO22-1609"]
+    assert "leave out MLT41-1609, MRO22-1609" in window.statusBar().currentMessage()
