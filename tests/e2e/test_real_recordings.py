@@ -199,6 +199,10 @@ def test_a_real_eeg_recording_decodes_with_a_profile_written_from_it(unique_name
     ckpt = _ridge_checkpoint(tmp_path / "ridge", profile_path)
     replay = _replay(BRAINVISION, unique_name)
     try:
+        # a bad sensor for an encoder that interpolates, on a profile without positions: refused, saying so
+        bad = _pipeline(unique_name, str(profile_path), ckpt, bad_channels=["EMGleft"])
+        with pytest.raises(ValueError, match="interpolating EMGleft needs sensor positions"):
+            build_decoder_node(bad, control_endpoint=False)
         received, status = _decode(
             _pipeline(unique_name, str(profile_path), ckpt), f"ipc://{tmp_path}/bus", 5
         )

@@ -247,3 +247,25 @@ def test_a_real_acquisition_superset_at_another_rate_gives_the_model_channels_wi
         np.testing.assert_allclose(w.data[[0, 2, 3, 4]], offline[[0, 2, 3, 4], end - 59 : end + 1], atol=1e-5)
     with pytest.raises(ValueError, match="cannot resample 1000.3 Hz to 120.0 Hz"):
         OnlineWindower(stream_names, 1000.3, model_ch, config, spec, mode="sliding", channels=plan)
+
+
+def test_interpolating_encoders_get_the_ctf_profile_positions_for_their_sensors():
+    """A non-brain-module checkpoint on the THINGS CTF-275 profile: the missing sensors of a real site
+    (MRF66, MRO52 in mne-testing-data's CTF file) are rebuilt from the layout's neighbours."""
+    from types import SimpleNamespace
+
+    from brainstream.models.channels import ChannelRepair
+    from brainstream.models.device_profile import load_device_profile
+    from brainstream.realtime.decoder.node import model_positions
+
+    profile = load_device_profile("ctf275_things_meg")
+    wanted = profile.channels[::-1]  # the checkpoint's own order
+    pos = model_positions(SimpleNamespace(ch_names=wanted, positions=None), profile)
+    assert pos.shape == (272, 2)
+    np.testing.assert_array_equal(pos, profile.positions_2d[::-1])
+    repair = ChannelRepair(wanted, ["MRF66-1609", "MRO52-1609"], "interpolate", positions=pos)
+    # a smooth field over the helmet: the interpolated sensors follow their neighbours
+    field = np.sin(3 * pos[:, :1]) + pos[:, 1:] + np.zeros((1, 4))
+    damaged = field.copy()
+    damaged[repair.rows] = 1e3
+    np.testing.assert_allclose(repair.apply(damaged)[repair.rows], field[repair.rows], atol=0.05)
