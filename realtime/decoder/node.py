@@ -518,8 +518,6 @@ def build_decoder_node(
 def model_positions(meta, profile) -> np.ndarray | None:
     """Positions of the checkpoint's sensors for interpolation: the device profile's (3-D when it has them)
     when it has every one of them, else the checkpoint's own 2-D positions, else None."""
-    from brainstream.models.channels import match_channels
-
     if profile is not None and profile.has_positions:
         match = match_channels(profile.channels, meta.ch_names, max_missing=1.0)
         if not match.missing:
