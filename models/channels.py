@@ -7,8 +7,8 @@ One implementation for every path that feeds an encoder (the live decoder, the d
   suffix (``MLC11-1609`` is ``MLC11-4304``): every CTF site has its own.
 - :class:`ChannelRepair` fills the sensors the model expects but the data lack, or that are marked bad, in the
   way the encoder can use: ``mask`` zeroes them (the brain module's spatial attention then ignores them, see
-  :meth:`models.encoders.brain_module.BrainModule.mask_sensors`), ``interpolate`` rebuilds them from their
-  neighbours with mne's spherical-spline interpolation over the device profile's positions.
+  :meth:`brainstream.models.encoders.brain_module.BrainModule.mask_sensors`), ``interpolate`` rebuilds them
+  from their neighbours with mne's spherical-spline interpolation over the device profile's positions.
 - :func:`plan_channels` puts both together for one encoder and one source, and refuses a source that lacks
   more than a configured fraction of the encoder's sensors, naming them.
 """

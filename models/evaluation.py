@@ -206,9 +206,9 @@ def align_to_checkpoint(
     positions: np.ndarray | None = None,
 ) -> EncodingData:
     """``data`` with the checkpoint's channels in its order: the same plan as the live decoder's
-    (:func:`models.channels.plan_channels`). A brain module ``model`` is masked in place for the sensors
-    without data; other encoders get them interpolated (from ``positions``, else the checkpoint's, else the
-    data's). Each missing / bad sensor is named once in a warning."""
+    (:func:`brainstream.models.channels.plan_channels`). A brain module ``model`` is masked in place for the
+    sensors without data; other encoders get them interpolated (from ``positions``, else the checkpoint's).
+    Each missing / bad sensor is named once in a warning."""
     from brainstream.models.channels import plan_channels, repair_method_for
 
     if list(data.ch_names) == list(meta.ch_names) and not bad:

@@ -192,7 +192,7 @@ class RobustScaler:
 
 def pick_channels(available: Sequence[str], wanted: Sequence[str], what: str = "model") -> np.ndarray:
     """Indices into ``available`` giving ``wanted`` in order; extra channels are ignored, CTF names match
-    without their system suffix (:func:`models.channels.match_channels`).
+    without their system suffix (:func:`brainstream.models.channels.match_channels`).
 
     Raises
     ------

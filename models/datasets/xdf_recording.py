@@ -177,9 +177,9 @@ def load_xdf_recording(
         Stream names when the file holds several candidates.
     ch_names : list of str | None
         Channels to keep, in this order, matched by name as the live decoder matches them
-        (:func:`models.channels.match_channels`: CTF names without their system suffix); the trials carry
-        these names. None: the ``device`` profile's channels, else every channel whose LSL type is brain
-        signal.
+        (:func:`brainstream.models.channels.match_channels`: CTF names without their system suffix); the
+        trials carry these names. None: the ``device`` profile's channels, else every channel whose LSL type
+        is brain signal.
     device : str | None
         Device profile (name or path) whose channels to keep, e.g. ``ctf275_things_meg`` for a CTF stream
         that also carries references, stim and misc channels.

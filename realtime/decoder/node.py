@@ -582,7 +582,8 @@ def incremental_from_model(
     precision: str | None = None,
     where: str | Path = "the checkpoint",
 ):
-    """An :class:`~models.incremental.IncrementalEncoder` of a loaded causal brain module (maybe masked)."""
+    """An :class:`~brainstream.models.incremental.IncrementalEncoder` of a loaded causal brain module (masked
+    or not)."""
     from brainstream.models.incremental import IncrementalEncoder
 
     n_subjects = int(model.config.n_subjects)

@@ -95,9 +95,9 @@ class OnlineWindower:
     buffer_s : float
         Model-rate history kept for cutting windows.
     channels : ChannelPlan | None
-        How the model's channels come from the stream (:func:`models.channels.plan_channels`): missing and
-        bad sensors are zeroed before preprocessing and repaired (masked / interpolated) after it. None: all
-        must be present.
+        How the model's channels come from the stream (:func:`brainstream.models.channels.plan_channels`):
+        missing and bad sensors are zeroed before preprocessing and repaired (masked / interpolated) after it.
+        None: all must be present.
     """
 
     def __init__(
