@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 from brainstream.cli import main
+from tests.cpu import needs_native_bf16
 
 
+@needs_native_bf16  # without bf16 units both rows are refused: tests/realtime/test_cpu_without_bf16.py
 def test_bench_decode_json_with_a_reduced_precision_incremental_row(capsys):
     args = ["bench", "decode", "--seconds", "4", "--models", "demo", "full_incremental", "--runtime", "torch",
             "--precision", "bf16", "--json"]  # fmt: skip
