@@ -14,6 +14,8 @@ from brainstream.cli._output import progress_bar
 # seconds the replay waits for its first consumers by default: enough for a recorder or decoder started
 # beside it to resolve the outlets and connect
 DEFAULT_WAIT_S = 5.0
+# seconds the outlets stay up after the last push while consumers are connected, so they get the last push
+LINGER_S = 1.0
 
 HELP = "play a recording (FIF, EDF, BDF, BrainVision, EEGLAB, BIDS, XDF) as real-time LSL streams"
 
@@ -109,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 t_wall = t_wall or time.monotonic()
                 if not args.loop:
                     bar.update(round(min(span, (time.monotonic() - t_wall) * player.speed), 1) - bar.n)
+        if player.stats.finished and player.error is None and not stop.is_set():
+            player.linger(LINGER_S)
     except KeyboardInterrupt:
         pass
     finally:

@@ -259,6 +259,14 @@ class Player:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def linger(self, seconds: float) -> None:
+        """After the last push, keep the outlets up to ``seconds`` while a consumer is still connected:
+        liblsl drops what it has not sent yet when an outlet is destroyed, so closing at once can cut the
+        last pushes off a recording (seen under load: the last 120 samples of a CTF file)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(o.have_consumers() for o in self.outlets):
+            time.sleep(0.02)
+
     def close(self) -> None:
         """Stop and destroy the outlets (close consumers' inlets first)."""
         self.stop()

@@ -26,6 +26,8 @@ from brainstream.realtime.replay.blocks import Block, StreamSpec, UnsupportedRec
 
 logger = logging.getLogger(__name__)
 
+# largest recording read whole when reading it in blocks would change its values (see _block_reads_exact)
+_WHOLE_READ_BYTES = 2 * 1024**3
 # FIFF unit code -> LSL unit string
 _FIFF_UNITS = {112: "T", 201: "T/m", 107: "V", 202: "Am", 108: "K"}
 
@@ -70,6 +72,18 @@ class RawSource:
     ) -> None:
         from brainstream.realtime.lsl_info import MNE_TO_LSL_TYPE
 
+        if not raw.preload and not _block_reads_exact(raw):
+            size = raw.n_times * len(raw.ch_names) * 8
+            if size <= _WHOLE_READ_BYTES:
+                # EDF/BDF/GDF channels stored at lower rates are upsampled over what is read: only a whole
+                # read gives the values mne gives for the file
+                logger.info("%s: block reads differ from a whole read; reading it whole", _describe(raw))
+                raw.load_data(verbose="error")
+            else:
+                logger.warning(
+                    "%s: block reads change the values of its lower-rate channels slightly at block edges, "
+                    "and it is too large (%.1f GB) to read whole", _describe(raw), size / 1e9
+                )  # fmt: skip
         self.raw = raw
         self.sfreq = float(raw.info["sfreq"])
         self.n_samples = int(raw.n_times)
@@ -291,6 +305,17 @@ def _annotation_samples(raw) -> tuple[np.ndarray, np.ndarray]:
     keep = (samples >= 0) & (samples < raw.n_times)
     order = np.argsort(samples[keep], kind="stable")
     return samples[keep][order].astype(np.int64), values[keep][order]
+
+
+def _block_reads_exact(raw, n: int = 64) -> bool:
+    """Whether two adjacent reads give what one read of the same samples gives (not so where mne
+    resamples channels stored at lower rates over each read, as in EDF files with mixed rates)."""
+    n = min(n, raw.n_times)
+    half = n // 2
+    if half == 0:
+        return True
+    parts = np.concatenate([raw.get_data(start=0, stop=half), raw.get_data(start=half, stop=n)], axis=1)
+    return bool(np.array_equal(raw.get_data(start=0, stop=n), parts, equal_nan=True))
 
 
 # stim channels "auto" looks for, in order: Neuromag's combined and older trigger channels, the CTF parallel
