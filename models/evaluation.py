@@ -256,7 +256,7 @@ def evaluate_checkpoint(
     or interpolated for other encoders.
 
     ``precision="bf16"`` computes the model's embeddings in bfloat16 (fast batched CPU inference on CPUs with
-    bf16 units; see :mod:`models.runtime.torch_runtime`); the ridge baseline stays fp32.
+    bf16 units, refused on others; see :mod:`models.runtime.precision`); the ridge baseline stays fp32.
 
     Subjects the checkpoint was trained on use their own subject layer ("within"); others use the mean
     layer ("unseen", i.e. leave-one-subject-out for a model trained on other subjects). The ridge baseline
@@ -266,9 +266,11 @@ def evaluate_checkpoint(
     import json
 
     from brainstream.models.checkpoint import CheckpointError, load_checkpoint
+    from brainstream.models.runtime.precision import check_precision
     from brainstream.models.runtime.torch_runtime import with_precision
     from brainstream.models.training.loading import load_for_checkpoint
 
+    check_precision(precision, "cpu")  # before any loading: a refusal should cost nothing
     checkpoint = Path(checkpoint)
     model, meta = loaded if loaded is not None else load_checkpoint(checkpoint)
     data = load_for_checkpoint(meta, paths, kind=kind, subjects=subjects, progress=progress)

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from brainstream.models.runtime.precision import check_precision
 from brainstream.models.runtime.torch_runtime import PRECISIONS
 
 __all__ = ["CausalBrainModule", "IncrementalEncoder", "StreamStep", "receptive_context"]
@@ -249,6 +250,7 @@ class IncrementalEncoder:
                 f"precision {precision!r} is not available on the {backend} incremental step: use fp32, or "
                 "bf16 with backend torch"
             )
+        check_precision(precision, "cpu")
         causal = model.eval().cpu()
         self._dtype = PRECISIONS[precision]
         self.precision = precision

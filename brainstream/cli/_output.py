@@ -36,5 +36,19 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+# seconds between progress-bar updates when stderr is a log file or a pipe rather than a terminal
+LOG_PROGRESS_INTERVAL_S = 15.0
+
+
+def progress_bar(**kwargs: Any):
+    """A tqdm bar on stderr: ten updates a second on a terminal, one every
+    :data:`LOG_PROGRESS_INTERVAL_S` when stderr is a file or a pipe (a supervisor's log, CI), so that a log
+    is not filled with bar redraws. Advance it with ``update`` (``refresh`` would bypass the interval)."""
+    from tqdm import tqdm
+
+    kwargs.setdefault("mininterval", 0.1 if sys.stderr.isatty() else LOG_PROGRESS_INTERVAL_S)
+    return tqdm(**kwargs)
+
+
 def add_json_flag(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one machine-readable JSON object last")

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="model arithmetic (bf16: faster batched inference on CPUs with bf16 units, embeddings within "
-        "bf16 rounding of fp32; the ridge baseline stays fp32)",
+        help="model arithmetic (bf16: faster batched inference on CPUs with bf16 units, refused on others; "
+        "embeddings within bf16 rounding of fp32; the ridge baseline stays fp32)",
     )
     parser.add_argument(
         "--bad-channels",
@@ -59,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.checkpoint import CheckpointError, load_checkpoint
     from brainstream.models.config_base import ConfigError
     from brainstream.models.evaluation import evaluate_checkpoint
+    from brainstream.models.runtime.precision import check_precision
     from brainstream.models.training.data import DataError
 
     progress = not args.quiet
+    try:
+        check_precision(args.precision, "cpu")  # bf16 only where the CPU has bf16 units
+    except ValueError as exc:
+        raise UserFacingError(str(exc)) from None
     try:
         model, meta = load_checkpoint(args.checkpoint)
         plot = (

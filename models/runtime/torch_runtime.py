@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from brainstream.models.runtime.base import EncoderRuntime, EncoderSignature, signature_of
+from brainstream.models.runtime.precision import check_precision
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,8 +54,10 @@ class TorchRuntime(EncoderRuntime):
     signature : EncoderSignature | None
         Read from ``model.config`` when None.
     precision : str
-        ``"fp32"`` (the reference), ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU only). Reduced precisions
-        run a copy of the model; the caller's module is left in fp32.
+        ``"fp32"`` (the reference), ``"bf16"`` (a GPU, or a CPU with native bf16 units: see
+        :mod:`models.runtime.precision`) or ``"fp16"`` (GPU only); a precision the device cannot run natively
+        is refused with what to use instead. Reduced precisions run a copy of the model; the caller's module
+        is left in fp32.
     """
 
     name = "torch"
@@ -69,11 +72,8 @@ class TorchRuntime(EncoderRuntime):
         super().__init__(signature or signature_of(model))
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use device='cpu'")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise ValueError(
-                "precision 'fp16' needs a GPU (CPU fp16 convolutions are emulated and slow); on a CPU use "
-                "'bf16' or 'fp32'"
-            )
+        if precision in PRECISIONS:  # an unknown name gets with_precision's error
+            check_precision(precision, device)
         self.device = torch.device(device)
         self.precision = precision
         self.model = with_precision(model, precision).eval().to(self.device)

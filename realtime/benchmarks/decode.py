@@ -95,11 +95,14 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     ch_names = [f"CH{i:03d}" for i in range(N_CHANNELS)]
     checkpoint = _checkpoint(kind, ch_names, folder)
     runtime = incremental = None
-    if kind == "full_incremental":
-        incremental, meta = incremental_encoder(checkpoint, args.runtime, precision=args.precision)
-    else:
-        runtime, meta = load_runtime(checkpoint, args.runtime, precision=args.precision)
-        runtime.warmup()  # compile / allocate before the stream starts
+    try:
+        if kind == "full_incremental":
+            incremental, meta = incremental_encoder(checkpoint, args.runtime, precision=args.precision)
+        else:
+            runtime, meta = load_runtime(checkpoint, args.runtime, precision=args.precision)
+            runtime.warmup()  # compile / allocate before the stream starts
+    except (ValueError, RuntimeError) as exc:  # a runtime or precision this machine cannot run
+        return {**_empty_row(args), "skipped": str(exc)}
     endpoint = f"ipc://{folder}/bus-{kind}"
     publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
     subscriber = Subscriber(endpoint, topics=("embedding.",))
@@ -155,19 +158,61 @@ def _run_one(kind: str, args: argparse.Namespace, folder: Path) -> dict:
     lat = np.asarray(latencies)
     stats = node.windower.stats
     sample = np.asarray(from_sample)
-    return {
-        "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-        "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
-        "max_ms": float(lat.max()) if lat.size else None,
-        "sample_to_embedding_p99_ms": float(np.percentile(sample, 99)) if sample.size else None,
-        "encoder_p50_ms": enc["encoder_p50_ms"],
-        "encoder_p99_ms": enc["encoder_p99_ms"],
+    row = {
+        **_empty_row(args),
+        # NaN when the encoder never ran: None, as JSON has no NaN
+        "encoder_p50_ms": enc["encoder_p50_ms"] if np.isfinite(enc["encoder_p50_ms"]) else None,
+        "encoder_p99_ms": enc["encoder_p99_ms"] if np.isfinite(enc["encoder_p99_ms"]) else None,
         "windows": int(lat.size),
         "dropped_windows": int(stats.dropped_windows),
         "dropped_samples": int(node.dropped_samples + reader.stats.as_dict().get("missing_samples", 0)),
         "runtime": node.runtime_name,
+    }
+    if not lat.size:
+        row["no_windows"] = (
+            f"no embedding arrived in {args.seconds:g} s of streaming ({reader.buffer.n_written} samples "
+            f"read, {row['dropped_windows']} windows dropped, encoder p50 {_ms(row['encoder_p50_ms'])}): "
+            "the encoder is slower than the stream or needs longer than that; try a larger --seconds or "
+            "another --runtime / --precision"
+        )
+        return row
+    row.update(
+        p50_ms=float(np.percentile(lat, 50)),
+        p99_ms=float(np.percentile(lat, 99)),
+        max_ms=float(lat.max()),
+        sample_to_embedding_p99_ms=float(np.percentile(sample, 99)),
+    )
+    return row
+
+
+def _empty_row(args: argparse.Namespace) -> dict:
+    """A row's keys before anything was measured (None: not measured)."""
+    keys = ("p50_ms", "p99_ms", "max_ms", "sample_to_embedding_p99_ms", "encoder_p50_ms", "encoder_p99_ms")
+    return {
+        **dict.fromkeys(keys),
+        "windows": 0,
+        "dropped_windows": 0,
+        "dropped_samples": 0,
+        "runtime": args.runtime,
         "precision": args.precision or "default",
     }
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def _report_line(kind: str, r: dict) -> str:
+    """The row as one line of text; a row that could not run or decoded nothing says why."""
+    if "skipped" in r:
+        return f"{kind:16s} skipped: {r['skipped']}"
+    if "no_windows" in r:
+        return f"{kind:16s} decoded nothing: {r['no_windows']}"
+    return (
+        f"{kind:16s} push→embedding p50 {_ms(r['p50_ms'])}  p99 {_ms(r['p99_ms'])}  "
+        f"(encoder p99 {_ms(r['encoder_p99_ms'])})  windows {r['windows']}  "
+        f"dropped windows {r['dropped_windows']}  dropped samples {r['dropped_samples']}"
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -179,11 +224,5 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         for kind in args.models:
             result[kind] = _run_one(kind, args, Path(tmp))
-            r = result[kind]
-            print(
-                f"{kind:16s} push→embedding p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-                f"(encoder p99 {r['encoder_p99_ms']:.2f} ms)  windows {r['windows']}  "
-                f"dropped windows {r['dropped_windows']}  dropped samples {r['dropped_samples']}",
-                file=sys.stderr,
-            )
+            print(_report_line(kind, result[kind]), file=sys.stderr)
     return result

@@ -324,15 +324,19 @@ def bench_offline(args: argparse.Namespace, peak: float, threads: int, workdir: 
         "incremental_x_realtime": covered / (inc_s + pre_share),
     }
     bf = event["bf16"]
+    bf16_line = (
+        f"encode {bf['encode_s']:.2f} s (bf16 floor {bf['encode_floor_s']:.2f} s at {bf['peak_gflops']:.0f} "
+        f"GFLOP/s) -> {bf['x_realtime']:.0f}x real time; against fp32: cosine >= {bf['min_cosine']:.5f}, "
+        f"max relative error {bf['max_rel_err']:.1e}"
+        if "skipped" not in bf
+        else f"skipped: {bf['skipped']}"
+    )
     print(
         f"\noffline, {seconds:.0f} s CTF-275 recording at 1200 Hz, full-size brain module (ONNX Runtime):"
         f"\n  event-locked: {event['windows']} windows, preprocess {event['preprocess_s']:.2f} s, "
         f"encode {event['encode_s']:.2f} s (floor {event['encode_floor_s']:.2f} s) -> "
         f"{event['x_realtime']:.0f}x real time"
-        f"\n  event-locked, torch bf16: encode {bf['encode_s']:.2f} s (bf16 floor "
-        f"{bf['encode_floor_s']:.2f} s at {bf['peak_gflops']:.0f} GFLOP/s) -> "
-        f"{bf['x_realtime']:.0f}x real time; against fp32: cosine >= {bf['min_cosine']:.5f}, max relative "
-        f"error {bf['max_rel_err']:.1e}"
+        f"\n  event-locked, torch bf16: {bf16_line}"
         f"\n  sliding ({stride} samples): full recompute {sliding['full_x_realtime']:.2f}x real time "
         f"({sliding['full_x_floor']:.2f}x its FLOP floor); "
         f"incremental {sliding['incremental_x_realtime']:.2f}x"
@@ -344,10 +348,16 @@ def _offline_bf16(
     model: Any, X: np.ndarray, ref: np.ndarray, gflop: float, seconds: float, before_s: float
 ) -> dict[str, Any]:
     """The same event-locked windows encoded by torch in bfloat16 (the bf16 floor from a bf16 matmul),
-    compared with ``ref``, their fp32 embeddings."""
+    compared with ``ref``, their fp32 embeddings; ``{"skipped": reason}`` on a CPU without native bf16
+    (emulated bf16 is slower than fp32: there is nothing to measure, and its matmul probe takes minutes)."""
     import torch
 
+    from brainstream.models.runtime.precision import cpu_bf16_missing_reason
     from brainstream.models.runtime.torch_runtime import TorchRuntime
+
+    if reason := cpu_bf16_missing_reason():
+        logger.warning("skipping the offline bf16 row: %s", reason)
+        return {"skipped": reason}
 
     runtime = TorchRuntime(model, precision="bf16")
     runtime.run(X[:2])  # oneDNN picks and caches its bf16 kernels on the first call
@@ -377,6 +387,7 @@ def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workd
     from brainstream.models.encoders import build_encoder
     from brainstream.models.incremental import CausalBrainModule, IncrementalEncoder
     from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
+    from brainstream.models.runtime.precision import precision_unavailable_reason
 
     arch = arch_for("brain_module")
     sfreq = 120.0  # the THINGS-MEG model rate
@@ -403,6 +414,10 @@ def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workd
     for name, backend, precision in (
         ("onnxruntime", "onnxruntime", "fp32"), ("torch", "torch", "fp32"), ("torch_bf16", "torch", "bf16")
     ):  # fmt: skip
+        if reason := precision_unavailable_reason(precision, "cpu"):
+            logger.warning("skipping the incremental %s row: %s", name, reason)
+            out[f"incremental_{name}"] = {"skipped": reason}
+            continue
         inc = IncrementalEncoder(causal, subject=0, backend=backend, threads=threads, precision=precision)
         out[f"incremental_{name}"] = time_runtime(
             _StrideFeeder(inc, x, stride), x, args.iters, args.max_seconds, out["step_gflop"]
@@ -410,12 +425,14 @@ def bench_incremental(args: argparse.Namespace, peak: float, threads: int, workd
     speedup = out["full_onnxruntime"]["p50_ms"] / out["incremental_onnxruntime"]["p50_ms"]
     out["speedup_p50"] = speedup
     full_p50, inc_p50 = out["full_onnxruntime"]["p50_ms"], out["incremental_onnxruntime"]["p50_ms"]
+    torch_rows = ", ".join(
+        f"{label} " + (f"p50 {r['p50_ms']:.2f} ms" if "skipped" not in r else f"skipped ({r['skipped']})")
+        for label, r in (("torch", out["incremental_torch"]), ("torch bf16", out["incremental_torch_bf16"]))
+    )
     print(
         f"\nsliding brain module (causal, {window} samples incl. {causal.context} context, stride {stride}):"
         f"\n  full recompute  {full_gflop:.3f} GFLOP  ONNX Runtime p50 {full_p50:.2f} ms"
-        f"\n  incremental     {out['step_gflop']:.3f} GFLOP  ONNX Runtime p50 {inc_p50:.2f} ms, "
-        f"torch p50 {out['incremental_torch']['p50_ms']:.2f} ms, "
-        f"torch bf16 p50 {out['incremental_torch_bf16']['p50_ms']:.2f} ms"
+        f"\n  incremental     {out['step_gflop']:.3f} GFLOP  ONNX Runtime p50 {inc_p50:.2f} ms, {torch_rows}"
         f"\n  speed-up (p50)  {speedup:.1f}x"
     )
     return out

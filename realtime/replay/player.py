@@ -83,6 +83,9 @@ class PlayerStats:
     #: CPU time of the push thread over the wall time of the playback (1.0 = one core); spinning costs
     #: about ``spin_ms / chunk_ms`` of it
     cpu_share: float = float("nan")
+    #: seconds spent waiting for consumers before the clock started, and the outlets that had none by then
+    waited_s: float = 0.0
+    unheard: list = field(default_factory=list)
     lags: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
     # (scheduled, actual) LSL time of recent pushes, for the drift fit
     push_times: deque = field(default_factory=lambda: deque(maxlen=100_000), repr=False)
@@ -128,9 +131,14 @@ class Player:
         :func:`realtime.replay.sources.open_recording`.
     markers : bool
         Replay annotations/events as a string marker outlet.
+    events_from_stim : str | None
+        Also replay the events of a stim channel as markers: its name, or ``"auto"`` (see
+        :func:`realtime.replay.sources.stim_channel`).
     wait_for_consumers : float
-        Seconds to wait, after creating the outlets, for each outlet to get a consumer before the clock
-        starts (LSL drops samples pushed while nobody listens).
+        Seconds to wait, after creating the outlets, until every outlet (signal and markers) has a first
+        consumer, before the clock starts: LSL drops what is pushed while nobody listens, so a consumer
+        connected by then receives sample 0 and marker 0. Playing starts anyway when the time is up (with a
+        warning naming the outlets nobody listened to), or at once with 0.
     spin_ms : float
         Sleep until this many milliseconds before each push's deadline, then spin on the clock: absorbs
         the late wake-ups of ``time.sleep`` on a busy machine, at the cost of about ``spin_ms / chunk_ms``
@@ -163,6 +171,7 @@ class Player:
         name: str | None = None,
         source_id: str | None = None,
         markers: bool = True,
+        events_from_stim: str | None = None,
         wait_for_consumers: float = 0.0,
         spin_ms: float = 0.5,
         priority: bool = True,
@@ -174,10 +183,14 @@ class Player:
             raise ValueError(f"chunk_ms must be between 0.5 and 1000 ms, got {chunk_ms}")
         if not 0 <= spin_ms <= chunk_ms:
             raise ValueError(f"spin_ms must be between 0 and chunk_ms ({chunk_ms} ms), got {spin_ms}")
+        if wait_for_consumers < 0:
+            raise ValueError(f"wait_for_consumers must be >= 0 seconds, got {wait_for_consumers}")
         if start < 0 or (duration is not None and duration <= 0):
             raise ValueError(f"start must be >= 0 and duration > 0 (got start={start}, duration={duration})")
         if isinstance(source, str | Path):
-            source = open_recording(source, name=name, source_id=source_id, markers=markers)
+            source = open_recording(
+                source, name=name, source_id=source_id, markers=markers, events_from_stim=events_from_stim
+            )
         self.source = source
         if start >= source.duration:
             raise ValueError(f"start={start:g} s is past the end of the recording ({source.duration:.3f} s)")
@@ -246,6 +259,14 @@ class Player:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def linger(self, seconds: float) -> None:
+        """After the last push, keep the outlets up to ``seconds`` while a consumer is still connected:
+        liblsl drops what it has not sent yet when an outlet is destroyed, so closing at once can cut the
+        last pushes off a recording (seen under load: the last 120 samples of a CTF file)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and any(o.have_consumers() for o in self.outlets):
+            time.sleep(0.02)
+
     def close(self) -> None:
         """Stop and destroy the outlets (close consumers' inlets first)."""
         self.stop()
@@ -280,13 +301,28 @@ class Player:
             if not self.loop:
                 return
 
+    def _await_consumers(self) -> None:
+        """Wait until every outlet has a consumer, up to ``wait_for_consumers`` seconds in all (or a stop)."""
+        t_wait = time.monotonic()
+        deadline = t_wait + self.wait_for_consumers
+        waiting = list(zip(self.outlets, self.specs, strict=True))
+        while waiting and not self._stop.is_set():
+            waiting = [(outlet, sp) for outlet, sp in waiting if not outlet.have_consumers()]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)  # one poll costs microseconds; 5 ms is far below any consumer's connect time
+        self.stats.waited_s = time.monotonic() - t_wait
+        self.stats.unheard = [sp.name for _, sp in waiting]
+        if waiting and not self._stop.is_set():
+            logger.warning(
+                "no consumer for %s after %.1f s; playing anyway (pushes before one connects are lost)",
+                ", ".join(self.stats.unheard),
+                self.wait_for_consumers,
+            )
+
     def _play(self) -> None:
         if self.wait_for_consumers > 0:
-            for outlet, sp in zip(self.outlets, self.specs, strict=True):
-                if not outlet.wait_for_consumers(self.wait_for_consumers):
-                    logger.warning(
-                        "no consumer for %s after %.1f s; playing anyway", sp.name, self.wait_for_consumers
-                    )
+            self._await_consumers()
         span = self.stop_s - self.start_s
         blocks = self._blocks()
         t0 = None

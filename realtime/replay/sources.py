@@ -6,7 +6,8 @@ The player slices blocks into pushes; it never needs the whole file in memory.
 
 - :class:`RawSource`: anything ``mne.io.read_raw`` reads (FIF, EDF, BDF, BrainVision, EEGLAB, CTF...),
   opened with ``preload=False`` and read block by block; annotations become string markers stamped at
-  their sample, descriptions unchanged. A BIDS recording is opened through mne-bids, whose annotations come
+  their sample, descriptions unchanged; when asked, so do the events of a stim channel (``mne.find_events``,
+  the trigger value as text). A BIDS recording is opened through mne-bids, whose annotations come
   from ``events.tsv``.
 - :class:`XdfSource`: every stream of an XDF file (pyxdf, clock-synchronised), relative timing kept.
   Files of 256 MB and more are streamed from disk instead by
@@ -25,6 +26,8 @@ from brainstream.realtime.replay.blocks import Block, StreamSpec, UnsupportedRec
 
 logger = logging.getLogger(__name__)
 
+# largest recording read whole when reading it in blocks would change its values (see _block_reads_exact)
+_WHOLE_READ_BYTES = 2 * 1024**3
 # FIFF unit code -> LSL unit string
 _FIFF_UNITS = {112: "T", 201: "T/m", 107: "V", 202: "Am", 108: "K"}
 
@@ -52,6 +55,9 @@ class RawSource:
     channel_format : str | None
         ``"float32"`` or ``"double64"``; default from the file's own sample format, so that values reach
         the stream unchanged (float32 for single-precision FIF, double64 otherwise).
+    events_from_stim : str | None
+        Also turn the events of a stim channel into markers: a channel name, or ``"auto"`` (see
+        :func:`stim_channel`). A channel that never changes gives no markers and a warning.
     """
 
     def __init__(
@@ -62,9 +68,22 @@ class RawSource:
         source_id: str = "",
         markers: bool = True,
         channel_format: str | None = None,
+        events_from_stim: str | None = None,
     ) -> None:
         from brainstream.realtime.lsl_info import MNE_TO_LSL_TYPE
 
+        if not raw.preload and not _block_reads_exact(raw):
+            size = raw.n_times * len(raw.ch_names) * 8
+            if size <= _WHOLE_READ_BYTES:
+                # EDF/BDF/GDF channels stored at lower rates are upsampled over what is read: only a whole
+                # read gives the values mne gives for the file
+                logger.info("%s: block reads differ from a whole read; reading it whole", _describe(raw))
+                raw.load_data(verbose="error")
+            else:
+                logger.warning(
+                    "%s: block reads change the values of its lower-rate channels slightly at block edges, "
+                    "and it is too large (%.1f GB) to read whole", _describe(raw), size / 1e9
+                )  # fmt: skip
         self.raw = raw
         self.sfreq = float(raw.info["sfreq"])
         self.n_samples = int(raw.n_times)
@@ -85,9 +104,16 @@ class RawSource:
         self.streams = [signal]
         self._dtype = np.float32 if channel_format == "float32" else np.float64
         self.marker_samples, self.marker_values = _annotation_samples(raw)
+        if events_from_stim is not None and markers:
+            stim_samples, stim_values = stim_event_samples(raw, events_from_stim)
+            samples = np.concatenate([self.marker_samples, stim_samples])
+            order = np.argsort(samples, kind="stable")
+            self.marker_samples = samples[order]
+            self.marker_values = np.concatenate([self.marker_values, stim_values])[order]
         self.has_markers = markers and self.marker_samples.size > 0
         if markers and not self.has_markers:
-            logger.warning("%s has no annotations: no marker outlet", _describe(raw))
+            what = "annotations nor stim events" if events_from_stim is not None else "annotations"
+            logger.warning("%s has no %s: no marker outlet", _describe(raw), what)
         if self.has_markers:
             mid = f"{source_id}-markers" if source_id else ""
             self.streams.append(
@@ -178,17 +204,25 @@ def open_recording(
     name: str | None = None,
     source_id: str | None = None,
     markers: bool = True,
+    events_from_stim: str | None = None,
 ) -> RawSource | XdfSource:
     """Open any supported recording as a replay source.
 
     ``name`` names the signal outlet (default: the file's stem; XDF streams keep their own names unless
-    ``name`` is given, which renames the first regularly sampled stream).
+    ``name`` is given, which renames the first regularly sampled stream). ``events_from_stim`` (a stim
+    channel, or ``"auto"``) adds that channel's events to the markers; XDF files carry their markers as
+    streams already and refuse it.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no recording at {path}")
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() in (".xdf", ".xdfz") or suffixes == ".xdf.gz":
+        if events_from_stim is not None:
+            raise ValueError(
+                f"events_from_stim applies to recordings with stim channels (FIF, CTF, EDF...), not to the "
+                f"XDF file {path.name}, whose markers are streams of their own: leave it out"
+            )
         from brainstream.realtime.replay.xdf_stream import (
             STREAMING_THRESHOLD_BYTES,
             NeedsFullLoadError,
@@ -212,7 +246,13 @@ def open_recording(
     raw = _read_raw(path)
     stem = path.name.split(".")[0]
     name = name or stem
-    return RawSource(raw, name=name, source_id=source_id or f"brainstream-replay:{name}", markers=markers)
+    return RawSource(
+        raw,
+        name=name,
+        source_id=source_id or f"brainstream-replay:{name}",
+        markers=markers,
+        events_from_stim=events_from_stim,
+    )
 
 
 def _read_raw(path: Path):
@@ -265,6 +305,65 @@ def _annotation_samples(raw) -> tuple[np.ndarray, np.ndarray]:
     keep = (samples >= 0) & (samples < raw.n_times)
     order = np.argsort(samples[keep], kind="stable")
     return samples[keep][order].astype(np.int64), values[keep][order]
+
+
+def _block_reads_exact(raw, n: int = 64) -> bool:
+    """Whether two adjacent reads give what one read of the same samples gives (not so where mne
+    resamples channels stored at lower rates over each read, as in EDF files with mixed rates)."""
+    n = min(n, raw.n_times)
+    half = n // 2
+    if half == 0:
+        return True
+    parts = np.concatenate([raw.get_data(start=0, stop=half), raw.get_data(start=half, stop=n)], axis=1)
+    return bool(np.array_equal(raw.get_data(start=0, stop=n), parts, equal_nan=True))
+
+
+# stim channels "auto" looks for, in order: Neuromag's combined and older trigger channels, the CTF parallel
+# port (THINGS-MEG's triggers), BioSemi / EDF status channels
+_STIM_NAMES = ("STI101", "STI 014", "UPPT001", "Status", "STATUS", "TRIGGER")
+
+
+def stim_channel(raw, requested: str) -> str:
+    """The stim channel ``requested`` names, or for ``"auto"`` the first of :data:`_STIM_NAMES` present,
+    else the first channel of type stim. Raises ``ValueError`` naming the candidates when there is none."""
+    stim = [raw.ch_names[i] for i, t in enumerate(raw.get_channel_types()) if t == "stim"]
+    if requested != "auto":
+        if requested not in raw.ch_names:
+            raise ValueError(
+                f"no channel {requested!r} in {_describe(raw)}; its stim channels are {stim or 'none'}: "
+                "name one of them, or use 'auto'"
+            )
+        return requested
+    found = next((n for n in _STIM_NAMES if n in raw.ch_names), None) or (stim[0] if stim else None)
+    if found is None:
+        raise ValueError(
+            f"{_describe(raw)} has no stim channel (none of {', '.join(_STIM_NAMES)} and no channel of type "
+            "stim): name the trigger channel explicitly, or replay without events from stim"
+        )
+    return found
+
+
+def stim_event_samples(raw, requested: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sample index (0 = first sample of the data) and value (as text) of each event of a stim channel.
+
+    Every change to a non-zero value is an event (``mne.find_events`` with ``consecutive=True``), one sample
+    is long enough, and a channel already non-zero at the first sample starts with an event there.
+    """
+    import mne
+
+    channel = stim_channel(raw, requested)
+    events = mne.find_events(
+        raw, stim_channel=channel, consecutive=True, shortest_event=1, initial_event=True, verbose="error"
+    )
+    if len(events) == 0:
+        logger.warning(
+            "stim channel %s of %s never changes: no events, so no markers from it", channel, _describe(raw)
+        )
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    samples = (events[:, 0] - raw.first_samp).astype(np.int64)
+    values = np.array([str(int(v)) for v in events[:, 2]], dtype=object)
+    logger.info("%d events from stim channel %s", len(events), channel)
+    return samples, values
 
 
 def _stream_type(types: list[str]) -> str:

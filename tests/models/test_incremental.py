@@ -11,6 +11,7 @@ from brainstream.models.incremental import CausalBrainModule, IncrementalEncoder
 from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx
 from brainstream.models.runtime.torch_runtime import TorchRuntime
 from brainstream.models.windowing import sliding_window_ends
+from tests.cpu import needs_native_bf16
 
 ARCH = {"name": "brain_module", "n_channels": 12, "n_times": 30, "dim": 16, "n_subjects": 2,
         "spatial_channels": 10, "fourier_freqs": 3, "hidden": 12, "depth": 3, "out_channels": 20}  # fmt: skip
@@ -77,6 +78,7 @@ def test_incremental_equals_full_recomputation(aggregation, backend):
     assert compared == len(ends) > 10
 
 
+@needs_native_bf16
 def test_bf16_incremental_step_stays_close_to_fp32():
     """bf16 weights halve what a (memory-bound) step reads; embeddings stay within bf16 rounding of fp32."""
     causal = CausalBrainModule(_model()).eval()

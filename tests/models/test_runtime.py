@@ -21,6 +21,7 @@ from brainstream.models.runtime import (
 from brainstream.models.runtime.onnx_runtime import OnnxRuntime, export_onnx, read_onnx_signature
 from brainstream.models.runtime.tensorrt_runtime import tensorrt_unavailable_reason
 from brainstream.models.runtime.torch_runtime import TorchRuntime
+from tests.cpu import BF16_MISSING, needs_native_bf16
 
 
 class SmallConvEncoder(nn.Module):
@@ -99,6 +100,7 @@ def test_onnxruntime_matches_torch_eager(name, tmp_path):
         assert _rel(a, b) <= 1e-4
 
 
+@needs_native_bf16
 @pytest.mark.parametrize("name", ["brain_module", "atm_s"])
 def test_torch_bf16_runtime_stays_within_the_reduced_precision_tolerance(name):
     torch.manual_seed(0)
@@ -126,7 +128,13 @@ def test_precisions_a_backend_cannot_run_are_refused(tmp_path):
         TorchRuntime(model, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         TorchRuntime(model, precision="int8")
-    assert create_runtime(model, "torch", device="cpu", precision="bf16").describe()["precision"] == "bf16"
+    if BF16_MISSING is None:
+        assert (
+            create_runtime(model, "torch", device="cpu", precision="bf16").describe()["precision"] == "bf16"
+        )
+    else:  # refused, saying what to use instead
+        with pytest.raises(ValueError, match="use 'fp32'"):
+            create_runtime(model, "torch", device="cpu", precision="bf16")
     assert EncoderConfig(checkpoint="x", runtime="torch", precision="bf16").precision == "bf16"
     with pytest.raises(ValueError):
         EncoderConfig(checkpoint="x", precision="int8")

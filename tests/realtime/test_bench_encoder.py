@@ -9,6 +9,7 @@ import pytest
 from brainstream.cli import main
 from brainstream.models.encoders import build_encoder
 from brainstream.realtime.benchmarks.encoder import arch_for, count_gflop
+from tests.cpu import BF16_MISSING
 
 
 def test_bench_encoder_json(capsys):
@@ -45,6 +46,9 @@ def test_bench_encoder_offline_json(capsys):
     assert event["windows"] >= 3
     assert event["encode_floor_s"] > 0 and event["x_realtime"] > 0
     bf16 = event["bf16"]
+    if BF16_MISSING is not None:  # emulated bf16 is slower than fp32: not timed, and the row says why
+        assert bf16 == {"skipped": BF16_MISSING}
+        return
     assert bf16["peak_gflops"] > 0 and bf16["encode_floor_s"] > 0
     # against fp32 on the same windows: directions (what retrieval compares) kept, elements close
     assert bf16["min_cosine"] >= 0.995 and 0 < bf16["max_rel_err"] <= 0.2

@@ -370,3 +370,77 @@ def test_spin_window_must_fit_in_a_push_interval(tmp_path):
     _make_fif(tmp_path / "src_raw.fif", seconds=1.0, annotations=False)
     with pytest.raises(ValueError, match="spin_ms must be between 0 and chunk_ms"):
         Player(tmp_path / "src_raw.fif", chunk_ms=5.0, spin_ms=6.0)
+
+
+def _make_stim_fif(path: Path, stim: np.ndarray) -> mne.io.Raw:
+    """Two EEG channels and a stim channel holding ``stim``."""
+    data = np.vstack([np.random.default_rng(2).standard_normal((2, stim.size)) * 1e-5, stim[None]])
+    info = mne.create_info(["Fz", "Cz", "STI 014"], SFREQ, ["eeg", "eeg", "stim"])
+    raw = mne.io.RawArray(data, info, verbose=False)
+    raw.set_annotations(mne.Annotations([0.5], [0.0], ["image/a"]))
+    raw.save(path, overwrite=True, verbose=False)
+    return mne.io.read_raw_fif(path, preload=True, verbose=False)
+
+
+def test_stim_events_replay_as_markers_beside_annotations(tmp_path, unique_name):
+    stim = np.zeros(500)
+    stim[0:3], stim[100:102], stim[300] = 7, 12, 3  # one already on at sample 0, one a single sample long
+    raw = _make_stim_fif(tmp_path / "stim_raw.fif", stim)
+    player = Player(tmp_path / "stim_raw.fif", name=unique_name, speed=8.0, events_from_stim="auto",
+                    wait_for_consumers=5.0)  # fmt: skip
+    f = xdf.read_xdf(_replay_and_record(player, tmp_path / "rec.xdf"), synchronize_clocks=False)
+    sig, mrk = f.stream(unique_name), f.stream(f"{unique_name}-markers")
+    samples = np.round((mrk.timestamps - sig.timestamps[0]) * 8.0 * SFREQ).astype(int)
+    assert list(zip(samples.tolist(), mrk.markers, strict=True)) == [
+        (0, "7"), (100, "12"), (125, "image/a"), (300, "3")
+    ]  # fmt: skip
+    np.testing.assert_array_equal(sig.data, raw.get_data().astype(np.float32))
+
+
+def test_a_silent_stim_channel_warns_and_gives_no_markers(tmp_path, unique_name, caplog):
+    _make_stim_fif(tmp_path / "silent_raw.fif", np.zeros(300))
+    with caplog.at_level(logging.WARNING):
+        src = open_recording(tmp_path / "silent_raw.fif", name=unique_name, events_from_stim="STI 014")
+    assert [m for m in src.marker_values] == ["image/a"]  # the annotation only
+    assert any("STI 014" in r.getMessage() and "never changes" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match=r"no channel 'UPPT001'.*stim channels are \['STI 014'\]"):
+        open_recording(tmp_path / "silent_raw.fif", events_from_stim="UPPT001")
+    with pytest.raises(ValueError, match="no stim channel"):
+        _make_fif(tmp_path / "nostim_raw.fif")
+        open_recording(tmp_path / "nostim_raw.fif", events_from_stim="auto")
+    _write_multistream(tmp_path / "multi.xdf", unique_name)
+    with pytest.raises(ValueError, match="markers are streams of their own"):
+        open_recording(tmp_path / "multi.xdf", events_from_stim="auto")
+
+
+def test_without_a_consumer_the_wait_ends_naming_the_unheard_outlets(tmp_path, unique_name, caplog):
+    _make_fif(tmp_path / "src_raw.fif", seconds=0.6)  # one annotation in range: a marker outlet too
+    player = Player(tmp_path / "src_raw.fif", name=unique_name, speed=4.0, wait_for_consumers=0.3)
+    with caplog.at_level(logging.WARNING), player:
+        stats = player.run()
+    assert stats.unheard == [unique_name, f"{unique_name}-markers"] and stats.waited_s >= 0.3
+    assert stats.samples[unique_name] == 150  # played anyway
+    assert any("no consumer for" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="wait_for_consumers"):
+        Player(tmp_path / "src_raw.fif", wait_for_consumers=-1)
+
+
+def test_cli_refuses_contradictory_or_negative_options(tmp_path, capsys):
+    _make_fif(tmp_path / "src_raw.fif", seconds=0.4)
+    assert cli_main(["replay", str(tmp_path / "src_raw.fif"), "--wait", "-1"]) == 2
+    assert "--wait must be >= 0" in capsys.readouterr().err
+    assert (
+        cli_main(["replay", str(tmp_path / "src_raw.fif"), "--no-markers", "--events-from-stim", "auto"]) == 2
+    )
+    assert "choose one" in capsys.readouterr().err
+
+
+def test_progress_bars_update_rarely_when_stderr_is_not_a_terminal(capsys):
+    from brainstream.cli._output import LOG_PROGRESS_INTERVAL_S, progress_bar
+
+    with progress_bar(total=1000, desc="replay") as bar:  # under capsys stderr is a pipe, as in a log
+        for _ in range(1000):
+            bar.update(1)
+    assert bar.mininterval == LOG_PROGRESS_INTERVAL_S >= 10
+    redraws = capsys.readouterr().err.count("replay")
+    assert redraws <= 3  # the first draw and the last, not one per update
