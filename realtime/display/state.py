@@ -153,6 +153,7 @@ class NodeStatus:
     alarms: list[str]
     stats: dict[str, Any]
     t_received: float
+    host: str | None = None  # where the node runs (status messages carry it)
 
 
 @dataclass
@@ -397,7 +398,11 @@ class DisplayState:
             raise PayloadError("more than 64 status nodes; ignoring new ones")
         if header.get("src") in self.own_sources:
             alarms = []
-        self._nodes[node] = NodeStatus(node, str(state), [str(a) for a in alarms][:20], dict(stats), t)
+        host = header.get("host")
+        host = host[:64] if isinstance(host, str) and host else None
+        self._nodes[node] = NodeStatus(
+            node, str(state), [str(a) for a in alarms][:20], dict(stats), t, host=host
+        )
 
     def _ingest_trace(self, trace: Any, t_sample: float | None, t: float) -> None:
         if t_sample is None:
