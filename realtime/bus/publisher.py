@@ -67,8 +67,9 @@ class Publisher:
     A publisher that connects over TCP watches its link to the broker (in the heartbeat thread): when no
     connection has worked for :data:`LINK_ALARM_AFTER_S` it logs a warning that says where it tried and
     keeps retrying (ZeroMQ reconnects by itself); :attr:`alarms` holds that warning until the link is back,
-    and heartbeats carry it. Status messages (``status.*``) and heartbeats carry the ``host``
-    (:func:`realtime.bus.host.host_name`).
+    and heartbeats carry it. Messages published meanwhile are dropped, not queued for later (stale windows
+    would arrive all at once when the broker returns); subscribers see them as gaps in ``seq``. Status
+    messages (``status.*``) and heartbeats carry the ``host`` (:func:`realtime.bus.host.host_name`).
 
     ``seq`` counts per topic (0, 1, 2, ... on each topic), so a subscriber that filters topics still sees
     an unbroken sequence and counts only real losses. Payload arrays are sent zero-copy: do not modify an
@@ -115,6 +116,8 @@ class Publisher:
             context=context,
             hwm=hwm,
             monitor_events=_LINK_EVENTS if watch else None,
+            # while the broker is away, drop (subscribers count the gap) rather than deliver stale windows
+            immediate=watch,
         )
         self._heartbeat_topic = f"status.{name}{HEARTBEAT_SUFFIX}"
         self._thread: threading.Thread | None = None
