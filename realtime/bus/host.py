@@ -1,9 +1,9 @@
 """Which host a node runs on: ``$BRAINSTREAM_HOST`` if set, else the machine's host name.
 
 Status messages and heartbeats carry this name, the display shows it beside each node, and the clock
-beacon of :mod:`realtime.session.clocks` is keyed by it. Two machines with the same host name (or two
-network namespaces of one machine) are told apart by setting ``BRAINSTREAM_HOST`` (``brainstream live
---host-name``).
+beacon of :mod:`brainstream.realtime.session.clocks` is keyed by it. Two machines with the same host name
+(or two network namespaces of one machine) are told apart by setting ``BRAINSTREAM_HOST`` (``brainstream
+live --host-name``).
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ class Publisher:
     keeps retrying (ZeroMQ reconnects by itself); :attr:`alarms` holds that warning until the link is back,
     and heartbeats carry it. Messages published meanwhile are dropped, not queued for later (stale windows
     would arrive all at once when the broker returns); subscribers see them as gaps in ``seq``. Status
-    messages (``status.*``) and heartbeats carry the ``host`` (:func:`realtime.bus.host.host_name`).
+    messages (``status.*``) and heartbeats carry the ``host``
+    (:func:`brainstream.realtime.bus.host.host_name`).
 
     ``seq`` counts per topic (0, 1, 2, ... on each topic), so a subscriber that filters topics still sees
     an unbroken sequence and counts only real losses. Payload arrays are sent zero-copy: do not modify an

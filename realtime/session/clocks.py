@@ -89,7 +89,8 @@ class HostClocks:
     Parameters
     ----------
     local_host : str | None
-        This host's name (:func:`realtime.bus.host.host_name` by default); its offset is exactly 0.
+        This host's name (:func:`brainstream.realtime.bus.host.host_name` by default); its offset is
+        exactly 0.
     period_s : float
         Seconds between refreshes (LSL keeps re-probing in between; a refresh also finds new hosts).
     """

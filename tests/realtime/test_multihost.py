@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from brainstream.realtime.bus import Broker, BusMessage, Publisher, Subscriber, generate_keys
@@ -273,3 +274,24 @@ def test_liblsl_reads_the_written_session_id(tmp_path):
     finally:
         server.stdin.close()
         server.wait(timeout=10)
+
+
+def test_display_takes_no_latency_between_two_hosts_clocks(monkeypatch):
+    """The display has no clock offsets: it keeps latencies whose two times come from one host only."""
+    from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage
+
+    monkeypatch.setenv("BRAINSTREAM_HOST", "display-pc")
+    state = DisplayState(clock=lambda: 10.1)
+    for node, host in (("decoder", "acq-pc"), ("retrieval", "display-pc")):
+        header = {"seq": 0, "src": f"{node}:0", "state": "running", "alarms": [], "stats": {}, "host": host}
+        state.ingest(BusMessage(f"status.{node}", header, []), t_received=1.0)
+    trace = [["decoder.window", 10.01], ["decoder", 10.02], ["retrieval", 10.03]]
+    header = {"seq": 0, "src": "retrieval:0", "t_sample": 10.0, "trace": trace, "ids": ["a"]}
+    msg = BusMessage("retrieval", header, [np.ones(1, np.float32)])
+    assert state.ingest(msg, t_received=10.04)
+    stages = state.stage_latencies()
+    assert stages["decoder"]["p50_ms"] == pytest.approx(20.0)  # both times from the decoder's host
+    assert "retrieval" not in stages and STAGE_RECEIVED not in stages  # acq-pc's t_sample vs other clocks
+    assert state.record_draw("retrieval", LatestMessage("retrieval", msg, 10.04, 1), t_drawn=10.05) is None
+    assert state.summary()["uncorrected_latencies"] == 3  # retrieval, received, the draw
+    assert state.bus_to_display()["p50_ms"] == pytest.approx(10.0)  # retrieval -> receipt: one host
