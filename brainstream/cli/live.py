@@ -92,11 +92,16 @@ def run(args: argparse.Namespace) -> int:
     split = only is not None or config.bus.host is not None
     host = host_name()
     supervisor = Supervisor(nodes)
+    from brainstream.realtime.bus import KeysError
+
+    try:
+        watch = _Watch(config, split)
+    except KeysError as exc:  # every node would fail the same way: say it once, before starting any
+        raise UserFacingError(f"bus.keys_dir: {exc}") from None
     print(
         f"live session '{config.name}' for subject {config.subject} on host {host}: "
         f"{', '.join(n.name for n in nodes)}; bus {config.bus.sub}; outputs in {run_dir}; Ctrl-C stops"
     )
-    watch = _Watch(config, split)
     supervisor.start()
     t0 = time.monotonic()
     try:
@@ -132,10 +137,12 @@ class _Watch:
         from brainstream.realtime.session.clocks import ClockBeacon, HostClocks
         from brainstream.realtime.session.collector import SessionCollector
 
-        self.beacon = ClockBeacon() if split else None
-        self.clocks = HostClocks().start() if split else None
+        self.clocks = HostClocks() if split else None
         self.collector = SessionCollector(config.bus.sub, keys=config.bus.keys_dir, clocks=self.clocks)
         self.collector.start()
+        self.beacon = ClockBeacon() if split else None
+        if self.clocks is not None:
+            self.clocks.start()
 
     def stop(self) -> dict:
         self.collector.stop()

@@ -40,7 +40,8 @@ class SessionPlan:
 
 
 def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
-    """Node specs in start order: broker, extra sources, decoder, services, recorder, display last."""
+    """Node specs in start order: broker, extra sources, decoder, services, recorder, display last; only
+    those named in ``plan.only`` when it is given (this host's part of a split session)."""
     nodes = _all_nodes(config, plan)
     return nodes if plan.only is None else select_nodes(nodes, plan.only, config)
 

@@ -92,6 +92,22 @@ def test_live_refuses_an_unknown_node_before_starting_anything(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_live_says_once_that_the_keys_folder_is_missing(tmp_path):
+    pipeline = tmp_path / "lab.yaml"
+    pipeline.write_text(
+        "name: lab\ninput:\n  signal: {name: s}\n  device: ctf275_things_meg\nencoder: {checkpoint: demo}\n"
+        f"gallery: demo\nbus: {{host: 192.0.2.7, keys_dir: {tmp_path / 'no-keys'}}}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "brainstream", "live", "--config", str(pipeline), "--nodes", "decoder",
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "bus.keys_dir" in proc.stderr and "brainstream keys generate" in proc.stderr
+    assert "live session" not in proc.stdout  # nothing was started
+
+
 # ------------------------------------------------------------------------------ the link to the bus
 def test_publisher_alarms_while_the_bus_is_unreachable_and_clears_when_it_returns(caplog):
     front, back = (f"tcp://127.0.0.1:{p}" for p in _free_ports(2))
