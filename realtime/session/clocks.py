@@ -101,6 +101,7 @@ class HostClocks:
         self._inlets: dict[str, pylsl.StreamInlet] = {}
         self._offsets: dict[str, ClockOffset] = {}
         self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,8 +134,12 @@ class HostClocks:
             try:
                 offset, uncertainty = time_correction_ex(inlet, timeout)
             except (pylsl.util.TimeoutError, pylsl.util.LostError, TimeoutError) as exc:
-                logger.warning("no clock offset for host %s: %s", host, exc)
+                # one slow probe on a busy host is normal; say so when it keeps failing
+                self._failures[host] = self._failures.get(host, 0) + 1
+                if self._failures[host] == 3:
+                    logger.warning("no clock offset for host %s (3 tries): %s", host, exc)
                 continue
+            self._failures[host] = 0
             with self._lock:
                 n = self._offsets[host].n + 1 if host in self._offsets else 1
                 self._offsets[host] = ClockOffset(host, offset, uncertainty, n)
