@@ -86,9 +86,54 @@ class EncoderConfig(StrictModel):
 
 
 class BusConfig(StrictModel):
-    pub: str = DEFAULT_PUB_ENDPOINT
-    sub: str = DEFAULT_SUB_ENDPOINT
+    """Where the bus broker lives.
+
+    On one machine the defaults (loopback) need nothing. Across machines give ``host``: the broker binds
+    ``tcp://HOST:pub_port`` / ``tcp://HOST:sub_port`` on that host and every other node connects there; a
+    non-loopback host needs ``keys_dir`` (CURVE, see docs/lab_setup.md). ``pub`` / ``sub`` are full
+    endpoints for the rare case the ports alone do not say enough; they cannot be combined with ``host``.
+    """
+
+    host: str | None = Field(default=None, description="address of the bus host (an IP address is safest)")
+    pub_port: int = Field(default=5701, ge=1, le=65535, description="broker XSUB port publishers connect to")
+    sub_port: int = Field(default=5702, ge=1, le=65535, description="broker XPUB port subscribers connect to")
+    pub: str | None = None
+    sub: str | None = None
     keys_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> BusConfig:
+        if self.host is not None:
+            host = self.host.strip()
+            if not host or any(c.isspace() or c in "/[]" for c in host.strip("[]")):
+                raise ValueError(
+                    f"bus.host must be an address such as 10.0.0.2 or a host name; got {self.host!r}"
+                )
+            if self.pub_port == self.sub_port:
+                raise ValueError(f"bus.pub_port and bus.sub_port must differ; both are {self.pub_port}")
+            from brainstream.realtime.bus.security import is_loopback_endpoint
+
+            pub = f"tcp://{_bracketed(host)}:{self.pub_port}"
+            sub = f"tcp://{_bracketed(host)}:{self.sub_port}"
+            if self.pub not in (None, pub) or self.sub not in (None, sub):  # a dump of this config re-loads
+                raise ValueError("give bus.host (with pub_port / sub_port) or bus.pub / bus.sub, not both")
+            if not is_loopback_endpoint(pub) and not self.keys_dir:
+                raise ValueError(
+                    f"bus.host {host} is reachable from other machines, so the bus needs CURVE keys: create "
+                    "them with `brainstream keys generate DIR` and set bus.keys_dir: DIR"
+                )
+            # plain assignment would re-run this validator (validate_assignment) half-way through
+            object.__setattr__(self, "pub", pub)
+            object.__setattr__(self, "sub", sub)
+        else:
+            object.__setattr__(self, "pub", self.pub or DEFAULT_PUB_ENDPOINT)
+            object.__setattr__(self, "sub", self.sub or DEFAULT_SUB_ENDPOINT)
+        return self
+
+
+def _bracketed(host: str) -> str:
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
 
 
 class PreviewConfig(StrictModel):

@@ -35,6 +35,7 @@ VERBS: dict[str, str] = {
     "config": "config",
     "keys": "keys",
     "device": "device",
+    "lsl-config": "lsl_config",
 }
 
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENDPOINT",
         help="where status.display goes (default: the broker's tcp://127.0.0.1:5701; 'none': nowhere)",
     )
+    parser.add_argument(
+        "--keys", default=None, metavar="DIR", help="CURVE keys folder when the bus runs on another host"
+    )
     parser.add_argument("--screenshot", default=None, metavar="PATH", help="write a PNG of the window")
     parser.add_argument(
         "--after", type=float, default=5.0, metavar="S", help="seconds before the screenshot (5)"
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             page_size=args.channels_per_page,
             latency_window_s=args.latency_window,
             gallery_dir=args.gallery,
+            keys=args.keys,
         )
     except ValueError as exc:
         raise UserFacingError(str(exc)) from None

@@ -53,12 +53,15 @@ def open_socket(
     hwm: int = DEFAULT_HWM,
     authenticate: bool = True,
     monitor_events: int | None = None,
+    immediate: bool = False,
 ) -> OpenedSocket:
     """Create, secure and bind/connect one socket.
 
     A binding socket with keys gets its own context, because a ZAP authenticator serves a whole context and
     would otherwise also police unrelated sockets of the process. ``authenticate=False`` skips starting an
-    authenticator when the context already has one (the broker's second socket).
+    authenticator when the context already has one (the broker's second socket). ``immediate`` sets
+    ``ZMQ_IMMEDIATE``: messages are queued only on working connections, so nothing piles up while the peer
+    is unreachable.
     """
     if not isinstance(endpoint, str) or "://" not in endpoint:
         raise ValueError(
@@ -76,6 +79,8 @@ def open_socket(
         sock.linger = LINGER_MS
         sock.sndhwm = hwm
         sock.rcvhwm = hwm
+        if immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
         if max_message_size is not None:
             sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_size))
         if keys is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +19,22 @@ from brainstream.realtime.bus._socket import (
     DEFAULT_PUB_ENDPOINT,
     open_socket,
 )
+from brainstream.realtime.bus.host import host_name
 from brainstream.realtime.bus.message import HEARTBEAT_SUFFIX, encode
 from brainstream.realtime.bus.security import CurveKeys, as_keys
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
+#: a connecting publisher without a working link to the broker for this long raises an alarm
+LINK_ALARM_AFTER_S = 1.0
+_LINK_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class Publisher:
@@ -50,6 +64,14 @@ class Publisher:
 
     Notes
     -----
+    A publisher that connects over TCP watches its link to the broker (in the heartbeat thread): when no
+    connection has worked for :data:`LINK_ALARM_AFTER_S` it logs a warning that says where it tried and
+    keeps retrying (ZeroMQ reconnects by itself); :attr:`alarms` holds that warning until the link is back,
+    and heartbeats carry it. Messages published meanwhile are dropped, not queued for later (stale windows
+    would arrive all at once when the broker returns); subscribers see them as gaps in ``seq``. Status
+    messages (``status.*``) and heartbeats carry the ``host``
+    (:func:`brainstream.realtime.bus.host.host_name`).
+
     ``seq`` counts per topic (0, 1, 2, ... on each topic), so a subscriber that filters topics still sees
     an unbroken sequence and counts only real losses. Payload arrays are sent zero-copy: do not modify an
     array after publishing it. ``publish`` never blocks: PUB drops messages no subscriber is ready for.
@@ -76,6 +98,7 @@ class Publisher:
         self.endpoint = endpoint
         self.name = name
         self.src = f"{name}:{uuid.uuid4().hex[:12]}"
+        self.host = host_name()
         self.heartbeat_interval = heartbeat_interval
         self.max_message_size = max_message_size
         self._seqs: dict[str, int] = {}
@@ -84,7 +107,19 @@ class Publisher:
             threading.Lock()
         )  # the heartbeat thread shares the socket; the lock is the memory barrier
         self._stop = threading.Event()
-        self._opened = open_socket(zmq.PUB, endpoint, bind=bind, keys=as_keys(keys), context=context, hwm=hwm)
+        watch = not bind and endpoint.startswith("tcp://") and heartbeat_interval is not None
+        self._link = _Link(endpoint) if watch else None
+        self._opened = open_socket(
+            zmq.PUB,
+            endpoint,
+            bind=bind,
+            keys=as_keys(keys),
+            context=context,
+            hwm=hwm,
+            monitor_events=_LINK_EVENTS if watch else None,
+            # while the broker is away, drop (subscribers count the gap) rather than deliver stale windows
+            immediate=watch,
+        )
         self._heartbeat_topic = f"status.{name}{HEARTBEAT_SUFFIX}"
         self._thread: threading.Thread | None = None
         if heartbeat_interval is not None:
@@ -127,6 +162,8 @@ class Publisher:
         if self._opened is None:
             raise RuntimeError("this publisher is closed; create a new one")
         trace = [list(item) for item in (trace or ())]
+        if topic.startswith("status."):
+            extras.setdefault("host", self.host)
         with self._lock:
             seq = self._seqs.get(topic, 0)
             if stage is not None:
@@ -174,7 +211,8 @@ class Publisher:
                 extras={
                     "heartbeat": True,
                     "state": state,
-                    "alarms": [],
+                    "host": self.host,
+                    "alarms": self.alarms,
                     "stats": {"sent": self._n_sent},
                     "interval": self.heartbeat_interval,
                     "last_seq": last,
@@ -188,8 +226,38 @@ class Publisher:
 
     def _heartbeat_loop(self) -> None:
         assert self.heartbeat_interval is not None
-        while not self._stop.wait(self.heartbeat_interval):
-            self._send_heartbeat("alive")
+        monitor = self._opened.monitor if self._opened is not None else None
+        next_beat = time.monotonic() + self.heartbeat_interval
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_beat:
+                self._send_heartbeat("alive")
+                next_beat = now + self.heartbeat_interval
+            if monitor is None or self._link is None:
+                self._stop.wait(max(0.0, next_beat - now))
+                continue
+            # the monitor socket belongs to this thread alone; short polls keep close() prompt
+            if monitor.poll(int(1000 * min(0.1, max(0.0, next_beat - now)))):
+                self._link.read(monitor)
+            self._link.check()
+
+    @property
+    def alarms(self) -> list[str]:
+        """Active alarms of this publisher: the bus unreachable or refusing its keys (else empty)."""
+        link = self._link
+        return [link.alarm] if link is not None and link.alarm else []
+
+    @property
+    def link(self) -> dict[str, Any]:
+        """The link to the broker: ``connected``, ``reconnects``, ``handshake_failures`` (TCP only)."""
+        link = self._link
+        if link is None:
+            return {}
+        return {
+            "connected": link.up,
+            "reconnects": link.reconnects,
+            "handshake_failures": link.handshake_failures,
+        }
 
     # --------------------------------------------------------------- lifecycle
     @property
@@ -217,3 +285,56 @@ class Publisher:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Publisher {self.src} {self.endpoint} ({state})>"
+
+
+class _Link:
+    """What a connecting publisher knows about its link to the broker (touched by the heartbeat thread)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.up = False
+        self.down_since = time.monotonic()
+        self.alarm: str | None = None
+        self.refused = False
+        self.reconnects = 0
+        self.handshake_failures = 0
+        self._ever_up = False
+
+    def read(self, monitor: zmq.Socket) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._connected()
+            elif event == zmq.EVENT_DISCONNECTED and self.up:
+                self.up, self.down_since = False, time.monotonic()
+            elif event & (_LINK_EVENTS & ~(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)):
+                self.handshake_failures += 1
+                self.refused = True
+
+    def _connected(self) -> None:
+        down_s = time.monotonic() - self.down_since
+        if self.alarm is not None:
+            logger.warning("reached the bus at %s again after %.1f s", self.endpoint, down_s)
+        if self._ever_up:
+            self.reconnects += 1
+        self.up, self._ever_up, self.alarm, self.refused = True, True, None, False
+
+    def check(self) -> None:
+        if self.up or self.alarm is not None:
+            return
+        down_s = time.monotonic() - self.down_since
+        if down_s < LINK_ALARM_AFTER_S:
+            return
+        if self.refused:
+            self.alarm = (
+                f"the bus at {self.endpoint} refuses this node's CURVE keys; retrying (this host needs the "
+                "bus host's server.key and a client key pair listed in its authorized/ folder)"
+            )
+        else:
+            self.alarm = (
+                f"cannot reach the bus at {self.endpoint}; retrying (is the bus running on that host, and "
+                "are its ports open to this host?)"
+            )
+        logger.warning("%s", self.alarm)

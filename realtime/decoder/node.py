@@ -392,6 +392,7 @@ class DecoderNode:
 
     def _publish_status(self) -> None:
         alarms = list(getattr(self.reader, "alarms", []) or [])
+        alarms += list(getattr(self.publisher, "alarms", []) or [])  # bus unreachable: told once it is back
         stats = {
             k: (float(v) if isinstance(v, float | np.floating) else v)
             for k, v in self.status().items()

@@ -36,6 +36,7 @@ def run_display(
     latency_window_s: float = 10.0,
     gallery_dir: str | None = None,
     fps: float = 30.0,
+    keys: str | None = None,
 ) -> dict[str, Any]:
     """Open the live display and block until it closes; returns the summary (see ``DisplayState.summary``).
 
@@ -65,6 +66,8 @@ def run_display(
         Gallery folder, to show the true image when it was not retrieved.
     fps : float
         Most trace frames per second.
+    keys : str | None
+        CURVE keys folder when the broker runs on another host (``brainstream keys``).
 
     Notes
     -----
@@ -84,7 +87,7 @@ def run_display(
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     apply_dark_theme(app)
     state = DisplayState(latency_window_s=latency_window_s)
-    bus = BusThread(state, endpoint=endpoint, publish_endpoint=publish_endpoint)
+    bus = BusThread(state, endpoint=endpoint, publish_endpoint=publish_endpoint, keys=keys)
     window = DisplayWindow(
         state, fps=fps, page_size=page_size, gallery_dir=gallery_dir, endpoint=bus.endpoint
     )

@@ -43,6 +43,8 @@ class BusThread:
         Seconds between ``status.display`` reports.
     poll_s : float
         Longest wait for one message before the thread checks whether it should stop.
+    keys : str | None
+        CURVE keys folder (``brainstream keys``) when the broker runs on another host.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class BusThread:
         publish_endpoint: str | None = None,
         status_interval: float = 1.0,
         poll_s: float = 0.05,
+        keys: str | None = None,
     ) -> None:
         from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT
 
@@ -66,6 +69,7 @@ class BusThread:
         self.topics = tuple(topics)
         self.status_interval = status_interval
         self.poll_s = poll_s
+        self.keys = keys
         self.errors = 0
         self._requests: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -151,7 +155,7 @@ class BusThread:
         from brainstream.realtime.bus import Subscriber
 
         try:
-            return Subscriber(self.endpoint, topics=self.topics)
+            return Subscriber(self.endpoint, topics=self.topics, keys=self.keys)
         except Exception as exc:
             self._fail(f"cannot subscribe to {self.endpoint}", exc)
             self.state.set_bus_stats({}, f"error: {exc}")
@@ -161,7 +165,7 @@ class BusThread:
         from brainstream.realtime.bus import Publisher
 
         try:
-            publisher = Publisher(self.publish_endpoint, name="display")
+            publisher = Publisher(self.publish_endpoint, name="display", keys=self.keys)
             self.state.own_sources.add(publisher.src)
             return publisher
         except Exception as exc:

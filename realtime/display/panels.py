@@ -838,7 +838,8 @@ class LatencyPanel(Panel):
         parts = [_badge("bus", bus_state, bus_state == "connected")]
         for node in state.node_statuses():
             ok = node.state.lower() in ("ok", "running", "streaming", "live", "connected", "idle")
-            parts.append(_badge(node.node, node.state or "?", ok, _stream_health(node.stats)))
+            name = f"{node.node}@{node.host}" if node.host else node.node
+            parts.append(_badge(name, node.state or "?", ok, _stream_health(node.stats)))
         changed = _set_text(self.nodes, " ".join(parts))
         alarms = state.alarms()
         if alarms:

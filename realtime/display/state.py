@@ -23,6 +23,7 @@ import numpy as np
 import pylsl
 
 from brainstream.models.events import parse_stimulus_marker
+from brainstream.realtime.bus.host import host_name
 
 # topics (docs/architecture.md §3); signal.<stream> and status.<node> are prefixes
 RETRIEVAL = "retrieval"
@@ -153,6 +154,7 @@ class NodeStatus:
     alarms: list[str]
     stats: dict[str, Any]
     t_received: float
+    host: str | None = None  # where the node runs (status messages carry it)
 
 
 @dataclass
@@ -253,6 +255,8 @@ class DisplayState:
         self._work: dict[str, deque[float]] = {}
         self._work_limit = record_limit
         self._listeners: list[Callable[[str], None]] = []
+        self.host = host_name()
+        self._uncorrected = 0  # latencies not taken: their two times come from different hosts' clocks
 
     # ------------------------------------------------------------------ bus thread side
     def ingest(self, msg: Any, t_received: float | None = None) -> bool:
@@ -320,7 +324,7 @@ class DisplayState:
                 self._expected.append(t_marker + offset)
         elif topic.startswith(STATUS_PREFIX):
             self._ingest_status(topic[len(STATUS_PREFIX) :], header, t)
-        self._ingest_trace(header.get("trace"), t_sample, t)
+        self._ingest_trace(header.get("trace"), t_sample, t, origin=_src_node(header))
         if topic.startswith(EMBEDDING_PREFIX):
             self._t_embedding = t
             self._learn_window_offset(header.get("event"), t_sample)
@@ -397,16 +401,41 @@ class DisplayState:
             raise PayloadError("more than 64 status nodes; ignoring new ones")
         if header.get("src") in self.own_sources:
             alarms = []
-        self._nodes[node] = NodeStatus(node, str(state), [str(a) for a in alarms][:20], dict(stats), t)
+        host = header.get("host")
+        host = host[:64] if isinstance(host, str) and host else None
+        self._nodes[node] = NodeStatus(
+            node, str(state), [str(a) for a in alarms][:20], dict(stats), t, host=host
+        )
 
-    def _ingest_trace(self, trace: Any, t_sample: float | None, t: float) -> None:
+    def _host_of(self, node: str | None) -> str | None:
+        if node == STAGE_RECEIVED.split(".")[0]:
+            return self.host
+        status = self._nodes.get(node or "")
+        return status.host if status is not None else None
+
+    def _same_clock(self, node_a: str | None, node_b: str | None) -> bool:
+        """Whether two nodes' LSL times may be compared here. Stamps of different hosts are not (the display
+        has no clock offsets; ``brainstream live``'s summary corrects them); a node whose host is not known
+        yet counts as this host's, as on one machine."""
+        host_a, host_b = self._host_of(node_a), self._host_of(node_b)
+        return host_a is None or host_b is None or host_a == host_b
+
+    def _ingest_trace(self, trace: Any, t_sample: float | None, t: float, origin: str | None = None) -> None:
         if t_sample is None:
             return
         entries = list(trace) if isinstance(trace, list | tuple) else []
-        stamps = [_finite_or_none(e[1]) for e in entries if isinstance(e, list | tuple) and len(e) == 2]
-        stamps = [x for x in stamps if x is not None]
-        if stamps:  # from the last upstream stamp to our receipt: the bus hop plus our own queueing
-            self._hop.add(t, (t - max(stamps)) * 1e3)
+        stamped = [
+            (str(e[0]), x)
+            for e in entries
+            if isinstance(e, list | tuple) and len(e) == 2 and (x := _finite_or_none(e[1])) is not None
+        ]
+        origin = _trace_origin(entries) or origin  # t_sample is in the clock of the first stage's host
+        if stamped:  # from the last upstream stamp to our receipt: the bus hop plus our own queueing
+            last_stage, last = max(stamped, key=lambda e: e[1])
+            if self._same_clock(_stage_node(last_stage), _stage_node(STAGE_RECEIVED)):
+                self._hop.add(t, (t - last) * 1e3)
+            else:
+                self._uncorrected += 1
         entries.append((STAGE_RECEIVED, t))
         for entry in entries:
             if not isinstance(entry, list | tuple) or len(entry) != 2:
@@ -422,6 +451,9 @@ class DisplayState:
                 self._seen_trace[key] = None
                 if len(self._seen_trace) > 1024:  # a retrieval follows its embedding within moments
                     self._seen_trace.popitem(last=False)
+            if not self._same_clock(origin, _stage_node(stage)):
+                self._uncorrected += 1
+                continue
             window = self._stages.get(stage)
             if window is None:
                 if len(self._stages) >= 64:
@@ -514,10 +546,14 @@ class DisplayState:
             t_sample = _finite_or_none(latest.msg.header.get("t_sample"))
             if t_sample is None or topic not in DRAW_KINDS:
                 return None
+            header = latest.msg.header
+            origin = _trace_origin(header.get("trace")) or _src_node(header)
+            if not self._same_clock(origin, _stage_node(STAGE_RECEIVED)):
+                self._uncorrected += 1
+                return None
             ms = (t - t_sample) * 1e3
             self._draw_recent[topic].add(t, ms)
             self._draw_run[topic].append(ms)
-            header = latest.msg.header
             image_id = header.get("true_image_id") if topic == RETRIEVAL else header.get("image_id")
             self._draw_records.append(
                 (
@@ -698,7 +734,26 @@ class DisplayState:
             "frames": {"n": n_frames, "fps": self.fps()},
             "gui_work_ms": self.gui_work(),
             "uptime_s": self.clock() - self._t_start,
+            "uncorrected_latencies": self._uncorrected,
         }
+
+
+def _stage_node(stage: str) -> str:
+    return stage.split(".", 1)[0]
+
+
+def _trace_origin(trace: Any) -> str | None:
+    """The node of a trace's first stage (whose host's clock ``t_sample`` is in), if there is one."""
+    if isinstance(trace, list | tuple) and trace:
+        first = trace[0]
+        if isinstance(first, list | tuple) and len(first) == 2:
+            return _stage_node(str(first[0]))
+    return None
+
+
+def _src_node(header: dict) -> str | None:
+    src = header.get("src")
+    return src.rsplit(":", 1)[0] if isinstance(src, str) and src else None
 
 
 # ---------------------------------------------------------------------- payload checks

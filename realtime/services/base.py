@@ -120,7 +120,8 @@ class ServiceNode:
         flat.update(
             {f"{k}_p50_ms": v["p50_ms"] for k, v in stats.items() if isinstance(v, dict) and "p50_ms" in v}
         )
-        publisher.publish(f"status.{self.name}", state=state, alarms=list(self.alarms), stats=flat)
+        alarms = [*self.alarms, *publisher.alarms]  # the bus unreachable: seen once it is back
+        publisher.publish(f"status.{self.name}", state=state, alarms=alarms, stats=flat)
 
     # ---------------------------------------------------------------- lifecycle
     def _serve(self) -> None:

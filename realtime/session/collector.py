@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pylsl
+
+from brainstream.realtime.session.clocks import HostClocks
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
@@ -26,11 +29,17 @@ class SessionCollector:
     """Subscribe to ``embedding.*``, ``retrieval``, ``image`` and ``status.*`` and keep running statistics.
 
     Latencies are LSL-clock differences (docs/architecture.md §2): each stage's trace time − the
-    window's ``t_sample``.
+    window's ``t_sample``. A trace stage ``node[.step]`` was stamped in the LSL clock of the host that
+    ``node`` runs on (its status messages say which). With ``clocks`` (a split session) two stamps of
+    different hosts are compared only after mapping both into this host's clock with LSL's offset
+    estimates; a latency whose hosts or offsets are not known yet is not reported but counted in
+    :meth:`clock_report` (``uncorrected``). Without ``clocks`` every stamp is taken as this host's (one
+    machine).
     """
 
     endpoint: str
     keys: str | None = None
+    clocks: HostClocks | None = None
     windows: int = 0
     ranks: list[int] = field(default_factory=list)
     n_gallery: int | None = None
@@ -39,6 +48,10 @@ class SessionCollector:
     push_to_embedding_ms: list[float] = field(default_factory=list)
     last_status: dict[str, dict] = field(default_factory=dict)
     images: int = 0
+    retrievals: int = 0
+    hop_ms: dict[str, list[float]] = field(default_factory=dict)
+    node_hosts: dict[str, str] = field(default_factory=dict)
+    uncorrected: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         from brainstream.realtime.bus import Subscriber
@@ -66,17 +79,36 @@ class SessionCollector:
 
     def handle(self, msg, now: float) -> None:
         if msg.topic.startswith("status."):
-            self.last_status[msg.topic[len("status.") :]] = dict(msg.header.get("stats") or {})
+            node = msg.topic[len("status.") :]
+            self.last_status[node] = dict(msg.header.get("stats") or {})
+            host = msg.header.get("host")
+            if isinstance(host, str) and host:
+                self.node_hosts[node] = host
             return
         if msg.t_sample is None:
             return
-        for stage, t in msg.trace or []:
-            self.stage_ms.setdefault(str(stage), []).append((float(t) - msg.t_sample) * 1e3)
+        trace = [(str(stage), float(t)) for stage, t in msg.trace or []]
+        origin = _node(trace[0][0]) if trace else None  # t_sample is in the clock of the first stage's host
+        for stage, t in trace:
+            ms = self._diff_ms(origin, msg.t_sample, _node(stage), t)
+            if ms is None:
+                self.uncorrected[stage] += 1
+            else:
+                self.stage_ms.setdefault(stage, []).append(ms)
+        for (a, t_a), (b, t_b) in zip(trace, trace[1:], strict=False):
+            if _node(a) != _node(b):  # a hop between nodes (and maybe hosts)
+                hop = f"{_node(a)}->{_node(b)}"
+                ms = self._diff_ms(_node(a), t_a, _node(b), t_b)
+                if ms is None:
+                    self.uncorrected[hop] += 1
+                else:
+                    self.hop_ms.setdefault(hop, []).append(ms)
         if msg.topic.startswith("embedding."):
             self.windows += 1
-            times = [float(t) for _, t in msg.trace or []]
+            times = [t for _, t in trace]
             self.push_to_embedding_ms.append(((max(times) if times else now) - msg.t_sample) * 1e3)
         elif msg.topic == "retrieval":
+            self.retrievals += 1
             rank = msg.header.get("rank_of_true")
             self.k = len(msg.header.get("ids") or []) or self.k
             self.n_gallery = msg.header.get("n_gallery", self.n_gallery)
@@ -84,6 +116,34 @@ class SessionCollector:
                 self.ranks.append(int(rank) if rank is not None else 10**9)
         elif msg.topic == "image":
             self.images += 1
+
+    def _diff_ms(self, node_a: str | None, t_a: float, node_b: str | None, t_b: float) -> float | None:
+        """``t_b - t_a`` in ms with each time read in its host's clock; None where that cannot be done."""
+        if self.clocks is None or node_a == node_b:
+            return (t_b - t_a) * 1e3
+        host_a, host_b = self.node_hosts.get(node_a or ""), self.node_hosts.get(node_b or "")
+        if host_a is None or host_b is None:
+            return None
+        if host_a == host_b:
+            return (t_b - t_a) * 1e3
+        off_a, off_b = self.clocks.offset(host_a), self.clocks.offset(host_b)
+        if off_a is None or off_b is None:
+            return None
+        return ((t_b + off_b.offset_s) - (t_a + off_a.offset_s)) * 1e3
+
+    def hops(self) -> dict[str, dict[str, float | None]]:
+        """Latency of each hop between two nodes' trace stamps (``decoder->retrieval``, ...)."""
+        return {hop: _pct(values) for hop, values in self.hop_ms.items()}
+
+    def clock_report(self) -> dict:
+        """Hosts of the nodes, other hosts' clock offsets to this one (± uncertainty), and how many
+        latencies were not reported because their hosts' clocks could not be related."""
+        return {
+            "local_host": self.clocks.local_host if self.clocks is not None else None,
+            "node_hosts": dict(sorted(self.node_hosts.items())),
+            "offsets": self.clocks.summary() if self.clocks is not None else {},
+            "uncorrected": dict(self.uncorrected),
+        }
 
     def retrieval_summary(self, n_gallery: int) -> dict[str, float | int | None]:
         ranks = np.asarray(self.ranks)
@@ -112,3 +172,8 @@ class SessionCollector:
     def dropped_messages(self) -> int:
         stats = self._sub.stats
         return int(stats.get("gaps", 0) or 0) + int(stats.get("malformed", 0) or 0)
+
+
+def _node(stage: str) -> str:
+    """The node that stamped a trace stage (``decoder.encoded`` -> ``decoder``)."""
+    return stage.split(".", 1)[0]

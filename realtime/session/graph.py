@@ -7,6 +7,7 @@ shows is what a lab session runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class SessionPlan:
     screenshot_after: float = 5.0
     display_seconds: float | None = None
     extra_nodes: list[NodeSpec] = field(default_factory=list)
+    only: Collection[str] | None = None  # this host's part of a split session (``live --nodes``)
 
     @property
     def recording(self) -> Path:
@@ -38,7 +40,36 @@ class SessionPlan:
 
 
 def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
-    """Node specs in start order: broker, extra sources, decoder, services, recorder, display last."""
+    """Node specs in start order: broker, extra sources, decoder, services, recorder, display last; only
+    those named in ``plan.only`` when it is given (this host's part of a split session)."""
+    nodes = _all_nodes(config, plan)
+    return nodes if plan.only is None else select_nodes(nodes, plan.only, config)
+
+
+#: every node a pipeline can run, in start order (extra sources start right after the bus)
+NODE_NAMES = ("bus", "decoder", "retrieval", "generator", "recorder", "display")
+
+
+def select_nodes(nodes: list[NodeSpec], names: Collection[str], config: PipelineConfig) -> list[NodeSpec]:
+    """The named nodes only, in start order; raises ValueError naming what cannot be run here."""
+    names = list(dict.fromkeys(names))
+    known = NODE_NAMES + tuple(n.name for n in nodes if n.name not in NODE_NAMES)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown node(s) {', '.join(unknown)}; a session's nodes are {', '.join(known)}")
+    if not names:
+        raise ValueError(f"name at least one node to run on this host, from {', '.join(known)}")
+    present = {n.name for n in nodes}
+    off = [n for n in names if n not in present]
+    if off:
+        raise ValueError(
+            f"node(s) {', '.join(off)} are switched off in pipeline {config.name!r} (nodes: / generator: in "
+            "the config, or --no-display); switch them on or leave them out of --nodes"
+        )
+    return [n for n in nodes if n.name in names]
+
+
+def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
     logs = plan.run_dir / "logs"
     keys = ["--keys", config.bus.keys_dir] if config.bus.keys_dir else []
     bus = ["--sub", config.bus.sub, "--pub", config.bus.pub, *keys]
@@ -86,6 +117,7 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             config.bus.sub,
             "--publish",
             config.bus.pub,
+            *keys,
             "--summary",
             str(plan.display_summary),
         ]
