@@ -7,7 +7,7 @@ import importlib
 
 from brainstream.cli._output import add_json_flag, print_json
 
-HELP = "run a benchmark (ringbuffer, acquisition, replay, encoder, decode, services, latency)"
+HELP = "run a benchmark (ringbuffer, acquisition, replay, encoder, decode, services, latency, soak, growth)"
 
 # name -> module under realtime.benchmarks; each defines HELP, add_arguments(parser), run(args) -> dict
 BENCHMARKS: dict[str, str] = {
@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, str] = {
     "services": "services",
     "latency": "latency",
     "simulation": "simulation",
+    "soak": "soak",
+    "growth": "growth",
 }
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 
 from brainstream.cli import UserFacingError
+from brainstream.cli._shutdown import exit_if_supervised, stop_on_signals
 
 HELP = "run the bus broker (publishers connect to --frontend, subscribers to --backend)"
 
@@ -36,7 +37,16 @@ def run(args: argparse.Namespace) -> int:
     except (InsecureBindError, KeysError, OSError, ValueError) as exc:
         raise UserFacingError(str(exc)) from None
     secured = " (CURVE, authorised clients only)" if args.keys else ""
-    print(f"bus broker: publishers -> {args.frontend}, subscribers <- {args.backend}{secured}; Ctrl-C stops")
-    signal.signal(signal.SIGTERM, lambda signum, frame: broker.stop())  # stop cleanly, like Ctrl-C
-    broker.run()
-    return 0
+    with stop_on_signals() as stopping:  # SIGINT and SIGTERM alike
+        print(
+            f"bus broker: publishers -> {args.frontend}, subscribers <- {args.backend}{secured}; "
+            "Ctrl-C stops",
+            flush=True,
+        )
+        while broker.running and not stopping.wait(0.1):
+            pass
+        broker.stop()
+    print(
+        "bus broker stopped: " + json.dumps({"frontend": args.frontend, "backend": args.backend}), flush=True
+    )
+    return exit_if_supervised(0)

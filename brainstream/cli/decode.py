@@ -7,6 +7,7 @@ import json
 
 from brainstream.cli import UserFacingError
 from brainstream.cli._output import add_json_flag, print_json
+from brainstream.cli._shutdown import exit_if_supervised, is_standby, stop_on_signals, wait_for_promotion
 
 HELP = "run the decoder node: LSL stream → windows → encoder → embeddings on the bus"
 
@@ -47,21 +48,80 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UserFacingError(f"--incremental {args.incremental}: {exc}") from None
         config = config.model_copy(update={"windowing": windowing})
-    try:
-        node = build_decoder_node(config, checkpoint=args.checkpoint)
-        node.start()
-    except (StreamResolveError, ValueError, FileNotFoundError) as exc:
-        raise UserFacingError(f"{exc}") from None
-    try:
-        node.wait(args.seconds)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
-        node.publisher.close()
+    node = None
+    standby = is_standby()
+
+    def on_signal() -> None:
+        if node is None:
+            raise KeyboardInterrupt  # still loading: abandon start-up
+        node.request_stop()  # running: the loop and the readers end within 2 s, then the summary
+
+    with stop_on_signals(on_signal) as stopping:
+        try:
+            publisher = _publisher(config, heartbeats=not standby)
+            node = build_decoder_node(config, checkpoint=args.checkpoint, publisher=publisher)
+            if standby and not _stand_by(node, config, stopping):
+                node.stop()
+                node.publisher.close()
+                return exit_if_supervised(0)
+            node.start()
+        except (StreamResolveError, ValueError, FileNotFoundError) as exc:
+            if node is not None:
+                node.publisher.close()
+            raise UserFacingError(f"{exc}") from None
+        except KeyboardInterrupt:
+            if node is None:
+                return 0
+        try:
+            node.wait(args.seconds)
+        finally:
+            node.stop()
+            node.publisher.close()
     summary = node.status()
     if args.json:
         print_json(summary)
     else:
         print(json.dumps(summary, indent=1, default=float))
-    return 0
+    return exit_if_supervised(0)
+
+
+def _publisher(config, heartbeats: bool):
+    from brainstream.realtime.bus import Publisher
+
+    interval = 1.0 if heartbeats else None  # a standby stays silent until promoted
+    return Publisher(config.bus.pub, name="decoder", keys=config.bus.keys_dir, heartbeat_interval=interval)
+
+
+#: seconds of signal a promoted standby decodes from its buffer: the windows of markers that came while its
+#: predecessor was dying, with the causal filters settled before them
+STANDBY_HISTORY_S = 5.0
+
+
+def _stand_by(node, config, stopping) -> bool:
+    """A standby decoder: runtime warm and readers filling the ring buffer, watching what the active decoder
+    publishes; on promotion it decodes from its buffer what the other did not publish. True if promoted."""
+    from brainstream.realtime.bus import Subscriber
+
+    node.prepare()
+    seen = {"window": None, "marker": None}
+
+    def note(msg) -> None:
+        key, t = ("marker", msg.t_sample) if msg.topic == "marker" else ("window", msg.get("t_event"))
+        if isinstance(t, int | float) and (seen[key] is None or t > seen[key]):
+            seen[key] = float(t)
+
+    with Subscriber(
+        config.bus.sub, topics=(node.topic, "marker"), keys=config.bus.keys_dir, heartbeats=False
+    ) as watch:
+
+        def idle() -> None:
+            if (msg := watch.recv(timeout=0.05)) is not None:
+                note(msg)
+
+        promoted = wait_for_promotion(stopping, idle)
+        while promoted and (msg := watch.recv(timeout=0)) is not None:  # what came just before
+            note(msg)
+    node.published_until, node.markers_until = seen["window"], seen["marker"]
+    node.history_s = STANDBY_HISTORY_S
+    node.publisher.start_heartbeats()
+    return promoted

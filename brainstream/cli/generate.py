@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 
 from brainstream.cli import UserFacingError
+from brainstream.cli._shutdown import exit_if_supervised, serve
 
 HELP = "generator node: turn embeddings on the bus into images (tiny on CPU, SDXL-Turbo + IP-Adapter on GPU)"
 
@@ -40,14 +41,10 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     node = GeneratorNode(config, sub_endpoint=args.sub, pub_endpoint=args.pub, keys=args.keys)
-    signal.signal(signal.SIGTERM, lambda signum, frame: node.stop())  # stop cleanly, like Ctrl-C
     try:
-        node.start()
-        print(
-            f"generator node ready: embeddings from {args.sub}, images to {args.pub}; Ctrl-C stops",
-            flush=True,
-        )
-        node.run()
+        ready = f"generator node ready: embeddings from {args.sub}, images to {args.pub}; Ctrl-C stops"
+        serve(node, on_ready=lambda: print(ready, flush=True))  # SIGINT, SIGTERM; standby until promoted
     except (GeneratorError, InsecureBindError, KeysError, OSError) as exc:
         raise UserFacingError(str(exc)) from None
-    return 0
+    print("generator node stopped: " + json.dumps(node.stats, default=float), flush=True)
+    return exit_if_supervised(0)

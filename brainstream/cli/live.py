@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.config_base import ConfigError
     from brainstream.realtime.bus.host import HOST_ENV, host_name
     from brainstream.realtime.pipeline_config import load_pipeline_config
-    from brainstream.realtime.session.graph import SessionPlan, session_nodes
-    from brainstream.realtime.session.supervisor import Supervisor
+    from brainstream.realtime.session.graph import SessionEvents, SessionPlan, session_nodes
+    from brainstream.realtime.session.supervisor import Supervisor, interrupt_on_signals
 
     try:
         config = load_pipeline_config(args.config)
@@ -91,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     split = only is not None or config.bus.host is not None
     host = host_name()
-    supervisor = Supervisor(nodes)
     from brainstream.realtime.bus import KeysError
 
     try:
@@ -102,16 +101,20 @@ def run(args: argparse.Namespace) -> int:
         f"live session '{config.name}' for subject {config.subject} on host {host}: "
         f"{', '.join(n.name for n in nodes)}; bus {config.bus.sub}; outputs in {run_dir}; Ctrl-C stops"
     )
-    supervisor.start()
-    t0 = time.monotonic()
-    try:
-        while args.seconds is None or time.monotonic() - t0 < args.seconds:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("stopping...")
-    finally:
-        codes = supervisor.stop()
-        report = watch.stop()
+    events = SessionEvents(config)  # restarts go into the session recording
+    supervisor = Supervisor(nodes, on_event=events)
+    with interrupt_on_signals():  # SIGTERM too, and SIGINT even when a script started us with it ignored
+        supervisor.start()
+        t0 = time.monotonic()
+        try:
+            while args.seconds is None or time.monotonic() - t0 < args.seconds:
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            print("stopping...", flush=True)
+        finally:
+            codes = supervisor.stop()
+            events.close()
+            report = watch.stop()
     summary = {
         "host": host,
         "nodes": [n.name for n in nodes],
@@ -121,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "restarts": {n: s["restarts"] for n, s in supervisor.status().items()},
         "events": [f"{node}: {what}" for _, node, what in supervisor.events],
         **report,
+        "stop_seconds": round(supervisor.stop_seconds or 0.0, 2),
     }
     if args.json:
         print_json(summary)

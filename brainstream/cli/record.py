@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 
 from brainstream.cli import UserFacingError
 from brainstream.cli._output import add_json_flag, print_json
+from brainstream.cli._shutdown import stop_on_signals
 
 # how long each --stream may take to appear on the network
 RESOLVE_TIMEOUT_S = 10.0
@@ -39,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--duration must be positive seconds, got {args.duration}")
     if not str(args.out).lower().endswith(".xdf"):
         raise UserFacingError(f"the output file must end in .xdf, got {args.out!r}")
-    stop = threading.Event()
-    # SIGTERM (a supervisor stopping us) closes the file as cleanly as Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGINT and SIGTERM (a supervisor stopping us) close the file alike
+    signals = stop_on_signals()
+    stop = signals.__enter__()
     rec = Recorder(args.out)
     rec.start()
     t_start = time.monotonic()
@@ -70,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
                 stop.wait(0.2 if total is None else min(0.2, max(0.0, total - elapsed)))
                 bar.n = min(elapsed, total) if total is not None else elapsed
                 bar.refresh()
-    except KeyboardInterrupt:
-        pass
     finally:
         rec.stop()
-        signal.signal(signal.SIGTERM, previous)
+        signals.__exit__(None, None, None)
     stats = rec.stats
     result = {
         "paths": [str(p) for p in rec.paths],
@@ -82,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         "streams": {name: s["samples"] for name, s in stats["streams"].items()},
         "bytes_written": stats["bytes_written"],
         "alarms": rec.alarms,
+        "gaps": {n: s["missing_samples"] for n, s in stats["streams"].items() if s.get("gaps")},
+        "events": rec.events,  # also in the file, as the session-events marker stream
     }
     for name, n in result["streams"].items():
         print(f"  {name}: {n} samples")

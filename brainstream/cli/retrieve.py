@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
+import json
 
 from brainstream.cli import UserFacingError
+from brainstream.cli._shutdown import exit_if_supervised, serve
 
 HELP = "retrieval node: answer embeddings on the bus with their top-k gallery images"
 
@@ -45,13 +46,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except (GalleryError, ImportError, ValueError) as exc:
         raise UserFacingError(str(exc)) from None
-    print(
+    ready = (
         f"retrieval node: {len(node.retriever.ids)} images in {node.space!r}, top {node.k}, "
         f"{args.backend}; embeddings from {args.sub}, answers to {args.pub}; Ctrl-C stops"
     )
-    signal.signal(signal.SIGTERM, lambda signum, frame: node.stop())  # stop cleanly, like Ctrl-C
     try:
-        node.run()
+        # SIGINT and SIGTERM alike; as a standby it answers nothing until promoted
+        serve(node, on_ready=lambda: print(ready, flush=True))
     except (InsecureBindError, KeysError, OSError) as exc:
         raise UserFacingError(str(exc)) from None
-    return 0
+    print("retrieval node stopped: " + json.dumps(node.stats, default=float), flush=True)
+    return exit_if_supervised(0)

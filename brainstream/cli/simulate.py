@@ -19,6 +19,7 @@ import time
 
 from brainstream.cli import UserFacingError
 from brainstream.cli._output import add_json_flag, print_json
+from brainstream.cli._shutdown import exit_if_supervised
 
 HELP = "simulate a virtual MEG/EEG subject: offline to FIF (--out) or live over LSL (--live)"
 
@@ -169,7 +170,8 @@ def _run_live(args, profile, gallery, design) -> int:
         react_to=args.react_to, design=design, image_s=args.image_s, chunk_s=args.chunk_ms / 1000.0,
     )  # fmt: skip
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGINT too: a child of a supervisor started from a script inherits SIGINT ignored (no KeyboardInterrupt)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
             live.start()
@@ -191,7 +193,8 @@ def _run_live(args, profile, gallery, design) -> int:
         pass
     finally:
         live.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary = live.summary()
     if live.stats.errors:
         raise UserFacingError(f"the live subject stopped: {live.stats.errors[-1]}")
@@ -199,4 +202,4 @@ def _run_live(args, profile, gallery, design) -> int:
         print_json(summary)
     else:
         print(f"streamed {summary['seconds']:.1f} s, {summary['stimuli']} stimuli")
-    return 0
+    return exit_if_supervised(0)  # under a supervisor: no slow interpreter teardown after a clean stop

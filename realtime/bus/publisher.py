@@ -123,10 +123,19 @@ class Publisher:
         self._heartbeat_topic = f"status.{name}{HEARTBEAT_SUFFIX}"
         self._thread: threading.Thread | None = None
         if heartbeat_interval is not None:
-            self._thread = threading.Thread(
-                target=self._heartbeat_loop, name=f"bus-heartbeat-{name}", daemon=True
-            )
-            self._thread.start()
+            self.start_heartbeats(heartbeat_interval)
+
+    def start_heartbeats(self, interval: float = DEFAULT_HEARTBEAT_INTERVAL) -> None:
+        """Start heartbeats now (a standby node connects early, silent, and speaks up once promoted)."""
+        if interval <= 0:
+            raise ValueError(f"heartbeat interval must be > 0 seconds, got {interval}")
+        if self._thread is not None:
+            return
+        self.heartbeat_interval = interval
+        self._thread = threading.Thread(
+            target=self._heartbeat_loop, name=f"bus-heartbeat-{self.name}", daemon=True
+        )
+        self._thread.start()
 
     # ----------------------------------------------------------------- sending
     def publish(

@@ -26,6 +26,13 @@ HEARTBEAT_PREFIX = "status."
 LOST_AFTER_INTERVALS = 3.0
 #: at most one socket re-creation per this many seconds (a peer that keeps sending junk cannot make us spin)
 RECONNECT_MIN_INTERVAL_S = 0.5
+#: a forward jump in one publisher's ``seq`` larger than this is not counted as lost messages but as a reset
+#: of that publisher (a forged or corrupted header): ZeroMQ drops whole queues of at most a high-water mark
+#: (1000 by default), so a real loss between two messages that both arrived is far smaller
+MAX_SEQ_JUMP = 10_000
+#: publishers remembered for gap counting; the least recently heard is forgotten beyond this (a sender that
+#: invents a new ``src`` per message cannot make a subscriber grow without bound)
+MAX_TRACKED_PUBLISHERS = 1024
 _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -115,7 +122,7 @@ class Subscriber:
         self._reconnect_due: float | None = None
         self._last_reconnect = -float("inf")
         self._open()
-        self._last_seq: dict[tuple[str, str], int] = {}
+        self._last_seq: dict[str, dict[str, int]] = {}  # src (one publisher instance) -> topic -> seq
         self._publishers: dict[str, PublisherState] = {}
         self._malformed: Counter[str] = Counter()
         self._counts = Counter(
@@ -123,6 +130,7 @@ class Subscriber:
             delivered=0,
             gaps=0,
             out_of_order=0,
+            seq_resets=0,
             heartbeats=0,
             publishers_lost=0,
             reconnects=0,
@@ -227,11 +235,11 @@ class Subscriber:
             return None
         now = local_clock()
         header = message.header
-        publisher = self._publishers.get(message.src)
+        publisher = self._publishers.pop(message.src, None)
         if publisher is None:
-            publisher = self._publishers[message.src] = PublisherState(
-                src=message.src, name=message.src.rsplit(":", 1)[0], last_seen=now
-            )
+            publisher = PublisherState(src=message.src, name=message.src.rsplit(":", 1)[0], last_seen=now)
+            self._forget_oldest_publisher()
+        self._publishers[message.src] = publisher  # re-inserted: the dict is ordered by last heard
         publisher.last_seen = now
         publisher.lost = False
         self._count_gap(message.src, message.topic, message.seq)
@@ -252,26 +260,40 @@ class Subscriber:
     def _wanted(self, topic: str) -> bool:
         return any(topic.startswith(prefix) for prefix in self.topics)
 
+    def _forget_oldest_publisher(self) -> None:
+        while len(self._publishers) >= MAX_TRACKED_PUBLISHERS:
+            oldest = next(iter(self._publishers))
+            del self._publishers[oldest]
+            self._last_seq.pop(oldest, None)
+
     def _count_gap(self, src: str, topic: str, seq: int) -> None:
-        key = (src, topic)
-        last = self._last_seq.get(key)
+        """Count messages missing between this one and the last from the same publisher instance on
+        ``topic``. Backwards (or repeated) and implausibly far forward count as a reset, not as losses."""
+        seqs = self._last_seq.setdefault(src, {})
+        last = seqs.get(topic)
         if last is not None:
-            if seq > last + 1:
+            if seq <= last or seq - last - 1 > MAX_SEQ_JUMP:
+                self._counts["seq_resets"] += 1
+                if seq <= last:
+                    self._counts["out_of_order"] += 1
+            else:
                 self._counts["gaps"] += seq - last - 1
-            elif seq <= last:
-                self._counts["out_of_order"] += 1
-                return
-        self._last_seq[key] = seq
+        seqs[topic] = seq
 
     def _count_tail_losses(self, src: str, last_seq: Any) -> None:
         # messages lost after the last one we saw show up only here (or when the next one arrives)
         if not isinstance(last_seq, dict):
             return
+        seqs = self._last_seq.get(src, {})
         for topic, seq in last_seq.items():
-            key = (src, topic)
-            if key in self._last_seq and isinstance(seq, int) and seq > self._last_seq[key]:
-                self._counts["gaps"] += seq - self._last_seq[key]
-                self._last_seq[key] = seq
+            last = seqs.get(topic)
+            if last is None or not isinstance(seq, int) or isinstance(seq, bool) or seq <= last:
+                continue
+            if seq - last > MAX_SEQ_JUMP:
+                self._counts["seq_resets"] += 1
+            else:
+                self._counts["gaps"] += seq - last
+            seqs[topic] = seq
 
     def _update_liveness(self) -> None:
         now = local_clock()

@@ -154,11 +154,18 @@ class DecoderNode:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._marker_queue = None
+        self._prepared = False
+        # a promoted standby: what its predecessor already published is not published again
+        self.published_until: float | None = None  # t_event of the last event window published before
+        self.markers_until: float | None = None  # timestamp of the last marker published before
+        self.history_s = 0.0  # seconds of buffered signal the loop starts from (a standby's, else 0)
         self.error: BaseException | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    def start(self) -> DecoderNode:
-        """Connect the readers, build the windower against the stream's real channels and start the loop."""
+    def prepare(self) -> DecoderNode:
+        """Warm the runtime and start reading (a standby: the ring buffer fills, nothing is decoded yet)."""
+        if self._prepared:
+            return self
         # first: a compiling runtime takes seconds, during which a started reader would pile up a backlog
         if self.incremental is not None:
             for _ in range(3):  # allocate the session's buffers; IncrementalSliding resets the state
@@ -169,6 +176,13 @@ class DecoderNode:
         if self.markers is not None:
             self._marker_queue = self.markers.subscribe()
             self.markers.start()
+        self._prepared = True
+        return self
+
+    def start(self) -> DecoderNode:
+        """Connect the readers (unless :meth:`prepare` did), build the windower against the stream's real
+        channels and start the loop (from ``history_s`` seconds back in the buffer)."""
+        self.prepare()
         self.windower = self._build_windower()
         if self.incremental is not None:
             self.sliding = IncrementalSliding(self.windower, self.incremental)
@@ -184,6 +198,10 @@ class DecoderNode:
         if self.incremental is not None:
             return f"incremental ({self.incremental.backend})"
         return self.runtime.name
+
+    def request_stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler: only sets an event); :meth:`wait` returns."""
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -238,7 +256,8 @@ class DecoderNode:
 
     def _run_loop(self) -> None:
         buffer = self.reader.buffer
-        cursor = buffer.n_written
+        history = min(buffer.capacity // 2, int(self.history_s * self.reader.sfreq))
+        cursor = max(0, buffer.n_written - history)
         preview_cursor = self.windower.buffer.n_written
         next_preview = next_status = pylsl.local_clock()
         while not self._stop.is_set():
@@ -268,6 +287,8 @@ class DecoderNode:
         if self._marker_queue is None:
             return
         for event in self._marker_queue.drain():
+            if self.markers_until is not None and event.timestamp <= self.markers_until + 1e-3:
+                continue  # the decoder before this one published it (and cut its window, if any)
             value = str(event.value)
             self.windower.push_marker(event.timestamp, value)
             self.publisher.publish(
@@ -318,6 +339,12 @@ class DecoderNode:
         )
 
     def _encode_and_publish(self, window: ReadyWindow) -> None:
+        if (
+            self.published_until is not None
+            and window.t_event is not None
+            and window.t_event <= self.published_until + 1e-3
+        ):
+            return  # published by the decoder this one took over from
         t_ready = pylsl.local_clock()
         emb = self.runtime.run(window.data[None], subject=self.subject_index)[0]
         t_encoded = pylsl.local_clock()
@@ -334,6 +361,7 @@ class DecoderNode:
             image_id=window.image_id,
             split=window.split,
             window=window.kind,
+            t_event=window.t_event,
         )
         t_published = pylsl.local_clock()
         self.latency.add((t_published - window.t_sample) * 1e3, (t_encoded - t_ready) * 1e3)

@@ -23,7 +23,7 @@ from brainstream.realtime.recording.xdf_writer import StreamHeader
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TOPICS = ("embedding.", "retrieval", "marker", "image")
+DEFAULT_TOPICS = ("embedding.", "retrieval", "marker", "image", "session.")
 
 
 class BusRecorder:
@@ -93,6 +93,14 @@ class BusRecorder:
     def record(self, msg) -> None:
         """Record one :class:`realtime.bus.BusMessage` (also usable without the thread)."""
         t = msg.t_sample if msg.t_sample is not None else pylsl.local_clock()
+        if msg.topic.startswith("session."):  # a supervisor's event: into the session-events stream
+            extras = msg.extras
+            self.recorder.event(
+                str(extras.get("kind", "event")), str(extras.get("message", "")), t,
+                source=msg.src.rsplit(":", 1)[0], node=extras.get("node"),
+            )  # fmt: skip
+            self.n_messages += 1
+            return
         entry = {"topic": msg.topic, **msg.header}
         entry["arrays"] = [{"dtype": str(a.dtype), "shape": list(a.shape)} for a in msg.arrays]
         entry.pop("frames", None)

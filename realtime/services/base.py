@@ -76,6 +76,9 @@ class ServiceNode:
         self.publisher: Publisher | None = None
         self._last_status = 0.0
         self._bus_stats: dict[str, Any] = {}  # copied by the worker thread, which alone touches the socket
+        # a standby: sockets open (no slow-joiner delay later), input drained unanswered and no heartbeats
+        # until this is set (the supervisor's promotion)
+        self.standby_gate: threading.Event | None = None
 
     # --------------------------------------------------------------- subclass API
     def _setup(self) -> None:
@@ -134,7 +137,7 @@ class ServiceNode:
                 self.pub_endpoint,
                 name=self.name,
                 keys=self.keys,
-                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_interval=None if self.standby_gate is not None else self.heartbeat_interval,
                 context=self.context,
             )
         except BaseException as exc:  # handed to start()'s caller
@@ -144,6 +147,7 @@ class ServiceNode:
             return
         self._ready.set()
         try:
+            self._stand_by()
             while not self._stop.is_set():
                 self._step(self.subscriber, self.publisher)
                 self._bus_stats = self.subscriber.stats
@@ -157,6 +161,15 @@ class ServiceNode:
             log.exception("%s node failed", self.name)
         finally:
             self._close()
+
+    def _stand_by(self) -> None:
+        gate = self.standby_gate
+        if gate is None:
+            return
+        while not (gate.is_set() or self._stop.is_set()):
+            self.subscriber.recv(timeout=0.05)  # the active node answers these
+        if self.heartbeat_interval is not None:
+            self.publisher.start_heartbeats(self.heartbeat_interval)
 
     def _close(self) -> None:
         for sock in (self.subscriber, self.publisher):
@@ -177,6 +190,10 @@ class ServiceNode:
             raise self._error
         return self
 
+    def request_stop(self) -> None:
+        """Ask the worker to end after its current step (safe from a signal handler: only sets an event)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         thread, self._thread = self._thread, None
         self._stop.set()
@@ -189,7 +206,7 @@ class ServiceNode:
             self.start()
         try:
             while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.5)
+                self._thread.join(0.1)
         finally:
             self.stop()
         if self._error is not None:

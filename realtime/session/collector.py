@@ -35,6 +35,10 @@ class SessionCollector:
     estimates; a latency whose hosts or offsets are not known yet is not reported but counted in
     :meth:`clock_report` (``uncorrected``). Without ``clocks`` every stamp is taken as this host's (one
     machine).
+    After :meth:`end` only messages about data from before the end are counted (windows finishing during
+    shutdown still are; windows cut after it are not), so a summary counts what the session produced
+    while it ran, the same windows as the session's recording up to that time. Windows are also counted
+    per decoder process (the publisher instance ``src``): a restarted decoder starts a new run.
     """
 
     endpoint: str
@@ -52,6 +56,8 @@ class SessionCollector:
     hop_ms: dict[str, list[float]] = field(default_factory=dict)
     node_hosts: dict[str, str] = field(default_factory=dict)
     uncorrected: Counter = field(default_factory=Counter)
+    t_end: float | None = None
+    decoder_runs: dict[str, dict] = field(default_factory=dict)  # src -> windows, first/last t_sample
 
     def __post_init__(self) -> None:
         from brainstream.realtime.bus import Subscriber
@@ -68,7 +74,8 @@ class SessionCollector:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=3)
+        if self._thread.is_alive():
+            self._thread.join(timeout=3)
         self._sub.close()
 
     def _run(self) -> None:
@@ -76,6 +83,10 @@ class SessionCollector:
             msg = self._sub.recv(timeout=0.1)
             if msg is not None:
                 self.handle(msg, pylsl.local_clock())
+
+    def end(self, t_end: float | None = None) -> None:
+        """The session ends now (or at LSL time ``t_end``): later data are no longer counted."""
+        self.t_end = pylsl.local_clock() if t_end is None else float(t_end)
 
     def handle(self, msg, now: float) -> None:
         if msg.topic.startswith("status."):
@@ -85,7 +96,7 @@ class SessionCollector:
             if isinstance(host, str) and host:
                 self.node_hosts[node] = host
             return
-        if msg.t_sample is None:
+        if msg.t_sample is None or (self.t_end is not None and msg.t_sample > self.t_end):
             return
         trace = [(str(stage), float(t)) for stage, t in msg.trace or []]
         origin = _node(trace[0][0]) if trace else None  # t_sample is in the clock of the first stage's host
@@ -105,6 +116,9 @@ class SessionCollector:
                     self.hop_ms.setdefault(hop, []).append(ms)
         if msg.topic.startswith("embedding."):
             self.windows += 1
+            run = self.decoder_runs.setdefault(msg.src, {"windows": 0, "first_t": msg.t_sample})
+            run["windows"] += 1
+            run["last_t"] = msg.t_sample
             times = [t for _, t in trace]
             self.push_to_embedding_ms.append(((max(times) if times else now) - msg.t_sample) * 1e3)
         elif msg.topic == "retrieval":
@@ -161,6 +175,14 @@ class SessionCollector:
             "k": k,
             "n_gallery": n_gallery,
         }
+
+    def runs(self) -> list[dict]:
+        """Windows per decoder process in start order; ``restart`` marks every run after the first."""
+        return [
+            {"decoder": src, "windows": r["windows"], "first_t": r["first_t"], "last_t": r.get("last_t"),
+             "restart": i > 0}
+            for i, (src, r) in enumerate(self.decoder_runs.items())
+        ]  # fmt: skip
 
     def stages(self) -> dict[str, dict[str, float | None]]:
         return {stage: _pct(values) for stage, values in self.stage_ms.items()}

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,64 @@ def _display_latency(summary: dict, key: str) -> dict:
     }
 
 
+def _free_tcp_ports(n: int) -> list[int]:
+    import socket
+
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def isolated_config(run_dir: Path, config: str = DEMO_CONFIG) -> Path:
+    """A copy of a pipeline config (written to ``run_dir/pipeline.yaml``) with bus ports of its own and
+    stream names carrying a unique tag, so that this session cannot meet another graph on the same machine
+    (a benchmark beside a demo, tests run by several people at once)."""
+    import secrets
+
+    import yaml
+
+    from brainstream.models.config_base import load_yaml, resolve_config_path
+
+    data = load_yaml(resolve_config_path(config, "pipelines"))
+    pub, sub = _free_tcp_ports(2)
+    data["bus"] = {
+        **(data.get("bus") or {}),
+        "pub": f"tcp://127.0.0.1:{pub}",
+        "sub": f"tcp://127.0.0.1:{sub}",
+    }
+    signal = data["input"]["signal"]
+    signal["name"] = f"{signal['name']}-{os.getpid()}-{secrets.token_hex(3)}"
+    if data["input"].get("markers"):
+        data["input"]["markers"]["name"] = f"{signal['name']}-markers"  # the virtual subject's naming
+    path = Path(run_dir) / "pipeline.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def virtual_subject_node(pipeline, assets, log_dir: Path, chunk_ms: float = 5.0):
+    """The demo's signal source: the virtual subject streaming the demo's test images over LSL, named as
+    the pipeline's signal (markers ``<name>-markers``, source id ``<name>``)."""
+    from brainstream.realtime.session.demo_assets import DEMO_DESIGN
+    from brainstream.realtime.session.supervisor import NodeSpec, brainstream_argv
+
+    name = pipeline.input.signal.name
+    return NodeSpec("virtual-subject", brainstream_argv(
+        "simulate", "--live", "--modality", "meg", "--subject", str(assets.subject_seed),
+        "--gallery", str(assets.gallery_dir), "--name", name, "--source-id", name,
+        "--n-train-images", "0", "--n-test-images", str(DEMO_DESIGN["n_test_images"]),
+        "--test-repeats", "1000", "--design-seed", str(DEMO_DESIGN["design_seed"]), "--no-progress",
+        "--chunk-ms", f"{chunk_ms:g}"),
+        log_dir=log_dir)  # fmt: skip
+
+
 class CpuSampler:
     """CPU use per node process (percent of one core), sampled with psutil over the run."""
 
@@ -70,21 +129,35 @@ class CpuSampler:
 
 
 def run_demo_session(
-    seconds: float, run_dir: Path, *, headless: bool = True, quiet: bool = False, config: str = DEMO_CONFIG
+    seconds: float,
+    run_dir: Path,
+    *,
+    headless: bool = True,
+    quiet: bool = False,
+    config: str = DEMO_CONFIG,
+    monitor: Callable[[float, object, object], None] | None = None,
+    isolated: bool = False,
 ) -> dict:
     """Start the demo graph, stream for ``seconds``, stop everything, return the summary (also written to
-    ``run_dir/summary.json``)."""
+    ``run_dir/summary.json``).
+
+    ``monitor(elapsed_s, collector, supervisor)``, when given, is called about twice a second while the
+    session runs (the soak benchmark samples memory and latency blocks with it). ``isolated`` runs the
+    graph on bus ports and stream names of its own (:func:`isolated_config`).
+    """
     from brainstream.models.config_base import resolve_config_path
     from brainstream.models.gallery import Gallery
     from brainstream.realtime.pipeline_config import load_pipeline_config
     from brainstream.realtime.session.collector import SessionCollector
-    from brainstream.realtime.session.demo_assets import DEMO_DESIGN, ensure_demo_assets
-    from brainstream.realtime.session.graph import SessionPlan, session_nodes
-    from brainstream.realtime.session.supervisor import NodeSpec, Supervisor, brainstream_argv
+    from brainstream.realtime.session.demo_assets import ensure_demo_assets
+    from brainstream.realtime.session.graph import SessionEvents, SessionPlan, session_nodes
+    from brainstream.realtime.session.supervisor import Supervisor, interrupt_on_signals
 
     if headless:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    config_path = resolve_config_path(config, "pipelines")
+    config_path = (
+        isolated_config(Path(run_dir), config) if isolated else resolve_config_path(config, "pipelines")
+    )
     pipeline = load_pipeline_config(config_path)
     if not quiet:
         print("preparing the demo gallery and encoder ...", flush=True)
@@ -93,38 +166,44 @@ def run_demo_session(
     run_dir = Path(run_dir).resolve()
     shots = run_dir / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    subject = NodeSpec("virtual-subject", brainstream_argv(
-        "simulate", "--live", "--modality", "meg", "--subject", str(assets.subject_seed),
-        "--gallery", str(assets.gallery_dir), "--name", pipeline.input.signal.name,
-        "--n-train-images", "0", "--n-test-images", str(DEMO_DESIGN["n_test_images"]),
-        "--test-repeats", "1000", "--design-seed", str(DEMO_DESIGN["design_seed"]), "--no-progress",
-        "--chunk-ms", "5"),
-        log_dir=run_dir / "logs")  # fmt: skip
+    subject = virtual_subject_node(pipeline, assets, run_dir / "logs")
     plan = SessionPlan(run_dir=run_dir, config_path=config_path, checkpoint=assets.checkpoint_dir,
                        gallery=assets.gallery_dir, screenshot=shots / "demo.png",
                        screenshot_after=max(1.0, seconds - 3.0), display_seconds=seconds + 2.0,
                        extra_nodes=[subject])  # fmt: skip
     collector = SessionCollector(pipeline.bus.sub, keys=pipeline.bus.keys_dir).start()
-    supervisor = Supervisor(session_nodes(pipeline, plan))
+    events = SessionEvents(pipeline)
+    supervisor = Supervisor(session_nodes(pipeline, plan), on_event=events)
     if not quiet:
         print(
             f"demo running for {seconds:g} s ({'offscreen' if headless else 'window'}); out: {run_dir}",
             flush=True,
         )
     cpu = CpuSampler()
-    supervisor.start()
-    t0 = time.monotonic()
-    try:
-        _wait_for_decoder(collector, STARTUP_TIMEOUT_S)
-        _wait(seconds, collector, cpu, supervisor, quiet)
-    except KeyboardInterrupt:
-        print("stopping ...", flush=True)
-    deadline = time.monotonic() + 10.0  # let the display take its screenshot and write its summary
-    while time.monotonic() < deadline and not plan.display_summary.exists():
-        time.sleep(0.2)
-    elapsed = time.monotonic() - t0
-    codes = supervisor.stop()
-    collector.stop()
+    with interrupt_on_signals():  # SIGTERM (or a SIGINT that a script's `&` had ignored) stops the demo
+        supervisor.start()
+        t0 = time.monotonic()
+        interrupted = False
+        try:
+            _wait_for_decoder(collector, STARTUP_TIMEOUT_S)
+            _wait(seconds, collector, cpu, supervisor, quiet, monitor)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("stopping ...", flush=True)
+        collector.end()  # the summary counts what the session produced until now
+        elapsed = time.monotonic() - t0
+        try:
+            # a full run: let the display take its screenshot and write its summary (it ends on its own);
+            # interrupted: stop now (the display writes its summary when stopped)
+            deadline = time.monotonic() + (0.0 if interrupted else 10.0)
+            while time.monotonic() < deadline and not plan.display_summary.exists():
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            codes = supervisor.stop()
+            collector.stop()
+            events.close()
     display = _read_json(plan.display_summary)
     decoder = collector.last_status.get("decoder", {})
     summary = {
@@ -143,6 +222,10 @@ def run_demo_session(
         "screenshots": [str(p) for p in sorted(shots.glob("*.png"))],
         "recording": str(plan.recording),
         "restarts": {n: s["restarts"] for n, s in supervisor.status().items()},
+        "decoder_runs": collector.runs(),
+        "events": [f"{node}: {what}" for _, node, what in supervisor.events
+                   if any(w in what for w in ("restarting", "promoted", "not restarted"))],
+        "stop_seconds": round(supervisor.stop_seconds or 0.0, 2),
         "exit_codes": codes,
     }  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
@@ -157,7 +240,7 @@ def _wait_for_decoder(collector, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool) -> None:
+def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool, monitor=None) -> None:
     from tqdm import tqdm
 
     with tqdm(total=int(seconds), desc="demo", unit="s", disable=quiet) as bar:
@@ -165,7 +248,11 @@ def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool) -
         while (elapsed := time.monotonic() - t0) < seconds:
             time.sleep(0.5)
             cpu.sample(supervisor.pids())
+            if monitor is not None:
+                monitor(elapsed, collector, supervisor)
             bar.n = int(elapsed)
             ranks = collector.ranks
             top5 = sum(r < 5 for r in ranks) / len(ranks) if ranks else 0.0
             bar.set_postfix(windows=collector.windows, top5=f"{top5:.0%}")
+        if monitor is not None:
+            monitor(elapsed, collector, supervisor)  # the end closes the last block

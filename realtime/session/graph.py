@@ -14,6 +14,14 @@ from pathlib import Path
 from brainstream.realtime.pipeline_config import PipelineConfig
 from brainstream.realtime.session.supervisor import NodeSpec, brainstream_argv
 
+#: bus topic of the supervisor's events (node started, exited, restarting, stopped); the session recorder
+#: writes them into the recording's ``session-events`` stream
+SESSION_EVENT_TOPIC = "session.event"
+# stop phases (NodeSpec.stop_phase): everything that produces first, then the recorder, which must still be
+# there to record what the others produced while stopping, then the broker that carries it
+RECORDER_STOP_PHASE = 1
+BROKER_STOP_PHASE = 2
+
 
 @dataclass
 class SessionPlan:
@@ -78,13 +86,15 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             "bus",
             brainstream_argv("bus", "--frontend", config.bus.pub, "--backend", config.bus.sub, *keys),
             log_dir=logs,
+            stop_phase=BROKER_STOP_PHASE,
         )
     ]
     nodes.extend(plan.extra_nodes)  # signal sources start right after the broker and stop last
     decode = ["--config", str(plan.config_path), "--subject", config.subject]
     if plan.checkpoint is not None:
         decode += ["--checkpoint", str(plan.checkpoint)]
-    nodes.append(NodeSpec("decoder", brainstream_argv("decode", *decode), log_dir=logs))
+    # decoder, retrieval and generator keep a warm standby: a crash costs a promotion, not a start-up
+    nodes.append(NodeSpec("decoder", brainstream_argv("decode", *decode), log_dir=logs, standby=True))
     gallery = str(plan.gallery) if plan.gallery is not None else config.gallery
     if config.nodes.retrieval:
         nodes.append(
@@ -92,12 +102,16 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
                 "retrieval",
                 brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *bus),
                 log_dir=logs,
+                standby=True,
             )
         )
     if config.nodes.generator and config.generator:
         nodes.append(
             NodeSpec(
-                "generator", brainstream_argv("generate", "--config", config.generator, *bus), log_dir=logs
+                "generator",
+                brainstream_argv("generate", "--config", config.generator, *bus),
+                log_dir=logs,
+                standby=True,
             )
         )
     if config.nodes.recorder:
@@ -110,7 +124,7 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             "--out",
             str(plan.recording),
         ]
-        nodes.append(NodeSpec("recorder", argv, log_dir=logs))
+        nodes.append(NodeSpec("recorder", argv, log_dir=logs, stop_phase=RECORDER_STOP_PHASE))
     if config.nodes.display and plan.display:
         display = [
             "--bus",
@@ -136,3 +150,29 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             )
         )
     return nodes
+
+
+class SessionEvents:
+    """The supervisor's ``on_event``: publishes each event on the bus (``session.event``, with ``node``,
+    ``kind`` and ``message``) so that the session recording holds restarts beside its own gaps and losses.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        Where the bus is (``bus.pub``) and its keys.
+    """
+
+    def __init__(self, config: PipelineConfig) -> None:
+        from brainstream.realtime.bus import Publisher
+
+        self.publisher = Publisher(config.bus.pub, name="supervisor", keys=config.bus.keys_dir)
+
+    def __call__(self, node: str, kind: str, message: str) -> None:
+        import pylsl
+
+        self.publisher.publish(
+            SESSION_EVENT_TOPIC, t_sample=pylsl.local_clock(), node=node, kind=kind, message=message
+        )
+
+    def close(self) -> None:
+        self.publisher.close()

@@ -9,6 +9,7 @@ on SIGINT / SIGTERM (footers written).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import threading
@@ -31,18 +32,59 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with Recorder(args.out, on_alarm=lambda m: logger.error("recording stopped: %s", m)) as recorder:
+    out = _unused_path(Path(args.out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with Recorder(out, on_alarm=lambda m: logger.error("recording alarm: %s", m)) as recorder:
         with BusRecorder(recorder, config.bus.sub, keys=config.bus.keys_dir) as bus:
             for sel in (config.input.signal, config.input.markers):
                 if sel is not None:
-                    recorder.add_stream(
-                        sel.name, stype=sel.type, source_id=sel.source_id, timeout=sel.timeout_s
-                    )
+                    _add_when_there(recorder, sel, stop)
             stop.wait()
         logger.info("recorded %d bus messages into %s", bus.n_messages, [str(p) for p in recorder.paths])
+    summary = {
+        "paths": [str(p) for p in recorder.paths],
+        "streams": recorder.stats["streams"],
+        "bus_messages": bus.n_messages,
+        "alarms": recorder.alarms,
+        "events": recorder.events,
+    }
+    print("recorder stopped: " + json.dumps(summary, default=str), flush=True)
     return 0
 
 
+def _add_when_there(recorder, sel, stop: threading.Event) -> None:
+    """Record the stream as soon as it appears: the session's sources may start after the recorder (and a
+    loaded machine may take longer than the stream's timeout); a recorder that gave up would have to be
+    restarted into a second file."""
+    waited = 0.0
+    while not stop.is_set():
+        try:
+            recorder.add_stream(sel.name, stype=sel.type, source_id=sel.source_id, timeout=1.0)
+            return
+        except LookupError:
+            waited += 1.0
+            if waited >= sel.timeout_s and waited - 1.0 < sel.timeout_s:
+                logger.error("no stream %r after %.0f s; still waiting for it", sel.name, waited)
+
+
+def _unused_path(path: Path) -> Path:
+    """``path``, or ``<stem>-2.xdf``, ``-3``... when it exists: a restarted recorder must not truncate the
+    session's recording so far."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    if candidate != path:
+        logger.warning("%s exists (a recorder before this one wrote it); recording to %s", path, candidate)
+    return candidate
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    import os
+    import sys
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the file is closed: no interpreter finalisation to outlast the supervisor's stop budget

@@ -257,6 +257,39 @@ def test_gaps_are_counted_per_source_and_topic():
         raw.close(linger=0)
 
 
+def test_forged_sequence_numbers_count_as_resets_not_billions_of_gaps():
+    from brainstream.realtime.bus.subscriber import MAX_SEQ_JUMP, MAX_TRACKED_PUBLISHERS
+
+    endpoint = inproc()
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.bind(endpoint)
+    rng = np.random.default_rng(0)
+    try:
+        with Subscriber(endpoint, topics=("embedding.",), heartbeats=False) as sub:
+            deadline = time.monotonic() + 5
+            while sub.recv(0.02) is None:
+                raw.send_multipart(encode("embedding.a", [], seq=0, src="real:1"))
+                assert time.monotonic() < deadline
+            forged = [int(v) for v in rng.integers(0, 2**40, 20)]  # well-formed headers, random seq
+            sent = [("real:1", 1), ("real:1", 2), *(("real:1", v) for v in forged), ("real:1", 10**12)]
+            sent += [("real:1", 10**12 + 3)]  # after a reset, real losses count again: 2 missing
+            sent += [(f"junk:{i}", 7) for i in range(MAX_TRACKED_PUBLISHERS + 50)]  # a new src per message
+            for src, seq in sent:
+                raw.send_multipart(encode("embedding.a", [], seq=seq, src=src))
+            got = 0
+            while got < len(sent):
+                more = sub.drain(timeout=2)
+                assert more, f"only {got} of {len(sent)} messages arrived"
+                got += len(more)
+            stats = sub.stats
+            assert stats["gaps"] == 2
+            assert stats["seq_resets"] == 21  # each forged value and the jump to 10**12: a reset, not a loss
+            assert len(sub._last_seq) <= MAX_TRACKED_PUBLISHERS  # bounded however many sources appear
+            assert MAX_SEQ_JUMP < 2**40
+    finally:
+        raw.close(linger=0)
+
+
 def test_topic_filter_sees_no_false_gaps_and_heartbeat_reveals_tail_losses():
     endpoint = inproc()
     with (

@@ -78,7 +78,8 @@ def test_records_signal_markers_and_local_stream(tmp_path, unique_name):
     streams, header = pyxdf.load_xdf(path, verbose=False)
     by_name = {st["info"]["name"][0]: st for st in streams}
     np.testing.assert_array_equal(by_name[unique_name]["time_series"].T, data)
-    assert set(by_name) == {unique_name, f"{unique_name}-m", "embedding.s1"}
+    assert set(by_name) == {unique_name, f"{unique_name}-m", "embedding.s1", "session-events"}
+    assert len(by_name["session-events"]["time_series"]) == 0  # nothing went wrong: no session event
     assert header["info"]["version"][0] == "1.0"
 
 
@@ -201,7 +202,8 @@ def test_lost_stream_raises_an_alarm_and_the_rest_keeps_recording(tmp_path, uniq
         while not alarms and time.monotonic() < deadline:
             keep_out.push_chunk(np.ones((10, 3), np.float32))
             time.sleep(0.05)
-        assert len(alarms) == 1 and unique_name in alarms[0] and "LostError" in alarms[0]
+        # the decoder's reader says it in the same words
+        assert len(alarms) == 1 and f"stream '{unique_name}' lost (outlet gone)" in alarms[0]
         n_before = rec.stats["streams"][f"{unique_name}-keep"]["samples"]
         for _ in range(10):
             keep_out.push_chunk(np.ones((10, 3), np.float32))
@@ -311,3 +313,47 @@ def test_bus_outputs_are_recorded(tmp_path, unique_name):
     retrieval = next(m for m in log if m["topic"] == "retrieval")
     assert retrieval["ids"] == ["a", "b"] and retrieval["arrays"] == [{"dtype": "float32", "shape": [2]}]
     assert next(m for m in log if m["topic"].startswith("embedding"))["event"].startswith("train/img")
+
+
+def test_record_cli_alarms_on_source_loss_and_writes_the_gap_into_the_file(tmp_path, unique_name, capsys):
+    """The outlet dies and comes back (same source id): the recorder says so at once, in the decoder's
+    words, reconnects, and the file's session-events stream holds the loss, the return and the gap."""
+    from brainstream.cli import main
+
+    times: dict[str, float] = {}
+
+    def device() -> None:
+        outlet, _ = _outlets(unique_name)
+        while not outlet.have_consumers():
+            time.sleep(0.01)
+        for life in range(2):
+            t_end = pylsl.local_clock() + 1.0
+            while pylsl.local_clock() < t_end:
+                outlet.push_chunk(np.zeros((10, 3), np.float32), pylsl.local_clock())
+                time.sleep(0.05)
+            if life == 0:
+                del outlet
+                times["died"] = pylsl.local_clock()
+                time.sleep(1.0)
+                outlet, _ = _outlets(unique_name)  # a restarted device: same source id
+                times["back"] = pylsl.local_clock()
+        del outlet
+
+    out = tmp_path / "lost.xdf"
+    thread = threading.Thread(target=device, daemon=True)
+    thread.start()
+    main(["record", str(out), "--stream", unique_name, "--duration", "4", "--json"])
+    thread.join()
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert any(f"stream '{unique_name}' lost (outlet gone)" in a for a in result["alarms"]), result["alarms"]
+    kinds = [e["kind"] for e in result["events"]]
+    assert kinds[:1] == ["lost"] and "reconnected" in kinds and "gap" in kinds, kinds
+    lost = result["events"][0]
+    assert lost["t"] - times["died"] < 1.0  # noticed at once, not after liblsl's silent recovery
+    gap = next(e for e in result["events"] if e["kind"] == "gap")
+    assert gap["t_before"] < times["died"] and gap["t_after"] > times["back"]
+    assert gap["missing_samples"] == pytest.approx((gap["t_after"] - gap["t_before"]) * 200 - 1, abs=1)
+    assert result["gaps"] == {unique_name: gap["missing_samples"]}
+    streams = {s["info"]["name"][0]: s for s in pyxdf.load_xdf(out)[0]}
+    logged = [json.loads(v[0]) for v in streams["session-events"]["time_series"]]
+    assert [e["kind"] for e in logged] == kinds

@@ -17,8 +17,21 @@ def _wait(predicate, timeout=10.0):
     return False
 
 
+# a node that fails the way real ones do: a traceback, then liblsl's INFO lines as the process winds down
+CRASH = """
+import sys
+try:
+    raise ValueError("boom: bad config")
+except ValueError:
+    import traceback; traceback.print_exc()
+print("2026-12-05 08:10:59.620 (   2.755s) [        E7034B80]   api_config.cpp:126   INFO| Loaded",
+      file=sys.stderr)
+sys.exit(3)
+"""
+
+
 def test_crashed_node_is_restarted_with_reason(tmp_path):
-    crash = [sys.executable, "-c", "import sys; print('boom: bad config', file=sys.stderr); sys.exit(3)"]
+    crash = [sys.executable, "-c", CRASH]
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
     sup = Supervisor(
         [NodeSpec("crasher", crash, max_restarts=2), NodeSpec("sleeper", sleeper)], poll_interval=0.05
@@ -30,7 +43,9 @@ def test_crashed_node_is_restarted_with_reason(tmp_path):
         assert status["sleeper"]["alive"]
     reasons = [what for _, node, what in sup.events if node == "crasher" and "exited" in what]
     assert len(reasons) == 3
-    assert all("code 3" in r and "boom: bad config" in r for r in reasons)
+    # the reason is the exception line, not the last lines of stderr
+    assert all(r.startswith("exited with code 3: ValueError: boom: bad config;") for r in reasons), reasons
+    assert not any("INFO" in r for r in reasons)
     assert not sup.status()["sleeper"]["alive"]
 
 
@@ -66,3 +81,120 @@ def test_unique_names_required():
 
     with pytest.raises(ValueError, match="unique"):
         Supervisor([NodeSpec("a", ["true"]), NodeSpec("a", ["true"])])
+
+
+def test_last_error_line_skips_liblsl_chatter():
+    from brainstream.realtime.session.supervisor import exit_reason, last_error_line
+
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "onnxruntime.capi.onnxruntime_pybind11_state.Fail: [ONNXRuntimeError] : 1 : FAIL : bad model",
+        "2026-12-05 08:10:59.620 (   2.755s) [        E7034B80]   api_config.cpp:126   INFO| Loaded",
+        "2026-12-05 08:10:59.700 (   2.800s) [R_brainstream-de]  data_receiver.cpp:375 ERR| broke off",
+    ]
+    assert last_error_line(lines) == lines[2]
+    assert last_error_line(["2026-01-01 10:00:00,000 brainstream.x ERROR: disk full", "bye"]).endswith(
+        "ERROR: disk full"
+    )
+    assert last_error_line(["streaming ...", "all fine"]) is None
+    assert exit_reason(-9, lines[3:]) == "killed by SIGKILL"
+    assert exit_reason(2, ["brainstream decode: error: no LSL stream"]).endswith("error: no LSL stream")
+
+
+# a node that ignores SIGINT (as one started from a script with `&` inherits it) and notes when SIGTERM came
+DEAF_TO_SIGINT = """
+import pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+def term(*_):
+    out.with_suffix(".stopped").write_text(repr(time.monotonic()))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+out.touch()
+while True:
+    time.sleep(0.01)
+"""
+
+
+def test_stop_is_phased_and_within_budget_when_nodes_ignore_sigint(tmp_path):
+    nodes = [
+        NodeSpec(f"n{i}", [sys.executable, "-c", DEAF_TO_SIGINT, str(tmp_path / f"n{i}")], stop_phase=phase)
+        for i, phase in enumerate((0, 0, 0, 1, 2))
+    ]
+    sup = Supervisor(nodes).start()
+    assert _wait(lambda: all((tmp_path / f"n{i}").exists() for i in range(5)), 30), "children did not start"
+    codes = sup.stop(timeout=3.0)
+    # before: 5 s of waiting on SIGINT per node, one node after the other (25 s here)
+    assert sup.stop_seconds <= 3.5
+    assert all(code == 0 for code in codes.values()), codes  # each stopped by SIGTERM, cleanly
+    stopped = [float((tmp_path / f"n{i}.stopped").read_text()) for i in range(5)]
+    assert max(stopped[:3]) < stopped[3] < stopped[4]  # workers, then the recorder's phase, then the broker's
+
+
+STANDBY_NODE = """
+import os, pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+if os.environ.get("BRAINSTREAM_STANDBY"):
+    promoted = []
+    signal.signal(signal.SIGUSR1, lambda *_: promoted.append(1))
+    print("standby ready", file=sys.stderr, flush=True)
+    while not promoted:
+        time.sleep(0.01)
+with out.open("a") as f:
+    f.write(f"{os.getpid()}\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_a_killed_node_is_replaced_by_its_warm_standby(tmp_path):
+    import os
+    import signal
+
+    serving = tmp_path / "serving"
+    spec = NodeSpec("worker", [sys.executable, "-c", STANDBY_NODE, str(serving)], standby=True)
+    sup = Supervisor([spec], standby_delay=0.1).start()
+    try:
+        assert _wait(lambda: sup.status()["worker"]["standby_ready"], 30), "no standby became ready"
+        first = sup.pids()["worker"]
+        standby_pid = sup._nodes["worker"].standby.process.pid
+        os.kill(first, signal.SIGKILL)
+        assert _wait(lambda: serving.exists() and str(standby_pid) in serving.read_text(), 5)
+        assert sup.pids()["worker"] == standby_pid
+        assert _wait(lambda: sup.status()["worker"]["standby_ready"], 30), "no new standby"
+    finally:
+        sup.stop()
+    events = [what for _, node, what in sup.events]
+    assert "killed by SIGKILL; standby promoted (1/3)" in events
+    assert serving.read_text().split() == [str(first), str(standby_pid)]  # the standby served only once told
+
+
+def test_collector_counts_what_the_session_produced_per_decoder_run():
+    """Windows cut after the session's end are not counted (the recording stops there too); a restarted
+    decoder (a new publisher instance) starts a new run."""
+    from brainstream.realtime.bus.message import decode, encode
+    from brainstream.realtime.session.collector import SessionCollector
+
+    collector = SessionCollector("inproc://collector-test-unused")
+    try:
+
+        def window(src: str, seq: int, t: float) -> None:
+            frames = encode("embedding.s", [], seq=seq, src=src, t_sample=t, trace=[["decoder", t + 0.01]])
+            collector.handle(decode(frames), now=t + 0.02)
+
+        for i in range(3):
+            window("decoder:aaa", i, 10.0 + i)
+        for i in range(2):
+            window("decoder:bbb", i, 20.0 + i)  # the replacement after a crash
+        collector.end(25.0)
+        window("decoder:bbb", 2, 25.5)  # cut from data after the end, published while stopping
+    finally:
+        collector.stop()
+    assert collector.windows == 5
+    runs = collector.runs()
+    assert [(r["decoder"], r["windows"], r["restart"]) for r in runs] == [
+        ("decoder:aaa", 3, False),
+        ("decoder:bbb", 2, True),
+    ]
+    assert len(collector.push_to_embedding_ms) == 5

@@ -1,0 +1,208 @@
+"""``brainstream bench soak --minutes N``: the demo graph for a long while; memory of every process and the
+latency percentiles per block of minutes, and how they grow.
+
+Goals (docs/benchmarks.md): under 20 MB growth per process per hour, the last block's p99 within 25 % of the
+first block's, no dropped samples. Memory is each process's resident set (RSS) sampled every
+``--sample-s`` seconds; growth is the least-squares slope over the samples after the first block (start-up
+allocations and caches excluded), in MB per hour, beside the plain difference last − first after warm-up.
+Each block's row is appended to ``soak.json`` in the run folder as soon as the block ends, so a run that is
+cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+HELP = "the demo graph for N minutes: memory per process and latency percentiles per block, with growth"
+
+GOAL_MB_PER_HOUR = 20.0
+GOAL_P99_RATIO = 1.25
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=60.0, help="how long to run (default 60)")
+    parser.add_argument("--block-minutes", type=float, default=5.0, help="block length (default 5)")
+    parser.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period (default 10)")
+    parser.add_argument("--run-dir", default=None, help="session outputs (default runs/soak-<time>)")
+
+
+def _pct(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
+
+
+class SoakMonitor:
+    """Called by the demo session loop: samples memory, closes a block every ``block_s`` seconds.
+
+    Parameters
+    ----------
+    block_s, sample_s : float
+        Block length and memory sampling period (seconds).
+    out : Path
+        ``soak.json``, rewritten after every block.
+    """
+
+    def __init__(self, block_s: float, sample_s: float, out: Path) -> None:
+        if block_s <= 0 or sample_s <= 0:
+            raise ValueError(f"block and sample periods must be > 0 s, got {block_s} and {sample_s}")
+        self.block_s, self.sample_s, self.out = block_s, sample_s, out
+        self.memory: dict[str, list[tuple[float, float, int]]] = {}  # name -> [(t, rss MB, pid)]
+        self.blocks: list[dict] = []
+        self._next_sample = 0.0
+        self._cursors = {"push": 0, "retrieval": 0, "image": 0}
+        self._dropped_total = 0
+        self._last_decoder: dict = {}
+        self._procs: dict[int, object] = {}
+
+    def __call__(self, elapsed: float, collector, supervisor) -> None:
+        if elapsed >= self._next_sample:
+            self._sample_memory(elapsed, {**supervisor.pids(), "bench": os.getpid()})
+            self._next_sample = elapsed + self.sample_s
+        self._track_drops(collector.last_status.get("decoder") or {})
+        if elapsed >= (len(self.blocks) + 1) * self.block_s:
+            self._close_block(elapsed, collector, supervisor)
+
+    def _sample_memory(self, t: float, pids: dict[str, int]) -> None:
+        import psutil
+
+        for name, pid in pids.items():
+            proc = self._procs.get(pid)
+            try:
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                rss = proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            self.memory.setdefault(name, []).append((t, rss, pid))
+
+    def _track_drops(self, decoder: dict) -> None:
+        # a restarted decoder starts its counters at 0 again: count from there
+        def lost(stats: dict) -> int:
+            return int(stats.get("dropped_samples", 0) or 0) + int(
+                stats.get("stream_missing_samples", 0) or 0
+            )
+
+        now, before = lost(decoder), lost(self._last_decoder)
+        self._dropped_total += now - before if now >= before else now
+        self._last_decoder = decoder
+
+    def _take(self, key: str, values: list[float]) -> list[float]:
+        start, self._cursors[key] = self._cursors[key], len(values)
+        return list(values[start:])
+
+    def _close_block(self, elapsed: float, collector, supervisor) -> None:
+        push = self._take("push", collector.push_to_embedding_ms)
+        retrieval = self._take("retrieval", collector.stage_ms.get("retrieval", []))
+        image = self._take("image", collector.stage_ms.get("generator", []))
+        previous = self.blocks[-1]["dropped_samples_total"] if self.blocks else 0
+        self.blocks.append(
+            {
+                "block": len(self.blocks) + 1,
+                "end_min": round(elapsed / 60, 2),
+                "windows": len(push),
+                "push_to_embedding_ms": _pct(push),
+                "sample_to_retrieval_ms": _pct(retrieval),
+                "sample_to_image_ms": _pct(image),
+                "dropped_samples": self._dropped_total - previous,
+                "dropped_samples_total": self._dropped_total,
+                "rss_mb": {name: round(series[-1][1], 1) for name, series in self.memory.items() if series},
+                "restarts": {n: s["restarts"] for n, s in supervisor.status().items()},
+            }
+        )
+        self.out.write_text(json.dumps({"blocks": self.blocks}, indent=1))
+
+    def growth(self) -> dict[str, dict]:
+        """Per process: MB/hour slope and last − first after the first block (same pid only)."""
+        out = {}
+        warm = self.block_s if len(self.blocks) > 1 else 0.2 * max(self.block_s, 1.0)
+        for name, series in self.memory.items():
+            pid = series[-1][2]
+            pts = [(t, mb) for t, mb, p in series if t >= warm and p == pid]
+            if len(pts) < 3:
+                continue
+            t = np.array([p[0] for p in pts]) / 3600.0
+            mb = np.array([p[1] for p in pts])
+            slope = float(np.polyfit(t, mb, 1)[0]) if np.ptp(t) > 0 else 0.0
+            out[name] = {
+                "first_mb": round(float(mb[0]), 1),
+                "last_mb": round(float(mb[-1]), 1),
+                "delta_mb": round(float(mb[-1] - mb[0]), 1),
+                "mb_per_hour": round(slope, 1),
+                "restarted": any(p != pid for _, _, p in series),
+            }
+        return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    from brainstream.realtime.session.demo_session import run_demo_session
+
+    if args.minutes <= 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    run_dir = Path(args.run_dir or Path("runs") / f"soak-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    monitor = SoakMonitor(args.block_minutes * 60, args.sample_s, run_dir / "soak.json")
+    t0 = time.time()
+    session = run_demo_session(
+        args.minutes * 60, run_dir, headless=True, quiet=False, monitor=monitor, isolated=True
+    )
+    growth = monitor.growth()
+    blocks = monitor.blocks
+    first = blocks[0]["push_to_embedding_ms"]["p99"] if blocks else None
+    last = blocks[-1]["push_to_embedding_ms"]["p99"] if blocks else None
+    ratio = (last / first) if first and last else None
+    worst_growth = max((g["mb_per_hour"] for g in growth.values()), default=None)
+    result = {
+        "minutes": args.minutes,
+        "started": datetime.fromtimestamp(t0).isoformat(timespec="seconds"),
+        "blocks": blocks,
+        "memory_growth": growth,
+        "p99_last_over_first": ratio,
+        "dropped_samples": monitor._dropped_total,
+        "session": {k: session[k] for k in ("windows", "dropped_samples", "dropped_messages", "restarts")},
+        "goals": {
+            "growth_mb_per_hour_max": worst_growth,
+            "growth_ok": worst_growth is not None and worst_growth < GOAL_MB_PER_HOUR,
+            "p99_ok": ratio is not None and ratio <= GOAL_P99_RATIO,
+            "drops_ok": monitor._dropped_total == 0,
+        },
+        "run_dir": str(run_dir),
+    }
+    (run_dir / "soak.json").write_text(json.dumps(result, indent=1))
+    print_table(result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    names = sorted({n for b in result["blocks"] for n in b["rss_mb"]})
+    print(
+        f"{'block':>5s} {'end':>6s} {'windows':>7s} {'p2e p50':>8s} {'p2e p99':>8s} {'retr p99':>8s} "
+        f"{'drops':>5s}  RSS MB: " + " ".join(f"{n[:10]:>10s}" for n in names)
+    )
+
+    def f(v: float | None) -> str:
+        return f"{v:8.1f}" if v is not None else f"{'n/a':>8s}"
+
+    for b in result["blocks"]:
+        p2e = b["push_to_embedding_ms"]
+        print(
+            f"{b['block']:5d} {b['end_min']:6.1f} {b['windows']:7d} {f(p2e['p50'])} {f(p2e['p99'])} "
+            f"{f(b['sample_to_retrieval_ms']['p99'])} {b['dropped_samples']:5d}          "
+            + " ".join(f"{b['rss_mb'].get(n, float('nan')):10.1f}" for n in names)
+        )
+    print("memory growth after the first block (MB/hour, least squares):")
+    for name, g in sorted(result["memory_growth"].items()):
+        print(f"  {name:16s} {g['mb_per_hour']:8.1f}  ({g['first_mb']} → {g['last_mb']} MB)")
+    print(f"goals: {json.dumps(result['goals'])}")
