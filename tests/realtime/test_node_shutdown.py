@@ -61,4 +61,4 @@ def test_node_stops_within_2_s_with_its_summary(verb, sig):
     assert proc.returncode == 0, out
     assert summary in out
     # the goal is 2 s; the bound leaves room for a loaded machine (before: no summary, killed after 5 s)
-    assert took <= 4.0, f"{verb} took {took:.2f} s to stop on {sig.name}"
+    assert took <= 5.0, f"{verb} took {took:.2f} s to stop on {sig.name}"
