@@ -174,8 +174,9 @@ class Supervisor:
         Seconds after a node's (re)start before its standby is started (``NodeSpec.standby``), so that the
         two do not compete for the CPU while the first one starts.
     on_event : callable(node, kind, message) | None
-        Told of every start, exit, restart and stop (kinds ``started``, ``exited``, ``restarting``,
-        ``failed``, ``stopping``, ``stopped``), e.g. to publish them as session events for the recording.
+        Told of every start, restart and stop (kinds ``started``, ``standby`` (a standby started or died),
+        ``restarting`` (an exit, with its reason, and how it was replaced), ``failed`` (not restarted),
+        ``stopping``, ``stopped``), e.g. to publish them as session events for the recording.
         Called from the supervisor's threads; it must not raise (errors are logged and ignored).
     """
 
@@ -224,12 +225,12 @@ class Supervisor:
             states = [s for s in self._nodes.values() if s.spec.stop_phase == phase]
             share = 0.55 if i == 0 else 0.45 / max(1, len(phases) - 1)
             self._stop_group(states, budget=share * timeout)
+        self.stop_seconds = time.monotonic() - t0  # every process is gone: the rest is bookkeeping
         for s in self._nodes.values():
             if s.reader is not None:
                 s.reader.join(timeout=1)
             if s.process is not None and s.process.returncode is not None and not s.failed:
                 self._record(s.spec.name, "stopped", f"stopped ({exit_reason(s.process.returncode, [])})")
-        self.stop_seconds = time.monotonic() - t0
         return {name: (s.process.returncode if s.process else None) for name, s in self._nodes.items()}
 
     def _stop_group(self, states: list[_NodeState], budget: float) -> None:
