@@ -77,7 +77,7 @@ def _recovery(watch: _Watch, topic: str, t_kill: float, old_srcs: set[str], time
     return first["t"] - max(t_kill, first["t_sample"] or t_kill)
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(400)  # under 2 minutes on a quiet 2-core machine; start-up dominates when loaded
 def test_killed_nodes_recover_and_the_session_says_so(tmp_path):
     import pyxdf
 
@@ -103,7 +103,7 @@ def test_killed_nodes_recover_and_the_session_says_so(tmp_path):
     phases: dict[str, float] = {}
     try:
         supervisor.start()
-        _wait(lambda: all(watch.of(t) for t in ("embedding", "retrieval", "image")), 90, "the first answers")
+        _wait(lambda: all(watch.of(t) for t in ("embedding", "retrieval", "image")), 200, "the first answers")
         phases = {"first answers": time.monotonic()}
         standbys = ("decoder", "retrieval", "generator")
         _wait(lambda: all(supervisor.status()[n]["standby_ready"] for n in standbys), 60, "the standbys")
