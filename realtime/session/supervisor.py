@@ -223,7 +223,7 @@ class Supervisor:
         phases = sorted({s.spec.stop_phase for s in self._nodes.values()})
         for i, phase in enumerate(phases):
             states = [s for s in self._nodes.values() if s.spec.stop_phase == phase]
-            share = 0.55 if i == 0 else 0.45 / max(1, len(phases) - 1)
+            share = 1.0 if len(phases) == 1 else (0.55 if i == 0 else 0.45 / (len(phases) - 1))
             self._stop_group(states, budget=share * timeout)
         self.stop_seconds = time.monotonic() - t0  # every process is gone: the rest is bookkeeping
         for s in self._nodes.values():
