@@ -62,7 +62,10 @@ def test_stop_interrupts_then_kills(tmp_path):
     polite = [
         sys.executable,
         "-c",
-        "import pathlib, sys, time\ntry:\n    pathlib.Path(sys.argv[1]).touch()\n    time.sleep(60)\n"
+        # its SIGINT handler installed explicitly, as every node's is: a test run in the background has
+        # SIGINT ignored, and children inherit that
+        "import pathlib, signal, sys, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "try:\n    pathlib.Path(sys.argv[1]).touch()\n    time.sleep(60)\n"
         "except KeyboardInterrupt:\n    pass",
         str(tmp_path / "polite.ready"),
     ]
