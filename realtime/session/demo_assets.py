@@ -42,6 +42,7 @@ class DemoAssets:
 
 def demo_fingerprint(gallery) -> str:
     """A digest of everything the demo encoder's training data depends on."""
+    from brainstream.realtime.simulation.responses import DEFAULT_SHARED_FRACTION
     from brainstream.realtime.simulation.subject import DEFAULT_SNR
 
     sim_dir = Path(__file__).resolve().parents[1] / "simulation"
@@ -53,6 +54,7 @@ def demo_fingerprint(gallery) -> str:
         "profile": DEMO_PROFILE,
         "seed": DEMO_SUBJECT_SEED,
         "snr": DEFAULT_SNR,
+        "shared_fraction": DEFAULT_SHARED_FRACTION,
         "space": gallery.space,
         "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
         "design": DEMO_DESIGN,
