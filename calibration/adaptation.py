@@ -525,7 +525,7 @@ def fit_reference(
     trials = timeline(items, config.image_s, config.isi_s, config.isi_jitter_s, seed + 10**6)
     rec, _ = simulate_filtered(
         config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
-        snr=config.subject.snr, progress=progress, desc=f"reference data ({n} trials)",
+        **config.subject.simulator_kwargs(), progress=progress, desc=f"reference data ({n} trials)",
     )  # fmt: skip
     profile = load_device_profile(config.subject.profile)
     ds = epochs_from_filtered(

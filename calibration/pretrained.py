@@ -111,7 +111,7 @@ def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool 
         trials = _subject_session(config, gallery, seed)
         rec, _ = simulate_filtered(
             config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
-            snr=config.subject.snr, progress=progress,
+            **config.subject.simulator_kwargs(), progress=progress,
             desc=f"pretraining subject {k + 1}/{len(config.pretrained.seeds)} (seed {seed})",
         )  # fmt: skip
         ds = epochs_from_filtered(

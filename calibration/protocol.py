@@ -55,6 +55,18 @@ class VirtualSubjectConfig(StrictModel):
 
     profile: str = Field(default="eeg64_1000hz", description="device profile under configs/devices")
     snr: float | None = Field(default=None, ge=0, description="None: the simulator's tuned default")
+    shared_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of the population code in each subject's feature tuning (0: subjects share "
+        "nothing, simulator v1); None: the simulator's default (realtime.simulation.responses)",
+    )
+
+    def simulator_kwargs(self) -> dict[str, float]:
+        """The settings to pass to ``VirtualSubject`` (those left at None take the simulator's defaults)."""
+        pairs = (("snr", self.snr), ("shared_fraction", self.shared_fraction))
+        return {k: v for k, v in pairs if v is not None}
 
 
 class WindowConfig(StrictModel):
