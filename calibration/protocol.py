@@ -83,11 +83,13 @@ class WindowConfig(StrictModel):
 class AdaptationConfig(StrictModel):
     """Few-shot adaptation of the pretrained encoder to the new subject (selection on validation)."""
 
-    modes: list[Literal["subject_layer", "light"]] = Field(
+    modes: list[Literal["subject_layer", "light", "anchor"]] = Field(
         default_factory=lambda: ["subject_layer", "light"],
         min_length=1,
         description="subject_layer: only the new subject layer trains (trunk frozen); light: the subject "
-        "layer and read-out heads at lr, the shared trunk at lr × each of trunk_lr_factors",
+        "layer and read-out heads at lr, the shared trunk at lr × each of trunk_lr_factors; anchor: no "
+        "training, the read-out's last layer is a ridge map from the shared trunk's features (population-"
+        "mean subject layer) to the embeddings of the subject's training images (anchor-based alignment)",
     )
     lr: float = Field(default=3e-3, gt=0)
     trunk_lr_factors: list[float] = Field(
