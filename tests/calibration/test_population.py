@@ -36,3 +36,23 @@ def test_protocol_passes_the_population_setting_to_the_simulator():
     }
     with pytest.raises(ValueError, match="less than or equal to 1"):
         VirtualSubjectConfig(shared_fraction=1.5)
+
+
+def test_a_shipped_pretrained_encoder_is_used_when_its_key_matches(tmp_path, monkeypatch):
+    import brainstream.calibration.pretrained as pretrained
+    from brainstream.calibration.session import load_gallery
+
+    config = load_protocol("rsvp_fast")
+    gallery = load_gallery(config)
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))  # nothing may be built here
+    key = pretrained.pretrained_key(config, gallery)
+    stale = tmp_path / f"{config.name}-000000000000"
+    stale.mkdir()
+    (stale / pretrained.INFO_FILE).write_text("{}")
+    shipped = tmp_path / f"{config.name}-{key}"
+    shipped.mkdir()
+    (shipped / pretrained.INFO_FILE).write_text("{}")
+    assert pretrained.get_pretrained(config, gallery, progress=False) == shipped
+    with pytest.raises(pretrained.PretrainedError, match="choose another --virtual-subject"):
+        pretrained.get_pretrained(config, gallery, new_subject_seed=config.pretrained.seeds[0])
