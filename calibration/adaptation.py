@@ -9,7 +9,10 @@ repeated test images are touched once, after selection):
 4. **adapted**: a new subject layer, initialised to the mean of the pretrained ones, trained with the shared
    trunk frozen (``subject_layer``) or lightly tuned at a lower learning rate (``light``) — the shallow
    subject adapters of MindBridge / See Through Their Minds — with time-shift + noise augmentation and,
-   optionally, the read-out's last layer initialised by a ridge fit on the trunk's features;
+   optionally, the read-out's last layer initialised by a ridge fit on the trunk's features; or aligned
+   through anchors (``anchor``, no gradient training: the subject's training trials are anchors whose
+   images' embeddings are known, and a ridge map from the shared trunk's features on the subject-agnostic
+   path to the shared embedding space replaces the read-out's last layer);
 5. the best of the adapted variants and ridge on validation becomes the subject's encoder; with
    ``soup_folds`` K > 1 the chosen adapted recipe is then trained on K folds of the training images (each
    early-stopped on its own held-out fold) and the K models' weights are averaged (a model soup): the
@@ -259,6 +262,18 @@ def init_head_ridge(model: nn.Module, train: EncodingData, seed: int = 0) -> dic
     return {"alpha": fit.alpha}
 
 
+def anchor_align(base: nn.Module, anchors: EncodingData, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+    """Anchor-based alignment: ``base`` (trunk frozen) with its read-out's last layer fitted on the anchors.
+
+    The subject's anchor trials go through the shared trunk (its subject layer is the population mean: the
+    subject-agnostic path) and a ridge map takes their features to the anchor images' embeddings, the
+    shared space, in closed form (the Procrustes/ridge variant of aligning spaces through shared anchors).
+    """
+    model = copy.deepcopy(base)
+    log = init_head_ridge(model, anchors, seed)
+    return model.eval(), {"mode": "anchor", "head_init": log}
+
+
 def image_folds(data: EncodingData, k: int, seed: int = 0) -> list[tuple[EncodingData, EncodingData]]:
     """K (train, held-out) splits of the TRAINING trials by image: every image is held out exactly once."""
     train = data.split("train")
@@ -345,6 +360,10 @@ def _adapt_variants(
 ) -> list[ModelResult]:
     out = []
     for mode in cfg.modes:
+        if mode == "anchor":
+            model, log = anchor_align(base, train, cfg.seed)
+            out.append(ModelResult("adapted:anchor", model, val_score(model, val), log=log))
+            continue
         for factor in cfg.trunk_lr_factors if mode == "light" else [None]:
             name = f"adapted:{mode}" + ("" if factor is None else f"@{factor:g}")
             model, log = fine_tune(base, train, val, mode, cfg, progress, f"{tag}: {name}", factor)
@@ -384,7 +403,11 @@ def adapt(
     variants = _adapt_variants(base, train, val, cfg, progress, "adapting")
     seconds["adaptation"] = time.perf_counter() - t
     adapted = min(variants, key=lambda r: r.val["mean_rank"])
-    if cfg.soup_folds > 1:
+    if adapted.log["mode"] == "anchor":
+        # closed form: refitted on every training image (train + validation), as a soup would be
+        model, log = anchor_align(base, data.split("train"), cfg.seed)
+        adapted = ModelResult(f"{adapted.name}+all", model, adapted.val, log=log)
+    elif cfg.soup_folds > 1:
         t = time.perf_counter()
         soup, soup_log = fold_soup(base, data, adapted.log, cfg, progress, f"{adapted.name} soup")
         seconds["soup"] = time.perf_counter() - t
@@ -400,10 +423,12 @@ def adapt(
         r.test = score_test(r.model, test, n_way)
     t = time.perf_counter()
     curve = learning_curve(base, data, test, adapted.log, config, n_way, progress)
-    curve.append(
-        {"n_trials": len(train.X) + len(val.X), "adapted": adapted.test["top5"], "ridge": ridge.test["top5"],
-         "adapted_top1": adapted.test["top1"], "ridge_top1": ridge.test["top1"]}
-    )  # fmt: skip
+    last = {"n_trials": len(train.X) + len(val.X), "adapted": adapted.test["top5"],
+            "ridge": ridge.test["top5"], "adapted_top1": adapted.test["top1"],
+            "ridge_top1": ridge.test["top1"]}  # fmt: skip
+    if "anchor" in cfg.modes:
+        last["anchor"] = score_test(anchor_align(base, data.split("train"), cfg.seed)[0], test, n_way)["top5"]
+    curve.append(last)
     seconds["learning_curve"] = time.perf_counter() - t
     chance1 = 1.0 / n_way
     return AdaptationResult(
@@ -441,7 +466,9 @@ def learning_curve(
             logger.warning("learning curve: %s trials are too few (%s)", n, exc)
             continue
         desc = f"learning curve n={n}"
-        if cfg.soup_folds > 1:
+        if recipe["mode"] == "anchor":
+            model, _ = anchor_align(base, part, cfg.seed)
+        elif cfg.soup_folds > 1:
             model, _ = fold_soup(base, part, recipe, cfg, progress, desc)
         else:
             model, _ = fine_tune(
@@ -449,10 +476,11 @@ def learning_curve(
             )
         ridge, _ = fit_ridge(tr, cfg.seed)
         a, r = score_test(model, test, n_way), score_test(ridge, test, n_way)
-        rows.append(
-            {"n_trials": n, "adapted": a["top5"], "ridge": r["top5"], "adapted_top1": a["top1"],
-             "ridge_top1": r["top1"]}
-        )  # fmt: skip
+        row = {"n_trials": n, "adapted": a["top5"], "ridge": r["top5"], "adapted_top1": a["top1"],
+               "ridge_top1": r["top1"]}  # fmt: skip
+        if "anchor" in cfg.modes:  # closed form, so its few-shot curve costs almost nothing
+            row["anchor"] = score_test(anchor_align(base, part, cfg.seed)[0], test, n_way)["top5"]
+        rows.append(row)
     return rows
 
 
@@ -525,7 +553,7 @@ def fit_reference(
     trials = timeline(items, config.image_s, config.isi_s, config.isi_jitter_s, seed + 10**6)
     rec, _ = simulate_filtered(
         config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
-        snr=config.subject.snr, progress=progress, desc=f"reference data ({n} trials)",
+        **config.subject.simulator_kwargs(), progress=progress, desc=f"reference data ({n} trials)",
     )  # fmt: skip
     profile = load_device_profile(config.subject.profile)
     ds = epochs_from_filtered(

@@ -121,6 +121,7 @@ def simulate_filtered(
     config: PreprocessingConfig,
     image_s: float,
     snr: float | None = None,
+    shared_fraction: float | None = None,
     tail_s: float = 2.0,
     progress: bool = False,
     desc: str = "simulating",
@@ -135,6 +136,8 @@ def simulate_filtered(
     from brainstream.realtime.simulation.subject import VirtualSubject
 
     kwargs = {} if snr is None else {"snr": snr}
+    if shared_fraction is not None:
+        kwargs["shared_fraction"] = shared_fraction
     subject = VirtualSubject(profile, gallery, seed=seed, **kwargs)
     for tr in trials:
         subject.add_stimulus(tr.onset, tr.onset + image_s, tr.image_id)

@@ -7,8 +7,11 @@ calibration test stays zero-shot for the shared trunk too), scaled with its own 
 its own subject layer (MindBridge / See Through Their Minds: a shared trunk, shallow per-subject layers).
 
 The result is cached under ``<cache>/pretrained/<protocol name>-<hash>/`` (``models.cache.cache_root``,
-``~/.cache/brainstream`` by default); the hash covers everything that defines the model, so a changed
-recipe never reuses a stale cache. Building it shows progress bars and is safe across processes.
+``~/.cache/brainstream`` by default); the hash covers everything that defines the model (the simulator's
+behaviour included), so a changed recipe never reuses a stale cache. Building it shows progress bars and is
+safe across processes. The encoder of a shipped protocol ships with the package
+(``calibration/assets/pretrained/<name>-<hash>/``, written by ``python -m brainstream.calibration.pretrained
+--ship NAME``) and is used when its hash matches, so a first calibration does not pretrain.
 """
 
 from __future__ import annotations
@@ -43,17 +46,14 @@ class PretrainedError(RuntimeError):
     """The pretrained encoder cannot be used for this subject (seed overlap, broken cache)."""
 
 
-# the code that decides what a virtual subject's brain does: any change means pretraining again
-SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py")
+SHIPPED_DIR = Path(__file__).resolve().parent / "assets" / "pretrained"
 
 
 def simulator_digest() -> str:
-    import brainstream.realtime.simulation as simulation
+    """What a virtual subject's brain does (the simulator's code, as the demo encoder fingerprints it)."""
+    from brainstream.realtime.session.demo_assets import simulator_fingerprint
 
-    digest = hashlib.sha256()
-    for name in SIMULATOR_SOURCES:
-        digest.update((Path(simulation.__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
+    return simulator_fingerprint()
 
 
 def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
@@ -111,7 +111,7 @@ def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool 
         trials = _subject_session(config, gallery, seed)
         rec, _ = simulate_filtered(
             config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
-            snr=config.subject.snr, progress=progress,
+            **config.subject.simulator_kwargs(), progress=progress,
             desc=f"pretraining subject {k + 1}/{len(config.pretrained.seeds)} (seed {seed})",
         )  # fmt: skip
         ds = epochs_from_filtered(
@@ -163,6 +163,9 @@ def get_pretrained(
 
     check_seed(config, new_subject_seed)
     key = pretrained_key(config, gallery)  # once: the simulator's sources may change while we train
+    shipped = SHIPPED_DIR / f"{config.name}-{key}"
+    if (shipped / INFO_FILE).is_file() and not rebuild:
+        return shipped
     target = pretrained_dir(config, gallery, key)
     if (target / INFO_FILE).is_file() and not rebuild:
         return target
@@ -205,3 +208,33 @@ def read_info(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PretrainedError(f"{directory} is not a pretrained calibration encoder ({INFO_FILE} missing)")
     return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m brainstream.calibration.pretrained --ship NAME``: build (or reuse) the protocol's encoder
+    and ship it with the package, replacing an older shipped one of that protocol."""
+    import argparse
+
+    from brainstream.calibration.protocol import load_protocol
+    from brainstream.models.demo_gallery import default_gallery_dir
+    from brainstream.models.gallery import Gallery
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--ship", required=True, metavar="NAME", help="calibration protocol (name or path)")
+    args = parser.parse_args(argv)
+    config = load_protocol(args.ship)
+    gallery = Gallery.load(config.gallery or default_gallery_dir())  # as calibration.session does
+    key = pretrained_key(config, gallery)
+    built = pretrained_dir(config, gallery, key)
+    if not (built / INFO_FILE).is_file():
+        built = get_pretrained(config, gallery, progress=True)
+    for old in SHIPPED_DIR.glob(f"{config.name}-*"):
+        shutil.rmtree(old)
+    target = SHIPPED_DIR / f"{config.name}-{key}"
+    shutil.copytree(built, target, ignore=shutil.ignore_patterns(".*", "*.lock"))
+    print(f"shipped {built} as {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

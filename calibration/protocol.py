@@ -55,6 +55,18 @@ class VirtualSubjectConfig(StrictModel):
 
     profile: str = Field(default="eeg64_1000hz", description="device profile under configs/devices")
     snr: float | None = Field(default=None, ge=0, description="None: the simulator's tuned default")
+    shared_fraction: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="share of the population code in each subject's feature tuning (0: subjects share "
+        "nothing, simulator v1); None: the simulator's default (realtime.simulation.responses)",
+    )
+
+    def simulator_kwargs(self) -> dict[str, float]:
+        """The settings to pass to ``VirtualSubject`` (those left at None take the simulator's defaults)."""
+        pairs = (("snr", self.snr), ("shared_fraction", self.shared_fraction))
+        return {k: v for k, v in pairs if v is not None}
 
 
 class WindowConfig(StrictModel):
@@ -71,11 +83,13 @@ class WindowConfig(StrictModel):
 class AdaptationConfig(StrictModel):
     """Few-shot adaptation of the pretrained encoder to the new subject (selection on validation)."""
 
-    modes: list[Literal["subject_layer", "light"]] = Field(
+    modes: list[Literal["subject_layer", "light", "anchor"]] = Field(
         default_factory=lambda: ["subject_layer", "light"],
         min_length=1,
         description="subject_layer: only the new subject layer trains (trunk frozen); light: the subject "
-        "layer and read-out heads at lr, the shared trunk at lr × each of trunk_lr_factors",
+        "layer and read-out heads at lr, the shared trunk at lr × each of trunk_lr_factors; anchor: no "
+        "training, the read-out's last layer is a ridge map from the shared trunk's features (population-"
+        "mean subject layer) to the embeddings of the subject's training images (anchor-based alignment)",
     )
     lr: float = Field(default=3e-3, gt=0)
     trunk_lr_factors: list[float] = Field(

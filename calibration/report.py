@@ -87,6 +87,8 @@ def plot_learning_curve(
     n = [r["n_trials"] for r in curve]
     ax.plot(n, [100 * r["adapted"] for r in curve], "o-", label=f"adapted ({adapted_name})")
     ax.plot(n, [100 * r["ridge"] for r in curve], "s-", label="ridge")
+    if all("anchor" in r for r in curve):
+        ax.plot(n, [100 * r["anchor"] for r in curve], "^-", label="anchor alignment (no training)")
     ax.axhline(100 * zero_shot, color="tab:purple", ls="--", label="zero-shot (no adaptation)")
     if reference is not None:
         ax.axhline(
@@ -223,16 +225,18 @@ def write_report(out_dir: str | Path, ctx: dict[str, Any]) -> Path:
         "",
         "## Learning curve",
         "",
-        "Test top-5 of the adapted model (same recipe as the final one) and of ridge trained on the first "
-        "*n* calibration training trials.",
+        "Few-shot curves: test top-5 of the adapted model (same recipe as the final one), of ridge and (when "
+        "the protocol lists it) of anchor alignment, each trained on the first *n* calibration training "
+        "trials; the zero-shot line is the population-pretrained encoder with no data from this subject.",
         "",
         "![learning curve](learning_curve.png)",
         "",
-        "| training trials | adapted top-5 | ridge top-5 |",
-        "|---|---|---|",
+        "| training trials | adapted top-5 | ridge top-5 | anchor top-5 |",
+        "|---|---|---|---|",
     ]
     lines += [
-        f"| {r['n_trials']} | {_pct(r['adapted'])} | {_pct(r['ridge'])} |" for r in ctx["learning_curve"]
+        f"| {r['n_trials']} | {_pct(r['adapted'])} | {_pct(r['ridge'])} | {_pct(r.get('anchor'))} |"
+        for r in ctx["learning_curve"]
     ]
     q = ctx["quality"]
     lines += [

@@ -232,8 +232,8 @@ def record_run(
                 "--gallery", str(gallery.root), "--name", signal_stream, "--react-to", marker_name,
                 "--speed", repr(speed), "--origin", repr(clock.origin), "--image-s", repr(config.image_s),
             ]  # fmt: skip
-            if config.subject.snr is not None:
-                args += ["--snr", repr(config.subject.snr)]
+            for name, value in config.subject.simulator_kwargs().items():
+                args += [f"--{name.replace('_', '-')}", repr(value)]
             subject = SubjectProcess(args)
             subject.wait_ready(timeout=120.0)
         state["signal_stream"] = signal_stream

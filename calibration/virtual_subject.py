@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--origin", type=float, required=True, help="LSL time origin of the shared clock")
     parser.add_argument("--image-s", type=float, default=0.5)
     parser.add_argument("--snr", type=float, default=None)
+    parser.add_argument("--shared-fraction", type=float, default=None, help="None: the simulator's default")
     args = parser.parse_args(argv)
     gallery = Gallery.load(args.gallery)
     kwargs = {} if args.snr is None else {"snr": args.snr}
+    if args.shared_fraction is not None:
+        kwargs["shared_fraction"] = args.shared_fraction
     subject = VirtualSubject(args.profile, gallery, seed=args.seed, **kwargs)
     clock = VirtualClock(args.speed, origin=args.origin)
     live = ClockedLiveSubject(

@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     who.add_argument("--subject", type=int, default=0, metavar="SEED", help="subject seed (default 0)")
     who.add_argument("--snr", type=float, default=None, help="signal-to-noise ratio (default: the tuned one)")
+    who.add_argument(
+        "--shared-fraction", type=float, default=None, metavar="F",
+        help="share of the population code in the subject's tuning, 0-1 (0: simulator v1's subjects; "
+        "default: the simulator's)",
+    )  # fmt: skip
     who.add_argument("--gallery", metavar="DIR", help="stimulus gallery folder (default: the demo gallery)")
     who.add_argument("--line-freq", type=float, default=50.0, metavar="HZ", help="mains frequency (50)")
     design = parser.add_argument_group("RSVP design (offline, and live when self-paced)")
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError("choose one mode: --out FILE.fif (offline) or --live (LSL)")
     if args.snr is not None and args.snr < 0:
         raise UserFacingError(f"--snr must be >= 0, got {args.snr}")
+    if args.shared_fraction is not None and not 0 <= args.shared_fraction <= 1:
+        raise UserFacingError(f"--shared-fraction must be between 0 and 1, got {args.shared_fraction}")
     if args.seconds is not None and args.seconds <= 0:
         raise UserFacingError(f"--seconds must be positive, got {args.seconds}")
     profile, gallery = _load_inputs(args)
@@ -129,7 +136,9 @@ def _run_offline(args, profile, gallery, design) -> int:
 
     if args.seconds is not None or args.react_to:
         raise UserFacingError("--seconds and --react-to are live options; add --live or drop them")
-    kwargs = {} if args.snr is None else {"snr": args.snr}
+    kwargs: dict = {} if args.snr is None else {"snr": args.snr}
+    if args.shared_fraction is not None:
+        kwargs["subject_kwargs"] = {"shared_fraction": args.shared_fraction}
     t = time.perf_counter()
     try:
         result = simulate_recording(
@@ -164,6 +173,8 @@ def _run_live(args, profile, gallery, design) -> int:
     from brainstream.realtime.simulation.subject import VirtualSubject
 
     kwargs = {} if args.snr is None else {"snr": args.snr}
+    if args.shared_fraction is not None:
+        kwargs["shared_fraction"] = args.shared_fraction
     subject = VirtualSubject(profile, gallery, seed=args.subject, line_freq=args.line_freq, **kwargs)
     live = LiveSubject(
         subject, name=args.name or f"brainstream-sim-{profile.modality}", source_id=args.source_id,

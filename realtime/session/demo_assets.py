@@ -42,23 +42,31 @@ class DemoAssets:
 
 def demo_fingerprint(gallery) -> str:
     """A digest of everything the demo encoder's training data depends on."""
+    from brainstream.realtime.simulation.responses import DEFAULT_SHARED_FRACTION
     from brainstream.realtime.simulation.subject import DEFAULT_SNR
 
-    sim_dir = Path(__file__).resolve().parents[1] / "simulation"
-    simulator = hashlib.sha256()
-    for name in SIMULATOR_SOURCES:
-        simulator.update(_behaviour_of((sim_dir / name).read_text(encoding="utf-8")).encode())
     parts = {
-        "simulator": simulator.hexdigest()[:16],
+        "simulator": simulator_fingerprint(),
         "profile": DEMO_PROFILE,
         "seed": DEMO_SUBJECT_SEED,
         "snr": DEFAULT_SNR,
+        "shared_fraction": DEFAULT_SHARED_FRACTION,
         "space": gallery.space,
         "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
         "design": DEMO_DESIGN,
         "recipe": hashlib.sha256(DEMO_TRAINING_CONFIG.read_bytes()).hexdigest()[:16],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def simulator_fingerprint() -> str:
+    """A digest of what the virtual subject's brain does: the simulator's code without imports, docstrings
+    and comments (anything trained on simulated data is stale when it changes)."""
+    sim_dir = Path(__file__).resolve().parents[1] / "simulation"
+    simulator = hashlib.sha256()
+    for name in SIMULATOR_SOURCES:
+        simulator.update(_behaviour_of((sim_dir / name).read_text(encoding="utf-8")).encode())
+    return simulator.hexdigest()[:16]
 
 
 def _behaviour_of(source: str) -> str:

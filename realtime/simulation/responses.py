@@ -14,8 +14,16 @@ On top, image-independent early visual responses (P1/N1-like, bilateral V1 and l
 offset response after the image disappears. Trials vary: a common latency jitter, per-source latency jitter
 and a log-normal gain, so single trials are noisy copies of the image's mean response.
 
-The directions are drawn in a whitened PCA space of the gallery (so each feature varies across images), and
-everything depends on the subject seed: source positions, orientations, gains, latencies, thresholds.
+The directions are drawn in a whitened PCA space of the gallery (so each feature varies across images).
+
+**A population.** Subjects of one population share a code: feature ``k``'s reading direction (and latency
+direction) is ``√f · p_k + √(1 − f) · s_k``, renormalised, where ``p_k`` is drawn once for the population
+(``population_seed``) and ``s_k`` from the subject's seed, so two subjects' directions for one feature have
+cosine ≈ ``f = shared_fraction``; with ``f > 0`` feature ``k`` also sits in the population's region (its
+position within the region and its orientation stay the subject's own). Everything else depends on the
+subject seed alone: positions, orientations, gains, thresholds, latencies, frequencies, SNR scaling, head
+and bad channels. ``shared_fraction = 0`` is the subject of simulator v1 exactly (nothing shared, the same
+random draws): earlier figures can be re-made with it.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ ROIS_MM = {
 }
 ALPHA_ROIS_MM = {"calcarine": (-10.0, -84.0, 8.0), "parieto-occipital": (-14.0, -70.0, 30.0)}
 COMMON_ROIS = ("V1", "LO")
+# The default share of the population code (docs/reproducing.md, "A virtual population"; chosen before any
+# held-out subject was looked at): half of each feature direction's variance comes from the population.
+DEFAULT_SHARED_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,16 @@ class ResponseParams:
     trial_gain_sigma: float = 0.25
     offset_gain: float = 0.4
     common_gain: float = 3.0
+    # the population code: share of each feature direction drawn for the population, and its seed
+    shared_fraction: float = DEFAULT_SHARED_FRACTION
+    population_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shared_fraction <= 1.0:
+            raise ValueError(
+                "shared_fraction must be between 0 (nothing shared) and 1 (one code), "
+                f"got {self.shared_fraction}"
+            )
 
 
 class ResponseModel:
@@ -102,6 +123,12 @@ class ResponseModel:
         self.induced_width = rng.uniform(0.06, 0.11, params.n_induced)
         self.induced_freq = rng.uniform(14.0, 30.0, params.n_induced)
         self.common_latency = np.array([0.10, 0.10, 0.17, 0.17]) + rng.normal(0, 0.01, 4)
+        self.population_rois: list[str] | None = None
+        if params.shared_fraction > 0:
+            pop = PopulationCode(n_feat, params.n_evoked, n_pca, params.population_seed)
+            self.dirs = _mix(pop.dirs, self.dirs, params.shared_fraction)
+            self.lat_dirs = _mix(pop.lat_dirs, self.lat_dirs, params.shared_fraction)
+            self.population_rois = pop.rois
         self.n_len = int(round(params.response_len_s * self.sfreq))
         self.t = np.arange(self.n_len) / self.sfreq
 
@@ -116,12 +143,13 @@ class ResponseModel:
         return self.n_feature_sources + 4
 
     def roi_names(self, rng: np.random.Generator) -> list[str]:
-        """ROI of each source (feature sources drawn at random, common ones fixed)."""
-        names = list(ROIS_MM)
-        feats = [
-            names[i] + ("-L" if rng.random() < 0.5 else "-R")
-            for i in rng.integers(0, len(names), self.n_feature_sources)
-        ]
+        """ROI of each source (feature sources: the population's, or drawn at random; common ones fixed).
+
+        The subject's own draw is always made, so that the generator reaches the same state either way.
+        """
+        feats = _draw_rois(rng, self.n_feature_sources)
+        if self.population_rois is not None:
+            feats = list(self.population_rois)
         return feats + ["V1-L", "V1-R", "LO-L", "LO-R"]
 
     # ------------------------------------------------------------------ responses
@@ -176,3 +204,35 @@ class ResponseModel:
             common_gain * np.exp(-0.5 * (dtc / 0.03) ** 2) * np.cos(2 * np.pi * 5.0 * dtc)
         )
         return out
+
+
+class PopulationCode:
+    """The population's draw of each feature: reading direction, latency direction and region.
+
+    Parameters
+    ----------
+    n_features, n_evoked, n_pca : int
+        The response model's sizes (features, evoked features among them, whitened dimensions).
+    seed : int
+        The population; every subject of it shares this draw.
+    """
+
+    def __init__(self, n_features: int, n_evoked: int, n_pca: int, seed: int = 0) -> None:
+        rng = np.random.default_rng([int(seed), 0x9F0])
+        self.dirs = _unit(rng.standard_normal((n_features, n_pca)))
+        self.lat_dirs = _unit(rng.standard_normal((n_evoked, n_pca)))
+        self.rois = _draw_rois(rng, n_features)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _mix(shared: np.ndarray, own: np.ndarray, fraction: float) -> np.ndarray:
+    """Unit directions whose expected cosine with ``shared`` (and between two subjects) is ``fraction``."""
+    return _unit(np.sqrt(fraction) * shared + np.sqrt(1.0 - fraction) * own)
+
+
+def _draw_rois(rng: np.random.Generator, n: int) -> list[str]:
+    names = list(ROIS_MM)
+    return [names[i] + ("-L" if rng.random() < 0.5 else "-R") for i in rng.integers(0, len(names), n)]

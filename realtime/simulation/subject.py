@@ -11,7 +11,7 @@ import bisect
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +24,8 @@ from brainstream.realtime.simulation.responses import ALPHA_ROIS_MM, ROIS_MM, Re
 
 logger = logging.getLogger(__name__)
 
-SIMULATION_VERSION = 1
+# 2: subjects share a population code (ResponseParams.shared_fraction; 0 gives the subjects of version 1)
+SIMULATION_VERSION = 2
 # RMS of the single-trial image-specific signal (50-550 ms) over the 1-40 Hz background, all sensors.
 # Tuned on MEG (ctf275_things_meg, subject 0, demo gallery; 800 training images seen once, 200 test images
 # x 2, epochs 0-0.8 s at 120 Hz; `brainstream bench simulation --decoding`): single-trial 200-way top-5 is
@@ -94,6 +95,10 @@ class VirtualSubject:
         Whether one channel misbehaves; None lets the seed decide (about every other subject).
     block_s : float
         Length of the background's generation blocks (the unit of chunking invariance).
+    shared_fraction : float | None
+        Share of each feature direction drawn for the population (0: nothing shared, the subjects of
+        simulator version 1; None: ``response_params``' value, by default
+        :data:`~brainstream.realtime.simulation.responses.DEFAULT_SHARED_FRACTION`).
     response_params, background_params : dataclasses
         Model settings; defaults are the documented virtual subject.
     forward : ForwardModel | None
@@ -110,6 +115,7 @@ class VirtualSubject:
         line_freq: float = 50.0,
         bad_channel: bool | None = None,
         block_s: float = 1.0,
+        shared_fraction: float | None = None,
         response_params: ResponseParams | None = None,
         background_params: BackgroundParams | None = None,
         forward: ForwardModel | None = None,
@@ -134,9 +140,10 @@ class VirtualSubject:
                 f"has {len(self.ch_names)}; delete the forward cache ({self.forward.method}) and retry"
             )
         rng = np.random.default_rng([self.seed, 1])
-        self.responses = ResponseModel(
-            gallery.embeddings, self.sfreq, rng, response_params or ResponseParams()
-        )
+        params = response_params or ResponseParams()
+        if shared_fraction is not None:
+            params = replace(params, shared_fraction=float(shared_fraction))
+        self.responses = ResponseModel(gallery.embeddings, self.sfreq, rng, params)
         self.source_rois = self.responses.roi_names(rng)
         stim_idx = self._pick_sources(rng, [_roi_mm(r) for r in self.source_rois], jitter_mm=6.0)
         self.stim_mixing = self.forward.mixing(stim_idx, _orientations(rng, len(stim_idx)))
@@ -334,6 +341,8 @@ class VirtualSubject:
             "modality": self.profile.modality,
             "seed": self.seed,
             "snr": self.snr,
+            "shared_fraction": self.responses.params.shared_fraction,
+            "population_seed": self.responses.params.population_seed,
             "gallery": str(root) if root is not None else None,
             "space": self.space,
             "line_freq": self.line_freq,

@@ -17,6 +17,7 @@ import torch
 
 from brainstream.calibration.adaptation import (
     adapt,
+    anchor_align,
     average_weights,
     image_folds,
     init_head_ridge,
@@ -24,7 +25,15 @@ from brainstream.calibration.adaptation import (
     subject_model,
     val_score,
 )
+from brainstream.calibration.population import (
+    METHODS,
+    evaluate_data,
+    few_shot_model,
+    markdown_table,
+    summarize,
+)
 from brainstream.calibration.protocol import AdaptationConfig, ProtocolConfig
+from brainstream.models.checkpoint import load_checkpoint
 from brainstream.models.training.data import DataError, EncodingData, concatenate
 
 C, T, D, K = 12, 20, 16, 4
@@ -213,3 +222,56 @@ def test_refuses_a_test_that_is_not_zero_shot_or_other_channels(world, tmp_path)
     other = replace(new, ch_names=[f"x{i}" for i in range(C)])
     with pytest.raises(Exception, match="channel"):
         adapt(pretrained, other, protocol(), progress=False)
+
+
+# ------------------------------------------------------------------ across people (calibration.population)
+def test_anchor_alignment_competes_on_validation_and_draws_its_curve(world):
+    pretrained, new = world
+    config = protocol()
+    config = config.model_copy(
+        update={"adaptation": config.adaptation.model_copy(update={"modes": ["subject_layer", "anchor"]})}
+    )
+    res = adapt(pretrained, new, config, progress=False)
+    names = [c.name for c in res.candidates]
+    assert names == ["adapted:subject_layer", "adapted:anchor", "ridge"]
+    assert res.adapted.name.startswith(min(res.candidates[:-1], key=lambda r: r.val["mean_rank"]).name)
+    assert all("anchor" in row for row in res.learning_curve)
+    # anchors re-map the shared trunk's features for this subject: better than the population-mean path
+    anchor = next(c for c in res.candidates if c.name == "adapted:anchor")
+    assert anchor.test["top5"] > res.zero_shot.test["top5"]
+    assert anchor.log["mode"] == "anchor" and anchor.log["head_init"]["alpha"] > 0
+
+
+def test_anchor_alignment_trains_nothing_but_the_read_out(world):
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    base = subject_model(model, meta)
+    aligned, _ = anchor_align(base, new.split("train"))
+    before, after = base.state_dict(), aligned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    last = len(base.clip_head) - 1
+    assert changed == {f"clip_head.{last}.weight", f"clip_head.{last}.bias"}
+
+
+def test_few_shot_curves_per_method_with_chance_ridge_and_within(world):
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    config = protocol()
+    out = evaluate_data(model, meta, new, config, [40, 80], list(METHODS), within_trials=100)
+    assert out["n_way"] == 20 and out["chance_top5"] == pytest.approx(0.25)
+    assert set(out["few_shot"]) == {*METHODS, "ridge"}
+    for rows in out["few_shot"].values():
+        assert [r["n_trials"] for r in rows] == [40, 80]
+        assert all(0 <= r["top5"] <= 1 for r in rows)
+    # with 80 trials of the new subject every population method beats chance and zero-shot
+    for method in METHODS:
+        assert out["few_shot"][method][-1]["top5"] > max(out["chance_top5"], out["zero_shot"]["top5"]), method
+    assert set(out["within"]) == {"n_trials", "scratch", "ridge"}
+    summary = summarize([{"seed": 1, **out}, {"seed": 2, **out}])
+    assert summary["few_shot"]["anchor"]["80"] == pytest.approx(out["few_shot"]["anchor"][1]["top5"])
+    table = markdown_table({"summary": summary, "subjects": [out]})
+    assert "| anchor |" in table and "n = 40" in table and "chance" in table
+    with pytest.raises(ValueError, match="fewer than the shots"):
+        evaluate_data(model, meta, new, config, [500], ["anchor"], within_trials=None)
+    with pytest.raises(ValueError, match="unknown few-shot method"):
+        few_shot_model(subject_model(model, meta), new.split("train"), "magic", config)

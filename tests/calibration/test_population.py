@@ -1,0 +1,58 @@
+"""Across people: a held-out subject's session (a real virtual subject of the ``rsvp_fast`` protocol) and the
+protocol's population setting. Anchor alignment and the few-shot curves are tested in ``test_adaptation``
+on its synthetic population."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainstream.calibration.population import heldout_session
+from brainstream.calibration.protocol import VirtualSubjectConfig, load_protocol, split_images
+
+
+def test_heldout_session_keeps_the_protocol_test_set_apart():
+    from brainstream.calibration.session import load_gallery
+
+    config = load_protocol("rsvp_fast")
+    config = config.model_copy(update={"subject": VirtualSubjectConfig(shared_fraction=0.25)})
+    gallery = load_gallery(config)
+    data = heldout_session(config, gallery, seed=301, n_train=12)
+    test_ids, _, _ = split_images(config, list(gallery.ids))
+    train, test = data.split("train"), data.split("test")
+    assert len(train.X) == 12 and len(set(train.image_ids)) == 12
+    assert sorted(test.image_ids.tolist()) == sorted(i for i in test_ids for _ in range(config.test_repeats))
+    assert not set(train.image_ids) & set(test.image_ids)
+    assert np.isfinite(data.X).all() and data.subject_names == ["heldout-301"]
+    # the subject's own scaler, fitted on its training windows: they are centred on ~0 per channel
+    assert np.abs(np.median(train.X, axis=(0, 2))).max() < 1.0
+
+
+def test_protocol_passes_the_population_setting_to_the_simulator():
+    assert VirtualSubjectConfig().simulator_kwargs() == {}
+    assert VirtualSubjectConfig(snr=0.8, shared_fraction=0.0).simulator_kwargs() == {
+        "snr": 0.8,
+        "shared_fraction": 0.0,
+    }
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        VirtualSubjectConfig(shared_fraction=1.5)
+
+
+def test_a_shipped_pretrained_encoder_is_used_when_its_key_matches(tmp_path, monkeypatch):
+    import brainstream.calibration.pretrained as pretrained
+    from brainstream.calibration.session import load_gallery
+
+    config = load_protocol("rsvp_fast")
+    gallery = load_gallery(config)
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setenv("BRAINSTREAM_CACHE", str(tmp_path / "cache"))  # nothing may be built here
+    key = pretrained.pretrained_key(config, gallery)
+    stale = tmp_path / f"{config.name}-000000000000"
+    stale.mkdir()
+    (stale / pretrained.INFO_FILE).write_text("{}")
+    shipped = tmp_path / f"{config.name}-{key}"
+    shipped.mkdir()
+    (shipped / pretrained.INFO_FILE).write_text("{}")
+    assert pretrained.get_pretrained(config, gallery, progress=False) == shipped
+    with pytest.raises(pretrained.PretrainedError, match="choose another --virtual-subject"):
+        pretrained.get_pretrained(config, gallery, new_subject_seed=config.pretrained.seeds[0])
