@@ -46,7 +46,10 @@ def hog_features(images: Sequence[np.ndarray], size: int = HOG_SIZE) -> np.ndarr
 
     grey = _grey(_resized(images, size))
     return np.stack(
-        [hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), feature_vector=True) for g in grey]
+        [
+            hog(g, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), feature_vector=True)
+            for g in grey
+        ]
     ).astype(np.float32)
 
 
@@ -89,7 +92,9 @@ def ssim_scores(generated: Sequence[np.ndarray], seen: Sequence[np.ndarray], siz
     a, b = _grey(_resized(generated, size)), _grey(_resized(seen, size))
     return np.array(
         [
-            structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+            structural_similarity(
+                x, y, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
             for x, y in zip(a, b, strict=True)
         ]
     )

@@ -22,7 +22,9 @@ def generate_all(generator, embeddings: np.ndarray, space: str, progress: bool =
     """One image per embedding row (progress bar)."""
     from tqdm.auto import tqdm
 
-    return [generator.generate(e, space) for e in tqdm(embeddings, desc=desc, unit="img", disable=not progress)]
+    return [
+        generator.generate(e, space) for e in tqdm(embeddings, desc=desc, unit="img", disable=not progress)
+    ]
 
 
 def top1_retrieved(embeddings: np.ndarray, gallery) -> list[str]:
@@ -72,7 +74,12 @@ def evaluate_reconstruction(
                 f"embedding space mismatch: the checkpoint predicts {meta.space!r} but the {what} is in "
                 f"{space!r}; use a {what} of the checkpoint's space"
             )
-    data = load_for_checkpoint(meta, paths, kind=kind, progress=progress)
+    from brainstream.models.preprocessing import RobustScaler
+
+    # the checkpoint's scaler, as the live decoder applies it: a test-only recording has no training
+    # trials to fit one on
+    options = {"scaler": RobustScaler.from_dict(meta.scaler)} if meta.scaler else None
+    data = load_for_checkpoint(meta, paths, kind=kind, progress=progress, options=options)
     meta.check_channels(data.ch_names)
     test = data.split("test")
     if len(np.unique(test.image_ids)) < 2:
@@ -89,7 +96,9 @@ def evaluate_reconstruction(
     true_single = [pos[i] for i in test.image_ids]
     true_avg = [pos[i] for i in avg.image_ids]
     space = meta.space
-    true_images = generate_all(generator, gallery.embeddings_for(stim_ids), space, progress, "from true embeddings")
+    true_images = generate_all(
+        generator, gallery.embeddings_for(stim_ids), space, progress, "from true embeddings"
+    )
     single_images = generate_all(generator, single, space, progress, "from single trials")
     avg_images = generate_all(generator, averaged, space, progress, "from averaged trials")
     retrieved_single = [gallery.load_image(i) for i in top1_retrieved(single, gallery)]

@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--generator", default="demo", help="--reconstruction: generator config name or path")
     parser.add_argument(
-        "--gallery", default=None, help="--reconstruction: gallery folder of the stimuli (default: the demo's)"
+        "--gallery",
+        default=None,
+        help="--reconstruction: gallery folder of the stimuli (default: the demo's)",
     )
     parser.add_argument(
         "--sheet", default=None, help="--reconstruction: PNG of stimuli beside their reconstructions"
@@ -171,7 +173,8 @@ def _run_reconstruction(args: argparse.Namespace, progress: bool) -> int:
     if not args.json or progress:
         print(
             f"reconstruction of {report['n_test_images']} test images ({report['n_test_trials']} trials), "
-            f"encoder {checkpoint}, generator {args.generator}; retrieval over {report['gallery_size']} images"
+            f"encoder {checkpoint}, generator {args.generator}; retrieval over "
+            f"{report['gallery_size']} images"
         )
         print(format_table(report["table"]))
         if report.get("sheet"):

@@ -1,4 +1,5 @@
-"""Image generation from embeddings (docs/architecture.md §4): one :class:`Generator` interface, three backends.
+"""Image generation from embeddings (docs/architecture.md §4): one :class:`Generator` interface, three
+backends.
 
 ``sdxl-turbo-ipadapter`` (production, local weights), ``trained`` (a small generator trained in the repo on
 the demo stimuli, :mod:`models.generation.training`) and ``tiny`` (random tiny weights, plumbing tests)::

@@ -146,7 +146,9 @@ def sampler_sigmas(timesteps: Sequence[int]):
     from brainstream.models.generation.trained import SCHEDULER
 
     betas = (
-        torch.linspace(SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5, 1000, dtype=torch.float64)
+        torch.linspace(
+            SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5, 1000, dtype=torch.float64
+        )
         ** 2
     )
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
@@ -205,6 +207,7 @@ class GeneratorTrainer:
         import torch
 
         state = {
+            "recipe": self._recipe_key(),
             "step": step,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -221,11 +224,20 @@ class GeneratorTrainer:
         if not path.is_file():
             return 0
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("recipe") != self._recipe_key():
+            log.warning("%s was written by another recipe or model size; starting %s afresh", path, name)
+            return 0
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         log.info("resuming %s at step %d from %s", name, state["step"], path)
         return int(state["step"])
+
+    def _recipe_key(self) -> str:
+        return json.dumps(
+            [self.config.training.model_dump(mode="json"), self.config.trained.model_dump(mode="json")],
+            sort_keys=True,
+        )
 
     def _optimiser(self, params, steps: int):
         import torch
@@ -245,7 +257,9 @@ class GeneratorTrainer:
         start = self._resume(name, model, optimizer, scheduler)
         model.train()
         ema = None
-        with tqdm(total=steps, initial=start, desc=f"training {name}", unit="step", disable=not self.progress) as bar:
+        with tqdm(
+            total=steps, initial=start, desc=f"training {name}", unit="step", disable=not self.progress
+        ) as bar:
             for step in range(start, steps):
                 loss = step_fn(step)
                 optimizer.zero_grad(set_to_none=True)
@@ -384,7 +398,9 @@ def train_generator(
     from brainstream.models.generation.base import GeneratorError
 
     if config.backend != "trained":
-        raise GeneratorError(f"config {config.name!r} has backend {config.backend!r}; training needs 'trained'")
+        raise GeneratorError(
+            f"config {config.name!r} has backend {config.backend!r}; training needs 'trained'"
+        )
     if embedder.space != config.space:
         raise GeneratorError(
             f"the embedder's space {embedder.space!r} is not the config's {config.space!r}; train with the "

@@ -33,6 +33,10 @@ class SessionPlan:
         return self.run_dir / "session.xdf"
 
     @property
+    def reconstructions(self) -> Path:
+        return self.run_dir / "reconstructions"
+
+    @property
     def display_summary(self) -> Path:
         return self.run_dir / "display_summary.json"
 
@@ -79,6 +83,8 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             "--out",
             str(plan.recording),
         ]
+        if config.nodes.generator and config.generator:
+            argv += ["--reconstructions", str(plan.reconstructions), "--gallery", gallery]
         nodes.append(NodeSpec("recorder", argv, log_dir=logs))
     if config.nodes.display and plan.display:
         display = [

@@ -43,7 +43,9 @@ def test_training_writes_a_small_file_with_space_sizes_and_fingerprint(trained):
     assert meta["space"] == config.space and meta["embed_dim"] == 128 and meta["sizes"] == config.trained
     assert meta["info"]["fingerprint"] == result["fingerprint"]
     assert meta["info"]["n_train_images"] == len(ids) - 2 - len(result["validation_ids"])
-    assert not set(result["validation_ids"]) & set(ids[:2])  # excluded images are neither trained nor validation
+    assert not set(result["validation_ids"]) & set(
+        ids[:2]
+    )  # excluded images are neither trained nor validation
     assert Path(config.weights).stat().st_size < 2_000_000
 
 
@@ -73,18 +75,24 @@ def test_an_embedding_from_another_space_is_refused(trained):
         gen.generate(np.ones(128, np.float32) / np.sqrt(128), "openclip:ViT-H-14:laion2b_s32b_b79k")
 
 
-def test_a_stopped_run_resumes_from_its_checkpoints(tmp_path: Path):
-    ids, images = zip(*[(i, im) for i, im, _ in procedural_images(12, seed=4)], strict=True)
-    out = tmp_path / "g.safetensors"
-    args = (list(images), list(ids), [], get_embedder("demo"), out, "test")
-    train_generator(small_config(autoencoder_steps=2, unet_steps=2), *args, progress=False)
+def test_a_stopped_run_resumes_from_its_checkpoints_and_a_new_recipe_starts_afresh(tmp_path: Path):
     import torch
 
-    state = torch.load(tmp_path / "g.safetensors.work" / "unet.pt", weights_only=True)
-    assert state["step"] == 2
-    # longer recipe: the autoencoder is already done (4 >= 2 is not, so it continues from 2)
-    train_generator(small_config(autoencoder_steps=4, unet_steps=4), *args, progress=False)
-    assert torch.load(tmp_path / "g.safetensors.work" / "unet.pt", weights_only=True)["step"] == 4
+    ids, images = zip(*[(i, im) for i, im, _ in procedural_images(12, seed=4)], strict=True)
+    out = tmp_path / "g.safetensors"
+    work = tmp_path / "g.safetensors.work"
+    args = (list(images), list(ids), [], get_embedder("demo"), out, "test")
+    config = small_config(autoencoder_steps=2, unet_steps=2)
+    train_generator(config, *args, progress=False)
+    first = read_metadata(out)["info"]["losses"]
+    # stopped during the UNet stage: the finished autoencoder is picked up, not trained again
+    (work / "unet.pt").unlink()
+    train_generator(config, *args, progress=False)
+    again = read_metadata(out)["info"]["losses"]
+    assert "autoencoder" not in again and again["unet"] == pytest.approx(first["unet"], rel=1e-4)
+    # another recipe: its checkpoints are not mixed with the old ones
+    train_generator(small_config(autoencoder_steps=3, unet_steps=2), *args, progress=False)
+    assert torch.load(work / "autoencoder.pt", weights_only=True)["step"] == 3
 
 
 def test_split_keeps_excluded_images_out_and_validation_apart():
