@@ -27,6 +27,7 @@ class SessionPlan:
     screenshot_after: float = 5.0
     display_seconds: float | None = None
     extra_nodes: list[NodeSpec] = field(default_factory=list)
+    test_images: Path | None = None  # the session's test image ids (N-way retrieval, 2-way identification)
 
     @property
     def recording(self) -> Path:
@@ -59,20 +60,18 @@ def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
         decode += ["--checkpoint", str(plan.checkpoint)]
     nodes.append(NodeSpec("decoder", brainstream_argv("decode", *decode), log_dir=logs))
     gallery = str(plan.gallery) if plan.gallery is not None else config.gallery
+    tests = ["--test-images", str(plan.test_images)] if plan.test_images is not None else []
     if config.nodes.retrieval:
         nodes.append(
             NodeSpec(
                 "retrieval",
-                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *bus),
+                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *tests, *bus),
                 log_dir=logs,
             )
         )
     if config.nodes.generator and config.generator:
-        nodes.append(
-            NodeSpec(
-                "generator", brainstream_argv("generate", "--config", config.generator, *bus), log_dir=logs
-            )
-        )
+        generate = ["--config", config.generator, *tests, *(["--gallery", gallery] if tests else []), *bus]
+        nodes.append(NodeSpec("generator", brainstream_argv("generate", *generate), log_dir=logs))
     if config.nodes.recorder:
         argv = [
             sys.executable,
