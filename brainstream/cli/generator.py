@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.gallery import Gallery
     from brainstream.models.generation import GeneratorError, load_generator_config
     from brainstream.models.generation.training import train_generator
-    from brainstream.models.stimuli import STIMULI_VERSION
-    from brainstream.realtime.session.demo_assets import demo_test_image_ids
+    from brainstream.realtime.session.demo_assets import demo_generator_data
 
     try:
         config = load_generator_config(args.config)
@@ -49,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     gallery = Gallery.load(default_gallery_dir())
     embedder = get_embedder("demo", dim=config.embed_dim)
     images = [gallery.load_image(i) for i in gallery.ids]
-    exclude = demo_test_image_ids(list(gallery.ids))
+    exclude, data_version = demo_generator_data(gallery)
     print(
-        f"training generator {config.name!r} on {len(gallery.ids) - len(exclude)} demo images "
-        f"({len(exclude)} test images kept out) into {out}",
+        f"training generator {config.name!r} on the {len(gallery.ids)} demo images but the {len(exclude)} "
+        f"test images (and a few kept for validation) into {out}",
         flush=True,
     )
     try:
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             exclude,
             embedder,
             out,
-            data_version=f"stimuli-{STIMULI_VERSION}:{gallery.space}",
+            data_version=data_version,
             progress=not args.no_progress,
         )
     except GeneratorError as exc:

@@ -51,6 +51,23 @@ class DemoAssets:
     fingerprint: str
 
 
+def demo_generator_data(gallery) -> tuple[list[str], str]:
+    """What the demo generator is trained without and the data version in its fingerprint:
+    ``(excluded test image ids, data version)``."""
+    from brainstream.models.stimuli import STIMULI_VERSION
+
+    return demo_test_image_ids(list(gallery.ids)), f"stimuli-{STIMULI_VERSION}:{gallery.space}"
+
+
+def demo_generator_fingerprint(config, gallery) -> str:
+    """The fingerprint ``brainstream generator train --config demo`` would give weights trained now."""
+    from brainstream.models.generation.training import generator_fingerprint, split_ids
+
+    exclude, data_version = demo_generator_data(gallery)
+    train_ids, _ = split_ids(list(gallery.ids), exclude, config.training.seed)
+    return generator_fingerprint(config, train_ids, data_version)
+
+
 def demo_test_recording(assets: DemoAssets, progress: bool = True) -> Path:
     """The demo subject watching only the demo test images (4 repetitions each): held-out trials for
     evaluating the demo encoder and generator, simulated once and cached (~400 MB)."""
