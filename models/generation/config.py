@@ -55,6 +55,13 @@ class GeneratorTraining(StrictModel):
     pixel_loss_weight: float = Field(
         default=1.0, ge=0, description="weight of the L1 loss on decoded pixels beside the latent MSE"
     )
+    first_step_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of UNet samples at the sampler's first step, whose input is the generator's fixed "
+        "initial noise (seed) exactly as at run time; the rest are noised at the other train_timesteps",
+    )
     train_timesteps: tuple[int, ...] = Field(
         default=(999, 749, 499, 249),
         description="the timesteps the few-step sampler visits (trailing spacing, 1, 2 and 4 steps)",

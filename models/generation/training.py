@@ -11,8 +11,9 @@ Recipe (``training:`` in the generator config; all of it goes into the weights' 
    alone trains on (the frozen encoder's latents → images), which costs half an autoencoder step.
 3. **UNet**: an SDXL-style UNet2DConditionModel with IP-Adapter processors and image projection, conditioned
    only through the IP-Adapter on the embedding, predicts the *clean* latent (x0 / ``sample`` prediction)
-   from a noised one at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps; loss:
-   latent MSE plus L1 on the decoded pixels (through the frozen decoder).
+   at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps. The first step (half
+   the samples) gets exactly what it gets at run time, the generator's fixed initial noise (``seed``); the
+   other steps get the clean latent noised afresh. Loss: latent MSE (plus optional L1 on decoded pixels).
 
 Why x0-prediction on the sampler's own timesteps: an epsilon-predicting model must be run for many steps
 (one step from pure noise amplifies its noise estimate by sigma_max ~ 15); predicting x0 makes the first step
@@ -20,7 +21,9 @@ already an image (Euler's first step lands on the prediction), and training on t
 uses leaves no train/sample mismatch in the noise levels. It is the cheapest few-step objective: a consistency
 or adversarial distillation stage needs a many-step teacher first, which two shared CPU cores cannot afford
 in the time budget. With a fixed initial noise the one-step image is the model's estimate of the mean image
-for the embedding: smooth rather than sharp, but faithful to colour, layout and shape.
+for the embedding: smooth rather than sharp. Training the first step on the fixed noise itself matters: a
+UNet has no position encoding, and from random noise it can only place content by the zero padding's edge
+effects; the fixed pattern is a position code it learns to read, so shapes land where they belong.
 
 Training is resumable: a checkpoint (``weights_only`` torch file of tensors) is written every
 ``checkpoint_every`` steps into ``<weights>.work/`` and picked up by the next run.
@@ -244,8 +247,10 @@ class GeneratorTrainer:
         if stage == "decoder" or (stage == "unet" and r.pixel_loss_weight > 0):
             keys.append("decoder_steps")
         if stage == "unet":
-            keys += ["unet_steps", "pixel_loss_weight", "train_timesteps"]
+            keys += ["unet_steps", "pixel_loss_weight", "train_timesteps", "first_step_fraction"]
         recipe = {k: getattr(r, k) for k in keys}
+        if stage == "unet":
+            recipe["noise_seed"] = self.config.seed
         return json.dumps(
             [stage, recipe, self.config.trained.model_dump(mode="json"), self.config.height], sort_keys=True
         )
@@ -334,6 +339,15 @@ class GeneratorTrainer:
         latents = torch.cat(out)
         return latents * self.vae.config.scaling_factor if scale else latents
 
+    def fixed_noise(self):
+        """The initial noise the generator starts from (:class:`IPAdapterTurboGenerator`, ``seed``)."""
+        import torch
+
+        from brainstream.models.generation.trained import downsampling
+
+        side = self.config.height // downsampling(self.config.trained)
+        return torch.randn((1, 4, side, side), generator=torch.Generator("cpu").manual_seed(self.config.seed))
+
     def unet_forward(self, latents, t, embeddings):
         n = len(latents)
         added = {
@@ -352,6 +366,9 @@ class GeneratorTrainer:
 
         timesteps = torch.tensor(self.recipe.train_timesteps, dtype=torch.float32)
         sigmas = sampler_sigmas(self.recipe.train_timesteps)
+        first = int(torch.argmax(timesteps))  # every trailing schedule starts at the noisiest timestep
+        others = torch.tensor([k for k in range(len(timesteps)) if k != first] or [first])
+        fixed = self.fixed_noise()
         with tqdm(total=1, desc="encoding latents", disable=not self.progress) as bar:
             latents = self.encode(self.data.images)
             bar.update(1)
@@ -359,10 +376,15 @@ class GeneratorTrainer:
         def step_fn(step: int):
             idx, gen = self._batches("unet", step)
             x0 = latents[idx]
-            k = torch.randint(0, len(sigmas), (len(idx),), generator=gen)
+            at_first = torch.rand(len(idx), generator=gen) < self.recipe.first_step_fraction
+            k = others[torch.randint(0, len(others), (len(idx),), generator=gen)]
+            k[at_first] = first
             sigma = sigmas[k].view(-1, 1, 1, 1)
-            noisy = x0 + sigma * torch.randn(x0.shape, generator=gen)
-            pred = self.unet_forward(noisy / (sigma**2 + 1) ** 0.5, timesteps[k], self.data.embeddings[idx])
+            model_in = (x0 + sigma * torch.randn(x0.shape, generator=gen)) / (sigma**2 + 1) ** 0.5
+            # the sampler's first step sees the generator's fixed initial noise and nothing else: train it on
+            # exactly that input (the fixed pattern also tells the UNet where it is in the image)
+            model_in[at_first] = fixed
+            pred = self.unet_forward(model_in, timesteps[k], self.data.embeddings[idx])
             loss = F.mse_loss(pred, x0)
             if self.recipe.pixel_loss_weight > 0:
                 pixels = self.vae.decode(pred / self.vae.config.scaling_factor).sample

@@ -121,3 +121,20 @@ def test_sampler_sigmas_match_the_scheduler_the_generator_runs():
     expected = sched.sigmas[:-1].numpy()
     got = sampler_sigmas([int(t) for t in sched.timesteps]).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_the_first_step_is_trained_on_the_noise_the_generator_starts_from(trained):
+    import torch
+
+    from brainstream.models.generation.training import GeneratorTrainer, TrainingSet
+
+    config, _, _ = trained
+    gen = load_generator(config)
+    gen.scheduler.set_timesteps(gen.steps)
+    t = gen.scheduler.timesteps[0]
+    first_input = gen.scheduler.scale_model_input(gen.noise * gen.scheduler.init_noise_sigma, t)
+    empty = TrainingSet(torch.zeros(1, 3, 64, 64), torch.zeros(1, 128), np.zeros(1, int))
+    fixed = GeneratorTrainer(config, empty, Path(config.weights).parent / "w", progress=False).fixed_noise()
+    assert int(t) == max(config.training.train_timesteps)
+    # the same pattern; the scheduler scales it by init_noise_sigma / sqrt(sigma^2 + 1), 1 within 0.3 %
+    torch.testing.assert_close(fixed, first_input, rtol=5e-3, atol=5e-3)
