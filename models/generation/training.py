@@ -369,13 +369,19 @@ class GeneratorTrainer:
         first = int(torch.argmax(timesteps))  # every trailing schedule starts at the noisiest timestep
         others = torch.tensor([k for k in range(len(timesteps)) if k != first] or [first])
         fixed = self.fixed_noise()
-        with tqdm(total=1, desc="encoding latents", disable=not self.progress) as bar:
-            latents = self.encode(self.data.images)
-            bar.update(1)
+        cache: dict[str, Any] = {}
+
+        def latents():
+            # encoded on the first step only: a resumed, finished stage costs nothing
+            if "latents" not in cache:
+                with tqdm(total=1, desc="encoding latents", disable=not self.progress) as bar:
+                    cache["latents"] = self.encode(self.data.images)
+                    bar.update(1)
+            return cache["latents"]
 
         def step_fn(step: int):
             idx, gen = self._batches("unet", step)
-            x0 = latents[idx]
+            x0 = latents()[idx]
             at_first = torch.rand(len(idx), generator=gen) < self.recipe.first_step_fraction
             k = others[torch.randint(0, len(others), (len(idx),), generator=gen)]
             k[at_first] = first
