@@ -925,7 +925,8 @@ class AccuracyPanel(Panel):
         row.addWidget(self.top5)
         self.body.addLayout(row)
         self.detail = QtWidgets.QLabel("no ground truth yet")
-        self.detail.setStyleSheet(f"color: {COLORS['muted']};")
+        self.detail.setWordWrap(True)  # several lines of figures in a narrow panel
+        self.detail.setStyleSheet(f"color: {COLORS['muted']}; font-size: 10px;")
         self.detail.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         )
@@ -946,7 +947,7 @@ class AccuracyPanel(Panel):
     @staticmethod
     def _big(color: str) -> QtWidgets.QLabel:
         label = QtWidgets.QLabel("—")
-        label.setStyleSheet(f"color: {color}; font-size: 18px; font-weight: bold;")
+        label.setStyleSheet(f"color: {color}; font-size: 14px; font-weight: bold;")
         label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         # the text must not widen the panel (the layout would jump as the numbers change)
         label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
@@ -962,7 +963,7 @@ class AccuracyPanel(Panel):
             return False
         chance = f" (chance {1 / chance_n:.1%} / {min(1.0, 5 / chance_n):.1%})" if chance_n else ""
         size = f" ({chance_n})" if chance_n else ""
-        whole = f"whole gallery{size}: top-1 {acc['top1']:.0%} · top-5 {acc['top5']:.0%}{chance}"
+        whole = f"whole gallery{size}: {acc['top1']:.0%} / {acc['top5']:.0%}{chance}"
         lines = []
         if acc["test_n"] and acc["n_test"]:
             n = acc["n_test"]
@@ -975,7 +976,7 @@ class AccuracyPanel(Panel):
             self.top5.setText(f"top-5 {acc['top5']:.0%}")
         lines.append(whole)
         if acc["two_way_n"]:
-            lines.append(f"reconstruction 2-way {acc['two_way']:.0%} (chance 50 %, n = {acc['two_way_n']})")
+            lines.append(f"reconstruction 2-way {acc['two_way']:.0%} (chance 50 %)")
         lines.append(f"n = {acc['n']} windows")
         self.detail.setText("\n".join(lines))
         h = np.asarray(history, dtype=np.float64)
