@@ -1,6 +1,6 @@
 """The reconstruction table of ``brainstream evaluate --reconstruction`` for an encoder + a generator.
 
-Rows (each scored by :func:`models.reconstruction.score_reconstructions` against the test images):
+Rows (each scored by :func:`brainstream.models.reconstruction.score_reconstructions` against the test images):
 
 - ``a_true_embedding``: images generated from the test images' own embeddings (the generator's ceiling);
 - ``b_decoded_single_trial`` / ``b_decoded_averaged``: generated from the encoder's embeddings of held-out

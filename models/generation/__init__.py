@@ -2,7 +2,8 @@
 backends.
 
 ``sdxl-turbo-ipadapter`` (production, local weights), ``trained`` (a small generator trained in the repo on
-the demo stimuli, :mod:`models.generation.training`) and ``tiny`` (random tiny weights, plumbing tests)::
+the demo stimuli, :mod:`brainstream.models.generation.training`) and ``tiny`` (random tiny weights,
+plumbing tests)::
 
     from brainstream.models.generation import load_generator
 

@@ -4,10 +4,10 @@ One safetensors file holds everything (``unet.*``, ``vae.*``, the IP-Adapter in 
 ``ip.*``, the fixed prompt embeddings under ``prompt.*``) and its metadata records the embedding space, the
 sizes and the fingerprint of the data and recipe it was trained with. Loading writes the parts as diffusers
 folders into a temporary folder and goes through exactly the local-folder path production uses
-(:func:`models.generation.sdxl_ipadapter.load_local_pipeline`), as the tiny test generator does.
+(:func:`brainstream.models.generation.sdxl_ipadapter.load_local_pipeline`), as the tiny test generator does.
 
 The UNet predicts the clean latent (``prediction_type: sample``) at the timesteps a 1-4 step trailing Euler
-sampler visits (:mod:`models.generation.training` says why).
+sampler visits (:mod:`brainstream.models.generation.training` says why).
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ class GeneratorNode(ServiceNode):
     identify : tuple[list[str], numpy.ndarray] | None
         The session's test images (ids and gallery embeddings): each image generated for a window whose
         stimulus is one of them carries ``two_way``, its 2-way identification among them in the
-        generator's space (:mod:`models.reconstruction`; needs a weight-free embedder of that space: the
-        demo's).
+        generator's space (:mod:`brainstream.models.reconstruction`; needs a weight-free embedder of that
+        space: the demo's).
 
     Notes
     -----

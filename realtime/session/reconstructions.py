@@ -34,7 +34,7 @@ class ReconstructionKeeper:
     endpoint : str | None
         Bus subscriber endpoint (default: the broker's).
     subscriber_kwargs
-        Passed to :class:`realtime.bus.Subscriber` (``keys``, ``context``).
+        Passed to :class:`brainstream.realtime.bus.Subscriber` (``keys``, ``context``).
     """
 
     def __init__(
