@@ -291,3 +291,12 @@ class Gallery:
         tmp.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         os.replace(tmp, root / "gallery.yaml")
         return cls.load(root)
+
+
+def read_image_ids(path: str | Path) -> list[str]:
+    """Image ids from a text file, one per line (blank lines and ``#`` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GalleryError(f"image id list not found: {path}; write one image id per line")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line]

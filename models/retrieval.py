@@ -215,6 +215,15 @@ class Retriever:
             result.rank_of_true = int(np.sum(all_scores > all_scores[self.gallery.index_of(true_id)]))
         return result
 
+    def rank_among(self, embedding: np.ndarray, true_id: str, candidate_ids: list[str]) -> int:
+        """0-based rank of ``true_id`` among ``candidate_ids`` (e.g. the session's test images): N-way
+        retrieval with N = ``len(candidate_ids)``, as papers report it."""
+        rows = self.gallery.indices_of(candidate_ids)
+        q, _ = _as_queries(embedding, self.index.dim)
+        scores = q[0] @ np.asarray(self.gallery.embeddings[rows], dtype=np.float32).T
+        own = float(q[0] @ np.asarray(self.gallery.embeddings[self.gallery.index_of(true_id)], np.float32))
+        return int(np.sum(scores > own))
+
     def search_many(
         self, embeddings: np.ndarray, k: int = 5, space: str | None = None
     ) -> list[RetrievalResult]:

@@ -21,6 +21,7 @@ VERBS: dict[str, str] = {
     "bus": "bus",
     "retrieve": "retrieve",
     "generate": "generate",
+    "generator": "generator",
     "display": "display",
     "replay": "replay",
     "record": "record",

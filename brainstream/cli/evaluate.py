@@ -1,4 +1,9 @@
-"""``brainstream evaluate --checkpoint DIR --data PATH [...] [--json]``: zero-shot retrieval."""
+"""``brainstream evaluate --checkpoint DIR --data PATH [...] [--json]``: zero-shot retrieval.
+
+``--reconstruction`` scores a generator instead (:mod:`brainstream.models.reconstruction_eval`): with
+``--checkpoint demo --data demo`` (the defaults) the current demo encoder, the demo virtual subject's test
+session (simulated once and cached) and the ``demo`` generator.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,31 @@ HELP = "evaluate a checkpoint: N-way zero-shot retrieval with chance and the rid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="encoder checkpoint folder")
-    parser.add_argument("--data", nargs="+", required=True, help="recording file(s) or dataset root")
+    parser.add_argument(
+        "--checkpoint", default=None, help="encoder checkpoint folder ('demo': the demo encoder)"
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        help="recording file(s) or dataset root ('demo': the demo subject's test session, simulated once)",
+    )
+    parser.add_argument(
+        "--reconstruction",
+        action="store_true",
+        help="score a generator: 2-way identification (embedding space, HOG), PixCorr, SSIM with bootstrap "
+        "CIs for true-embedding, decoded, retrieved and shuffled images (defaults: --checkpoint demo "
+        "--data demo)",
+    )
+    parser.add_argument("--generator", default="demo", help="--reconstruction: generator config name or path")
+    parser.add_argument(
+        "--gallery",
+        default=None,
+        help="--reconstruction: gallery folder of the stimuli (default: the demo's)",
+    )
+    parser.add_argument(
+        "--sheet", default=None, help="--reconstruction: PNG of stimuli beside their reconstructions"
+    )
     parser.add_argument(
         "--kind",
         default="auto",
@@ -63,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.training.data import DataError
 
     progress = not args.quiet
+    if args.reconstruction:
+        return _run_reconstruction(args, progress)
+    if args.checkpoint is None or args.data is None:
+        raise UserFacingError("evaluate needs --checkpoint DIR and --data PATH (or --reconstruction)")
     try:
         check_precision(args.precision, "cpu")  # bf16 only where the CPU has bf16 units
     except ValueError as exc:
@@ -102,6 +134,51 @@ def run(args: argparse.Namespace) -> int:
             print(format_metrics(m, label=f"subject {name} ({m['mode']})"))
         if report.get("time_resolved_plot"):
             print(f"time-resolved plot: {report['time_resolved_plot']}")
+    if args.json:
+        print_json(report)
+    return 0
+
+
+def _run_reconstruction(args: argparse.Namespace, progress: bool) -> int:
+    from brainstream.models.checkpoint import CheckpointError
+    from brainstream.models.config_base import ConfigError
+    from brainstream.models.embedders import get_embedder
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.generation import GeneratorError, load_generator
+    from brainstream.models.reconstruction import format_table
+    from brainstream.models.reconstruction_eval import contact_sheet, evaluate_reconstruction
+    from brainstream.models.training.data import DataError
+
+    checkpoint, data, gallery_dir = args.checkpoint or "demo", args.data or ["demo"], args.gallery
+    if "demo" in (checkpoint, *data) or gallery_dir is None:
+        from brainstream.realtime.session.demo_assets import demo_test_recording, ensure_demo_assets
+
+        assets = ensure_demo_assets(progress=progress)
+        checkpoint = str(assets.checkpoint_dir) if checkpoint == "demo" else checkpoint
+        gallery_dir = gallery_dir or str(assets.gallery_dir)
+        if data == ["demo"]:
+            data = [str(demo_test_recording(assets, progress=progress))]
+    try:
+        gallery = Gallery.load(gallery_dir)
+        generator = load_generator(args.generator)
+        embedder = get_embedder(gallery.embedder or "demo", dim=gallery.dim)
+        report = evaluate_reconstruction(
+            checkpoint, data, generator, gallery, embedder, kind=args.kind, progress=progress
+        )
+    except (CheckpointError, DataError, ConfigError, GeneratorError, FileNotFoundError) as exc:
+        raise UserFacingError(str(exc)) from None
+    images = report.pop("images")
+    if args.sheet:
+        report["sheet"] = str(contact_sheet({"images": images}, args.sheet))
+    if not args.json or progress:
+        print(
+            f"reconstruction of {report['n_test_images']} test images ({report['n_test_trials']} trials), "
+            f"encoder {checkpoint}, generator {args.generator}; retrieval over "
+            f"{report['gallery_size']} images"
+        )
+        print(format_table(report["table"]))
+        if report.get("sheet"):
+            print(f"contact sheet: {report['sheet']}")
     if args.json:
         print_json(report)
     return 0

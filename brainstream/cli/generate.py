@@ -18,6 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", default="tiny", help="generator config: a name under configs/generator/ or a YAML path"
     )
     parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"), help="override the config")
+    parser.add_argument(
+        "--test-images",
+        default=None,
+        metavar="FILE",
+        help="the session's test image ids, one per line: images of their windows carry their 2-way "
+        "identification among them (demo space; needs --gallery)",
+    )
+    parser.add_argument("--gallery", default=None, help="gallery of the test images ('demo' or a folder)")
     parser.add_argument("--sub", default=DEFAULT_SUB_ENDPOINT, help="bus endpoint to read embeddings from")
     parser.add_argument("--pub", default=DEFAULT_PUB_ENDPOINT, help="bus endpoint to publish images to")
     parser.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys folder (brainstream keys)")
@@ -40,7 +48,19 @@ def run(args: argparse.Namespace) -> int:
         f"space {config.space!r}; loading...",
         flush=True,
     )
-    node = GeneratorNode(config, sub_endpoint=args.sub, pub_endpoint=args.pub, keys=args.keys)
+    identify = None
+    if args.test_images:
+        from brainstream.models.gallery import GalleryError, read_image_ids
+        from brainstream.realtime.services.retrieval_node import resolve_gallery
+
+        try:
+            ids = read_image_ids(args.test_images)
+            identify = (ids, resolve_gallery(args.gallery or "demo").embeddings_for(ids))
+        except GalleryError as exc:
+            raise UserFacingError(str(exc)) from None
+    node = GeneratorNode(
+        config, identify=identify, sub_endpoint=args.sub, pub_endpoint=args.pub, keys=args.keys
+    )
     try:
         ready = f"generator node ready: embeddings from {args.sub}, images to {args.pub}; Ctrl-C stops"
         serve(node, on_ready=lambda: print(ready, flush=True))  # SIGINT, SIGTERM; standby until promoted

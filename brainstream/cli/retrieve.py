@@ -24,19 +24,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", default="float32", choices=("float32", "float16"), help="exact-search storage"
     )
+    parser.add_argument(
+        "--test-images",
+        default=None,
+        metavar="FILE",
+        help="the session's test image ids, one per line: answers also give the rank among them (N-way)",
+    )
     parser.add_argument("--sub", default=DEFAULT_SUB_ENDPOINT, help="bus endpoint to read embeddings from")
     parser.add_argument("--pub", default=DEFAULT_PUB_ENDPOINT, help="bus endpoint to publish answers to")
     parser.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys folder (brainstream keys)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainstream.models.gallery import GalleryError
+    from brainstream.models.gallery import GalleryError, read_image_ids
     from brainstream.realtime.bus import InsecureBindError, KeysError
     from brainstream.realtime.services import RetrievalNode
 
     try:
+        test_images = read_image_ids(args.test_images) if args.test_images else None
         node = RetrievalNode(
             args.gallery,
+            test_images=test_images,
             k=args.k,
             backend=args.backend,
             dtype=args.dtype,

@@ -1,6 +1,9 @@
-"""Image generation from embeddings (docs/architecture.md §4): one :class:`Generator` interface, two backends.
+"""Image generation from embeddings (docs/architecture.md §4): one :class:`Generator` interface, three
+backends.
 
-``sdxl-turbo-ipadapter`` (production, local weights) and ``tiny`` (random tiny weights, CPU tests)::
+``sdxl-turbo-ipadapter`` (production, local weights), ``trained`` (a small generator trained in the repo on
+the demo stimuli, :mod:`brainstream.models.generation.training`) and ``tiny`` (random tiny weights,
+plumbing tests)::
 
     from brainstream.models.generation import load_generator
 
@@ -18,9 +21,14 @@ from brainstream.models.generation.config import GeneratorConfig, TinySizes
 
 def load_generator_config(name_or_path: str | Path) -> GeneratorConfig:
     """A config under ``configs/generator/`` by name (``tiny``) or a YAML path."""
-    from brainstream.models.config_base import load_config
+    from brainstream.models.config_base import load_config, resolve_config_path
 
-    return load_config(name_or_path, GeneratorConfig, kind="generator")
+    config = load_config(name_or_path, GeneratorConfig, kind="generator")
+    if config.weights is not None and not Path(config.weights).expanduser().is_absolute():
+        # weights travel beside (or relative to) the config that names them
+        folder = resolve_config_path(name_or_path, "generator").resolve().parent
+        config = config.model_copy(update={"weights": str((folder / config.weights).resolve())})
+    return config
 
 
 def load_generator(config: GeneratorConfig | str | Path, **overrides) -> Generator:
@@ -33,6 +41,10 @@ def load_generator(config: GeneratorConfig | str | Path, **overrides) -> Generat
         from brainstream.models.generation.tiny import build_tiny_generator
 
         return build_tiny_generator(config)
+    if config.backend == "trained":
+        from brainstream.models.generation.trained import build_trained_generator
+
+        return build_trained_generator(config)
     from brainstream.models.generation.sdxl_ipadapter import IPAdapterTurboGenerator
 
     return IPAdapterTurboGenerator.from_config(config)

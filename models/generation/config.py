@@ -22,11 +22,61 @@ class TinySizes(StrictModel):
     weights_seed: int = 0
 
 
+class TrainedSizes(StrictModel):
+    """Sizes of a generator trained in the repo (``backend: trained``): SDXL-style UNet + TAESD-style decoder.
+
+    The weights file records the sizes it was trained with; a mismatch is refused with both named.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = Field(default=1, ge=1)
+    cross_attention_dim: int = Field(default=64, gt=0)
+    pooled_dim: int = Field(default=16, gt=0)
+    addition_time_embed_dim: int = Field(default=8, gt=0)
+    text_tokens: int = Field(default=1, gt=0, description="length of the fixed (zero) prompt embeddings")
+    decoder_channels: int = Field(default=32, gt=0, description="width of the TAESD-style autoencoder")
+    decoder_blocks: tuple[int, ...] = Field(
+        default=(1, 1, 1), description="blocks per decoder level; n levels downsample by 2**(n-1)"
+    )
+
+
+class GeneratorTraining(StrictModel):
+    """The recipe of ``brainstream generator train`` (part of the weights' fingerprint)."""
+
+    gallery: Literal["demo"] = Field(
+        default="demo", description="the demo stimulus set, minus the demo session's test images"
+    )
+    augment_copies: int = Field(default=6, ge=1, description="augmented copies of each training image")
+    autoencoder_steps: int = Field(default=1500, ge=1)
+    decoder_steps: int = Field(default=0, ge=0, description="decoder-only steps after the autoencoder's")
+    unet_steps: int = Field(default=3000, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    pixel_loss_weight: float = Field(
+        default=1.0, ge=0, description="weight of the L1 loss on decoded pixels beside the latent MSE"
+    )
+    first_step_fraction: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of UNet samples at the sampler's first step, whose input is the generator's fixed "
+        "initial noise (seed) exactly as at run time; the rest are noised at the other train_timesteps",
+    )
+    train_timesteps: tuple[int, ...] = Field(
+        default=(999, 749, 499, 249),
+        description="the timesteps the few-step sampler visits (trailing spacing, 1, 2 and 4 steps)",
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch threads while training")
+    checkpoint_every: int = Field(default=250, ge=1, description="steps between resumable checkpoints")
+    seed: int = 0
+
+
 class GeneratorConfig(StrictModel):
-    """Embedding → image generator: SDXL-Turbo + IP-Adapter (production) or its tiny random twin (tests)."""
+    """Embedding → image generator: SDXL-Turbo + IP-Adapter (production), one trained in the repo on the
+    demo stimuli (``trained``) or a tiny random twin (tests)."""
 
     name: str = "generator"
-    backend: Literal["tiny", "sdxl-turbo-ipadapter"]
+    backend: Literal["tiny", "trained", "sdxl-turbo-ipadapter"]
     space: str | None = Field(
         description="embedding space the generator accepts (e.g. openclip:ViT-H-14:laion2b_s32b_b79k); "
         "null only for the tiny test generator, which then accepts any space of the right size"
@@ -66,6 +116,12 @@ class GeneratorConfig(StrictModel):
         "model_dir's text encoders when missing",
     )
     tiny: TinySizes = TinySizes()
+    weights: str | None = Field(
+        default=None,
+        description="backend trained: the safetensors file (relative paths are relative to the config file)",
+    )
+    trained: TrainedSizes = TrainedSizes()
+    training: GeneratorTraining = GeneratorTraining()
 
     @model_validator(mode="after")
     def _check(self) -> GeneratorConfig:
@@ -73,6 +129,8 @@ class GeneratorConfig(StrictModel):
             raise ValueError("guidance_scale must be 0: SDXL-Turbo is distilled to run without guidance")
         if self.height % 8 or self.width % 8:
             raise ValueError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
+        if self.backend == "trained" and (self.weights is None or self.space is None):
+            raise ValueError("backend trained needs weights (a safetensors file) and space")
         if self.backend == "sdxl-turbo-ipadapter":
             missing = [k for k in ("model_dir", "ip_adapter_dir", "space") if getattr(self, k) is None]
             if self.decoder == "taesdxl" and self.taesd_dir is None:

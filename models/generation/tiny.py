@@ -19,29 +19,12 @@ from brainstream.models.generation.sdxl_ipadapter import (
     resolve_device_dtype,
     save_prompt_embeds,
 )
-
-IP_ADAPTER_TOKENS = 4  # plain IP-Adapter: the embedding becomes 4 cross-attention tokens
+from brainstream.models.generation.trained import random_ip_adapter, sdxl_style_unet
 
 
 def _tiny_unet(sizes: TinySizes):
-    from diffusers import UNet2DConditionModel
-
-    n = len(sizes.block_out_channels)
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=sizes.block_out_channels,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-        attention_head_dim=tuple(max(1, c // 8) for c in sizes.block_out_channels),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=sizes.addition_time_embed_dim,
-        projection_class_embeddings_input_dim=6 * sizes.addition_time_embed_dim + sizes.pooled_dim,
-        cross_attention_dim=sizes.cross_attention_dim,
-        norm_num_groups=8,
+    return sdxl_style_unet(
+        sizes.block_out_channels, sizes.cross_attention_dim, sizes.pooled_dim, sizes.addition_time_embed_dim
     )
 
 
@@ -117,36 +100,8 @@ def _tiny_text_encoders(sizes: TinySizes, root: Path) -> dict:
 
 
 def random_ip_adapter_state_dict(unet, embed_dim: int, std: float, seed: int) -> dict:
-    """A random IP-Adapter in the released file layout, sized for ``unet``.
-
-    ``ip_adapter.<k>`` numbers every attention processor of the UNet in order and the adapter holds only the
-    cross-attention ones (k = 1, 3, 5, ...), as diffusers' loader expects.
-    """
-    import torch
-
-    gen = torch.Generator("cpu").manual_seed(seed)
-    cross = unet.config.cross_attention_dim
-    blocks = list(unet.config.block_out_channels)
-    state = {
-        "image_proj.proj.weight": torch.randn(cross * IP_ADAPTER_TOKENS, embed_dim, generator=gen) * std,
-        "image_proj.proj.bias": torch.randn(cross * IP_ADAPTER_TOKENS, generator=gen) * std,
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
-    key_id = 1
-    for name in unet.attn_processors:
-        if name.endswith("attn1.processor"):
-            continue
-        if name.startswith("mid_block"):
-            hidden = blocks[-1]
-        elif name.startswith("up_blocks"):
-            hidden = list(reversed(blocks))[int(name[len("up_blocks.")])]
-        else:
-            hidden = blocks[int(name[len("down_blocks.")])]
-        for proj in ("to_k_ip", "to_v_ip"):
-            state[f"ip_adapter.{key_id}.{proj}.weight"] = torch.randn(hidden, cross, generator=gen) * std
-        key_id += 2
-    return state
+    """A random IP-Adapter in the released file layout, sized for ``unet``."""
+    return random_ip_adapter(unet, embed_dim, std, seed)
 
 
 def write_tiny_folders(

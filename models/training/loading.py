@@ -137,9 +137,10 @@ def infer_kind(paths: list[str]) -> str:
 
 
 def load_for_checkpoint(
-    meta, paths, kind: str = "auto", subjects=None, progress: bool = True
+    meta, paths, kind: str = "auto", subjects=None, progress: bool = True, options: dict | None = None
 ) -> EncodingData:
-    """Trials preprocessed and windowed exactly as the checkpoint ``meta`` expects."""
+    """Trials preprocessed and windowed exactly as the checkpoint ``meta`` expects (``options`` are added
+    to the loader options, e.g. the checkpoint's fitted ``scaler`` as the live decoder uses it)."""
     from brainstream.models.preprocessing import PreprocessingConfig
 
     paths = [paths] if isinstance(paths, str | Path) else list(paths)
@@ -165,7 +166,7 @@ def load_for_checkpoint(
         meta.tmin,
         meta.tmax,
         data_cfg.get("gallery"),
-        data_cfg.get("loader_options"),
+        {**(data_cfg.get("loader_options") or {}), **(options or {})},
         progress,
     )
 

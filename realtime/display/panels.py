@@ -675,6 +675,11 @@ class RetrievalPanel(Panel):
             self._small.move_to_end(key)
         self.history.push(small, color)
 
+    def pixmap_of(self, image_id: str) -> QtGui.QPixmap | None:
+        """The gallery thumbnail of ``image_id`` (cached), None when the gallery has none."""
+        path = self._guess_path(image_id, [])
+        return None if path is None else self.cache.get(path, image_id)
+
     def _guess_path(self, image_id: str, paths: list[Any]) -> str | None:
         # galleries store thumbnails as images/<id>.png, next to the retrieved ones
         folders = [os.path.join(self.gallery_dir, "images"), self.gallery_dir] if self.gallery_dir else []
@@ -687,21 +692,35 @@ class RetrievalPanel(Panel):
 
 
 class GeneratedPanel(Panel):
-    """The latest image from the generator."""
+    """The latest image from the generator, beside the image that was seen when the window names one.
 
-    def __init__(self, size: int = 200) -> None:
-        super().__init__("Generated")
+    Parameters
+    ----------
+    size : int
+        Minimum side of each image (px).
+    seen_pixmap : callable | None
+        ``image_id -> QPixmap`` of the seen stimulus (the retrieval panel's thumbnails), or None.
+    """
+
+    def __init__(self, size: int = 200, seen_pixmap=None) -> None:
+        super().__init__("Generated · beside the seen image")
         self.size = size
+        self._seen_pixmap = seen_pixmap
+        row = QtWidgets.QHBoxLayout()
+        self.seen = QtWidgets.QLabel()
         self.image = QtWidgets.QLabel()
-        self.image.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.image.setMinimumSize(size, size)
-        self.image.setPixmap(placeholder_pixmap(size, "waiting for image"))
+        for label, text in ((self.seen, "seen"), (self.image, "waiting for image")):
+            label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+            label.setMinimumSize(size // 2, size // 2)
+            label.setPixmap(placeholder_pixmap(size // 2, text))
+            row.addWidget(label, 1)
+        self.body.addLayout(row, 1)
         self.caption = QtWidgets.QLabel("")
         self.caption.setFont(QtGui.QFont(MONO, 8))
         self.caption.setAlignment(QtCore.Qt.AlignmentFlag.AlignHCenter)
-        self.body.addWidget(self.image, 1)
         self.body.addWidget(self.caption)
         self._version = -1
+        self._seen_id: Any = None
 
     def update_from(self, latest: LatestMessage | None) -> bool:
         if latest is None or latest.version == self._version:
@@ -713,17 +732,25 @@ class GeneratedPanel(Panel):
         header = latest.msg.header
         h, w = latest.msg.arrays[0].shape[:2]
         image_id = header.get("image_id")
+        if image_id != self._seen_id:
+            self._seen_id = image_id
+            seen = self._seen_pixmap(str(image_id)) if image_id and self._seen_pixmap else None
+            self.seen.setPixmap(
+                scaled_smooth(seen, side) if seen is not None else placeholder_pixmap(side, "seen: unknown")
+            )
+        two_way = header.get("two_way")
         self.caption.setText(
-            f"{w}×{h}"
-            + (f" · seen {_elide(str(image_id), 14)}" if image_id else "")
+            (f"seen {_elide(str(image_id), 14)} · " if image_id else "")
+            + f"generated {w}×{h}"
+            + (f" · 2-way {float(two_way):.0%}" if isinstance(two_way, int | float) else "")
             + f" · skipped {int(header.get('skipped') or 0)}"
         )
         return True
 
     def paint_now(self) -> None:
-        """Paint what :meth:`update_from` changed, synchronously (one paint pass for both)."""
+        """Paint what :meth:`update_from` changed, synchronously (one paint pass for all)."""
         region = QtGui.QRegion()
-        for widget in (self.image, self.caption):
+        for widget in (self.seen, self.image, self.caption):
             region += QtCore.QRect(widget.mapTo(self, QtCore.QPoint(0, 0)), widget.rect().size())
         self.repaint(region)
 
@@ -899,7 +926,8 @@ class AccuracyPanel(Panel):
         row.addWidget(self.top5)
         self.body.addLayout(row)
         self.detail = QtWidgets.QLabel("no ground truth yet")
-        self.detail.setStyleSheet(f"color: {COLORS['muted']};")
+        self.detail.setWordWrap(True)  # several lines of figures in a narrow panel
+        self.detail.setStyleSheet(f"color: {COLORS['muted']}; font-size: 10px;")
         self.detail.setSizePolicy(
             QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred
         )
@@ -920,7 +948,7 @@ class AccuracyPanel(Panel):
     @staticmethod
     def _big(color: str) -> QtWidgets.QLabel:
         label = QtWidgets.QLabel("—")
-        label.setStyleSheet(f"color: {color}; font-size: 18px; font-weight: bold;")
+        label.setStyleSheet(f"color: {color}; font-size: 14px; font-weight: bold;")
         label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         # the text must not widen the panel (the layout would jump as the numbers change)
         label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
@@ -934,10 +962,24 @@ class AccuracyPanel(Panel):
         self._n = acc["n"]
         if not acc["n"]:
             return False
-        self.top1.setText(f"top-1 {acc['top1']:.0%}")
-        self.top5.setText(f"top-5 {acc['top5']:.0%}")
-        chance = f" · chance {1 / chance_n:.1%} / {min(1.0, 5 / chance_n):.1%}" if chance_n else ""
-        self.detail.setText(f"n = {acc['n']} windows{chance}")
+        chance = f" (chance {1 / chance_n:.1%} / {min(1.0, 5 / chance_n):.1%})" if chance_n else ""
+        size = f" ({chance_n})" if chance_n else ""
+        whole = f"whole gallery{size}: {acc['top1']:.0%} / {acc['top5']:.0%}{chance}"
+        lines = []
+        if acc["test_n"] and acc["n_test"]:
+            n = acc["n_test"]
+            # papers report N-way retrieval among the test images: the big numbers; the gallery below
+            self.top1.setText(f"top-1 {acc['test_top1']:.0%}")
+            self.top5.setText(f"top-5 {acc['test_top5']:.0%}")
+            lines.append(f"among the {n} test images ({n}-way, chance {1 / n:.0%} / {min(1.0, 5 / n):.0%})")
+        else:
+            self.top1.setText(f"top-1 {acc['top1']:.0%}")
+            self.top5.setText(f"top-5 {acc['top5']:.0%}")
+        lines.append(whole)
+        if acc["two_way_n"]:
+            lines.append(f"reconstruction 2-way {acc['two_way']:.0%} (chance 50 %)")
+        lines.append(f"n = {acc['n']} windows")
+        self.detail.setText("\n".join(lines))
         h = np.asarray(history, dtype=np.float64)
         self.curve1.setData(h[:, 0], h[:, 1])
         self.curve5.setData(h[:, 0], h[:, 2])

@@ -182,9 +182,38 @@ class Accuracy:
             self.top5 += 1
         self.history.append((self.n, self.top1 / self.n, self.top5 / self.n))
 
+    # among the session's test images (N-way, as papers report retrieval) and the reconstructions' 2-way
+    test_n: int = 0
+    test_top1: int = 0
+    test_top5: int = 0
+    n_test: int | None = None
+    two_way_n: int = 0
+    two_way_sum: float = 0.0
+
+    def add_test(self, rank: int, n_test: int | None) -> None:
+        self.test_n += 1
+        self.test_top1 += rank == 0
+        self.test_top5 += 0 <= rank < 5
+        self.n_test = n_test or self.n_test
+
+    def add_two_way(self, score: float) -> None:
+        self.two_way_n += 1
+        self.two_way_sum += score
+
     def as_dict(self) -> dict[str, float | int]:
         rate = (lambda k: k / self.n) if self.n else (lambda k: math.nan)
-        return {"n": self.n, "top1": rate(self.top1), "top5": rate(self.top5)}
+        test = (lambda k: k / self.test_n) if self.test_n else (lambda k: math.nan)
+        return {
+            "n": self.n,
+            "top1": rate(self.top1),
+            "top5": rate(self.top5),
+            "test_n": self.test_n,
+            "n_test": self.n_test or 0,
+            "test_top1": test(self.test_top1),
+            "test_top5": test(self.test_top5),
+            "two_way_n": self.two_way_n,
+            "two_way": self.two_way_sum / self.two_way_n if self.two_way_n else math.nan,
+        }
 
 
 class DisplayState:
@@ -309,8 +338,15 @@ class DisplayState:
             rank = _check_retrieval(msg)
             if header.get("true_image_id") is not None:
                 self._accuracy.add(rank)
+            test_rank = header.get("test_rank")
+            if isinstance(test_rank, int) and not isinstance(test_rank, bool):
+                n_test = header.get("n_test")
+                self._accuracy.add_test(test_rank, n_test if isinstance(n_test, int) else None)
         elif topic == IMAGE:
             _check_image(msg)
+            two_way = _finite_or_none(header.get("two_way"))
+            if two_way is not None:
+                self._accuracy.add_two_way(two_way)
         elif topic == MARKER:
             value = header.get("value")
             if not isinstance(value, str):

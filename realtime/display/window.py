@@ -112,7 +112,7 @@ class DisplayWindow(QtWidgets.QMainWindow):
         self.traces = TracePanel(page_size=page_size, seconds=state.signal_seconds, max_hz=fps)
         self._base_trace_interval = self.traces.min_interval
         self.retrieval = RetrievalPanel(k=k, gallery_dir=gallery_dir)
-        self.generated = GeneratedPanel()
+        self.generated = GeneratedPanel(seen_pixmap=self.retrieval.pixmap_of)
         self.latency = LatencyPanel()
         self.accuracy = AccuracyPanel()
         self._build_layout()

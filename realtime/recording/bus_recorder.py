@@ -3,8 +3,10 @@
 Each subscribed message becomes one sample of a one-channel string stream ``bus`` holding the message's
 header as JSON (topic, seq, src, t_sample, trace, space and extras such as ``event``, ``ids``, scores);
 ``embedding.<subject>`` messages also become samples of a numeric stream ``bus:embedding.<subject>``
-(float32, one channel per dimension), so embeddings load as arrays. Samples are stamped with the message's
-``t_sample`` (the LSL time of the data it describes), or the receive time when it has none.
+(float32, one channel per dimension), so embeddings load as arrays; ``image`` messages carry their
+pixels in the JSON as a base64 PNG (``png``), so a recording can be re-scored later. Samples are stamped
+with the message's ``t_sample`` (the LSL time of the data it describes), or the receive time when it has
+none.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class BusRecorder:
         entry = {"topic": msg.topic, **msg.header}
         entry["arrays"] = [{"dtype": str(a.dtype), "shape": list(a.shape)} for a in msg.arrays]
         entry.pop("frames", None)
+        if msg.topic == "image" and len(msg.arrays) == 1:
+            entry["png"] = _png_base64(msg.arrays[0])
         self._log.push([json.dumps(entry, default=_jsonable, ensure_ascii=False)], [t])
         if msg.topic.startswith("embedding.") and msg.arrays:
             emb = np.asarray(msg.arrays[0], dtype=np.float32).reshape(-1)
@@ -121,6 +125,18 @@ class BusRecorder:
             else:
                 stream.push(emb[:, None], [t])
         self.n_messages += 1
+
+
+def _png_base64(pixels: np.ndarray) -> str:
+    """An (H, W, 3) uint8 image as base64 PNG text (lossless, a few kB at the demo's 64 px)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _jsonable(obj: Any) -> Any:

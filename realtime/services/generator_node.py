@@ -28,6 +28,12 @@ class GeneratorNode(ServiceNode):
     sub_endpoint, pub_endpoint, keys, heartbeat_interval, context
         Bus settings (see :class:`realtime.bus.Subscriber` / :class:`realtime.bus.Publisher`).
 
+    identify : tuple[list[str], numpy.ndarray] | None
+        The session's test images (ids and gallery embeddings): each image generated for a window whose
+        stimulus is one of them carries ``two_way``, its 2-way identification among them in the
+        generator's space (:mod:`brainstream.models.reconstruction`; needs a weight-free embedder of that
+        space: the demo's).
+
     Notes
     -----
     Rendering takes longer than embeddings arrive on a CPU; the node then drains the queue, renders only the
@@ -38,8 +44,12 @@ class GeneratorNode(ServiceNode):
     name = "generator"
     topics = ("embedding.",)
 
-    def __init__(self, generator: Any = "tiny", **bus: Any) -> None:
+    def __init__(
+        self, generator: Any = "tiny", identify: tuple[list[str], np.ndarray] | None = None, **bus: Any
+    ) -> None:
         super().__init__(**bus)
+        self._identify = identify
+        self._embedder = None
         from brainstream.models.generation import Generator
 
         self.generator: Generator | None = generator if isinstance(generator, Generator) else None
@@ -52,6 +62,10 @@ class GeneratorNode(ServiceNode):
 
             source = self._generator_source
             self.generator = load_generator(Path(source) if isinstance(source, Path) else source)
+        if self._identify is not None and str(self.generator.space).startswith("demo:"):
+            from brainstream.models.embedders import get_embedder
+
+            self._embedder = get_embedder("demo", dim=self.generator.dim)
         # compilation (minutes for SDXL with torch.compile) and lazy allocation happen here, before the node
         # reports ready, not on the first embedding of a live session
         self.generator.warmup()
@@ -83,6 +97,7 @@ class GeneratorNode(ServiceNode):
         publisher.publish(
             "image",
             [image],
+            two_way=self._two_way(image, msg.get("image_id")),
             t_sample=msg.t_sample,
             trace=msg.trace,
             space=msg.space,
@@ -94,6 +109,16 @@ class GeneratorNode(ServiceNode):
         self.count("images")
         self.record_latency(msg.t_sample, t_start)
         return True
+
+    def _two_way(self, image: np.ndarray, image_id: Any) -> float | None:
+        """2-way identification of one image among the test images, None when not one of them."""
+        if self._embedder is None or self._identify is None or image_id not in self._identify[0]:
+            return None
+        from brainstream.models.reconstruction import two_way_scores
+
+        ids, embeddings = self._identify
+        row = ids.index(image_id)
+        return float(two_way_scores(self._embedder.embed([image]), embeddings, np.array([row]))[0])
 
     def _status_stats(self) -> dict[str, Any]:
         if self.generator is None:

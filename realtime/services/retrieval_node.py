@@ -50,7 +50,9 @@ class RetrievalNode(ServiceNode):
     -----
     An embedding in another space than the gallery's is refused: dropped, counted (``space_mismatch``) and
     raised as an alarm on ``status.retrieval`` naming both spaces. ``rank_of_true`` is the rank of the shown
-    image among ALL gallery images when the embedding names an ``image_id`` the gallery holds.
+    image among ALL gallery images when the embedding names an ``image_id`` the gallery holds; with
+    ``test_images`` (the session's test images), ``test_rank`` is its rank among those (``n_test``-way, as
+    papers report retrieval) when it is one of them.
     """
 
     name = "retrieval"
@@ -63,6 +65,7 @@ class RetrievalNode(ServiceNode):
         k: int = 5,
         backend: str = "exact",
         dtype: str = "float32",
+        test_images: list[str] | None = None,
         **bus: Any,
     ) -> None:
         super().__init__(**bus)
@@ -73,6 +76,10 @@ class RetrievalNode(ServiceNode):
         self.retriever = Retriever(resolve_gallery(gallery), backend=backend, dtype=dtype)
         self.space = self.retriever.space
         self.k = min(k, len(self.retriever.ids))
+        self.test_images = list(test_images or [])
+        missing = [i for i in self.test_images if i not in self.retriever.gallery]
+        if missing:
+            raise ValueError(f"{len(missing)} test images are not in the gallery (e.g. {missing[:3]})")
         self.counts = {"embeddings": 0, "published": 0, "space_mismatch": 0, "bad_payload": 0}
 
     def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
@@ -105,6 +112,9 @@ class RetrievalNode(ServiceNode):
             self.count("bad_payload")
             self.alarm(f"{msg.topic}: {exc}")
             return False
+        test_rank = None
+        if true_id is not None and true_id in self.test_images:
+            test_rank = self.retriever.rank_among(msg.arrays[0], true_id, self.test_images)
         publisher.publish(
             "retrieval",
             [result.scores],
@@ -116,6 +126,8 @@ class RetrievalNode(ServiceNode):
             paths=result.paths,
             true_image_id=true_id,
             rank_of_true=result.rank_of_true,
+            test_rank=test_rank,
+            n_test=len(self.test_images) or None,
             event=msg.get("event"),
             source_topic=msg.topic,
         )

@@ -58,6 +58,9 @@ class SessionCollector:
     uncorrected: Counter = field(default_factory=Counter)
     t_end: float | None = None
     decoder_runs: dict[str, dict] = field(default_factory=dict)  # src -> windows, first/last t_sample
+    test_ranks: list[int] = field(default_factory=list)  # rank among the session's test images
+    n_test: int | None = None
+    two_way: list[float] = field(default_factory=list)  # 2-way identification of each reconstruction
 
     def __post_init__(self) -> None:
         from brainstream.realtime.bus import Subscriber
@@ -128,8 +131,13 @@ class SessionCollector:
             self.n_gallery = msg.header.get("n_gallery", self.n_gallery)
             if msg.header.get("true_image_id") is not None:
                 self.ranks.append(int(rank) if rank is not None else 10**9)
+            if msg.header.get("test_rank") is not None:
+                self.test_ranks.append(int(msg.header["test_rank"]))
+                self.n_test = int(msg.header.get("n_test") or 0) or self.n_test
         elif msg.topic == "image":
             self.images += 1
+            if msg.header.get("two_way") is not None:
+                self.two_way.append(float(msg.header["two_way"]))
 
     def _diff_ms(self, node_a: str | None, t_a: float, node_b: str | None, t_b: float) -> float | None:
         """``t_b - t_a`` in ms with each time read in its host's clock; None where that cannot be done."""
@@ -183,6 +191,26 @@ class SessionCollector:
              "restart": i > 0}
             for i, (src, r) in enumerate(self.decoder_runs.items())
         ]  # fmt: skip
+
+    def test_retrieval_summary(self) -> dict[str, float | int | None]:
+        """N-way retrieval among the session's test images (N = their number), with chance."""
+        ranks, n = np.asarray(self.test_ranks), self.n_test
+        return {
+            "trials": int(ranks.size),
+            "n_way": n,
+            "top1": float(np.mean(ranks < 1)) if ranks.size else None,
+            "top5": float(np.mean(ranks < 5)) if ranks.size else None,
+            "chance_top1": 1.0 / n if n else None,
+            "chance_top5": min(5, n) / n if n else None,
+        }
+
+    def identification_summary(self) -> dict[str, float | int | None]:
+        """Running 2-way identification of the reconstructions among the test images (chance 0.5)."""
+        if not self.two_way:
+            return {"n": 0, "mean": None, "ci_low": None, "ci_high": None, "chance": 0.5}
+        from brainstream.models.reconstruction import bootstrap_ci
+
+        return {**bootstrap_ci(np.asarray(self.two_way)), "chance": 0.5}
 
     def stages(self) -> dict[str, dict[str, float | None]]:
         return {stage: _pct(values) for stage, values in self.stage_ms.items()}

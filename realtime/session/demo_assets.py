@@ -30,6 +30,17 @@ SHIPPED_ENCODER = Path(__file__).resolve().parent / "assets" / "demo_encoder"
 # the code that decides what the virtual subject's brain does; any change means retraining the demo encoder
 SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py")
 DEMO_DESIGN = {"n_train_images": 600, "n_test_images": 50, "test_repeats": 4, "design_seed": 0}
+# the demo's generator (trained on the gallery minus the demo test images: independent of the encoder)
+DEMO_GENERATOR_CONFIG = "demo"
+SHIPPED_GENERATOR = Path(__file__).resolve().parent / "assets" / "demo_generator" / "generator.safetensors"
+
+
+def demo_test_image_ids(gallery_ids: list[str]) -> list[str]:
+    """The demo session's test images (the same for every virtual subject of the demo design)."""
+    from brainstream.realtime.simulation.offline import RSVPDesign, make_rsvp_schedule
+
+    trials = make_rsvp_schedule(gallery_ids, RSVPDesign(**DEMO_DESIGN))
+    return sorted({t.image_id for t in trials if t.split == "test"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,49 @@ class DemoAssets:
     checkpoint_dir: Path
     subject_seed: int
     fingerprint: str
+
+
+def demo_generator_data(gallery) -> tuple[list[str], str]:
+    """What the demo generator is trained without and the data version in its fingerprint:
+    ``(excluded test image ids, data version)``."""
+    from brainstream.models.stimuli import STIMULI_VERSION
+
+    return demo_test_image_ids(list(gallery.ids)), f"stimuli-{STIMULI_VERSION}:{gallery.space}"
+
+
+def demo_generator_fingerprint(config, gallery) -> str:
+    """The fingerprint ``brainstream generator train --config demo`` would give weights trained now."""
+    from brainstream.models.generation.training import generator_fingerprint, split_ids
+
+    exclude, data_version = demo_generator_data(gallery)
+    train_ids, _ = split_ids(list(gallery.ids), exclude, config.training.seed)
+    return generator_fingerprint(config, train_ids, data_version)
+
+
+def demo_test_recording(assets: DemoAssets, progress: bool = True) -> Path:
+    """The demo subject watching only the demo test images (4 repetitions each): held-out trials for
+    evaluating the demo encoder and generator, simulated once and cached (~400 MB)."""
+    from brainstream.models.cache import file_lock
+    from brainstream.realtime.simulation.offline import RSVPDesign, simulate_recording
+
+    design = {**DEMO_DESIGN, "n_train_images": 0}
+    key = hashlib.sha256(json.dumps([assets.fingerprint, design], sort_keys=True).encode()).hexdigest()[:12]
+    out = cache_root() / f"demo-test-session-{key}_raw.fif"
+    with file_lock(cache_root() / f".demo-test-session-{key}.lock"):
+        if not out.is_file():
+            print(f"simulating the demo subject's test session into {out} ...", flush=True)
+            tmp = out.with_name(f".tmp-{out.name}")
+            simulate_recording(
+                tmp,
+                profile=DEMO_PROFILE,
+                gallery=assets.gallery_dir,
+                seed=assets.subject_seed,
+                design=RSVPDesign(**design),
+                overwrite=True,
+                progress=progress,
+            )
+            tmp.replace(out)
+    return out
 
 
 def demo_fingerprint(gallery) -> str:

@@ -149,7 +149,7 @@ def run_demo_session(
     from brainstream.models.gallery import Gallery
     from brainstream.realtime.pipeline_config import load_pipeline_config
     from brainstream.realtime.session.collector import SessionCollector
-    from brainstream.realtime.session.demo_assets import ensure_demo_assets
+    from brainstream.realtime.session.demo_assets import demo_test_image_ids, ensure_demo_assets
     from brainstream.realtime.session.graph import SessionEvents, SessionPlan, session_nodes
     from brainstream.realtime.session.supervisor import Supervisor, interrupt_on_signals
 
@@ -162,15 +162,18 @@ def run_demo_session(
     if not quiet:
         print("preparing the demo gallery and encoder ...", flush=True)
     assets = ensure_demo_assets(progress=not quiet)
-    n_gallery = len(Gallery.load(assets.gallery_dir).ids)
+    gallery_ids = list(Gallery.load(assets.gallery_dir).ids)
+    n_gallery = len(gallery_ids)
     run_dir = Path(run_dir).resolve()
     shots = run_dir / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
+    test_images = run_dir / "test_images.txt"  # what the virtual subject is shown: N-way among these
+    test_images.write_text("\n".join(demo_test_image_ids(gallery_ids)) + "\n", encoding="utf-8")
     subject = virtual_subject_node(pipeline, assets, run_dir / "logs")
     plan = SessionPlan(run_dir=run_dir, config_path=config_path, checkpoint=assets.checkpoint_dir,
                        gallery=assets.gallery_dir, screenshot=shots / "demo.png",
                        screenshot_after=max(1.0, seconds - 3.0), display_seconds=seconds + 2.0,
-                       extra_nodes=[subject])  # fmt: skip
+                       extra_nodes=[subject], test_images=test_images)  # fmt: skip
     collector = SessionCollector(pipeline.bus.sub, keys=pipeline.bus.keys_dir).start()
     events = SessionEvents(pipeline)
     supervisor = Supervisor(session_nodes(pipeline, plan), on_event=events)
@@ -217,6 +220,9 @@ def run_demo_session(
                        "sample_to_image": _display_latency(display, "image"),
                        "stages": collector.stages()},
         "retrieval": collector.retrieval_summary(n_gallery),
+        "retrieval_test_images": collector.test_retrieval_summary(),
+        "reconstruction": {"two_way_identification": collector.identification_summary(),
+                           "kept": str(plan.reconstructions)},
         "images": collector.images,
         "cpu_percent": cpu.summary(),
         "screenshots": [str(p) for p in sorted(shots.glob("*.png"))],

@@ -37,10 +37,15 @@ class SessionPlan:
     display_seconds: float | None = None
     extra_nodes: list[NodeSpec] = field(default_factory=list)
     only: Collection[str] | None = None  # this host's part of a split session (``live --nodes``)
+    test_images: Path | None = None  # the session's test image ids (N-way retrieval, 2-way identification)
 
     @property
     def recording(self) -> Path:
         return self.run_dir / "session.xdf"
+
+    @property
+    def reconstructions(self) -> Path:
+        return self.run_dir / "reconstructions"
 
     @property
     def display_summary(self) -> Path:
@@ -96,23 +101,20 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
     # decoder, retrieval and generator keep a warm standby: a crash costs a promotion, not a start-up
     nodes.append(NodeSpec("decoder", brainstream_argv("decode", *decode), log_dir=logs, standby=True))
     gallery = str(plan.gallery) if plan.gallery is not None else config.gallery
+    tests = ["--test-images", str(plan.test_images)] if plan.test_images is not None else []
     if config.nodes.retrieval:
         nodes.append(
             NodeSpec(
                 "retrieval",
-                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *bus),
+                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *tests, *bus),
                 log_dir=logs,
                 standby=True,
             )
         )
     if config.nodes.generator and config.generator:
+        generate = ["--config", config.generator, *tests, *(["--gallery", gallery] if tests else []), *bus]
         nodes.append(
-            NodeSpec(
-                "generator",
-                brainstream_argv("generate", "--config", config.generator, *bus),
-                log_dir=logs,
-                standby=True,
-            )
+            NodeSpec("generator", brainstream_argv("generate", *generate), log_dir=logs, standby=True)
         )
     if config.nodes.recorder:
         argv = [
@@ -124,6 +126,8 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             "--out",
             str(plan.recording),
         ]
+        if config.nodes.generator and config.generator:
+            argv += ["--reconstructions", str(plan.reconstructions), "--gallery", gallery]
         nodes.append(NodeSpec("recorder", argv, log_dir=logs, stop_phase=RECORDER_STOP_PHASE))
     if config.nodes.display and plan.display:
         display = [

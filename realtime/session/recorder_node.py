@@ -9,6 +9,7 @@ on SIGINT / SIGTERM (footers written).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", required=True, help="XDF file to write")
+    parser.add_argument(
+        "--reconstructions", default=None, help="folder to keep reconstructions of known stimuli in"
+    )
+    parser.add_argument("--gallery", default=None, help="gallery of the seen images ('demo' or a folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     config = load_pipeline_config(args.config)
@@ -34,8 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out = _unused_path(Path(args.out))
     out.parent.mkdir(parents=True, exist_ok=True)
+    keeper = contextlib.nullcontext()
+    if args.reconstructions:
+        from brainstream.realtime.session.reconstructions import ReconstructionKeeper
+
+        keeper = ReconstructionKeeper(
+            args.reconstructions, args.gallery, config.bus.sub, keys=config.bus.keys_dir
+        )
     with Recorder(out, on_alarm=lambda m: logger.error("recording alarm: %s", m)) as recorder:
-        with BusRecorder(recorder, config.bus.sub, keys=config.bus.keys_dir) as bus:
+        with BusRecorder(recorder, config.bus.sub, keys=config.bus.keys_dir) as bus, keeper:
             for sel in (config.input.signal, config.input.markers):
                 if sel is not None:
                     _add_when_there(recorder, sel, stop)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,21 @@ def test_shipped_demo_encoder_matches_the_simulator():
     from brainstream.realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint
 
     assert _fingerprint_of(SHIPPED_ENCODER) == demo_fingerprint(Gallery.load(default_gallery_dir()))
+
+
+def test_shipped_demo_generator_matches_its_data_and_recipe():
+    """If the gallery, the test split or configs/generator/demo.yaml changed, retrain and ship the generator:
+    `brainstream generator train --config demo`."""
+    from brainstream.models.demo_gallery import default_gallery_dir
+    from brainstream.models.gallery import Gallery
+    from brainstream.models.generation import load_generator_config
+    from brainstream.models.generation.trained import read_metadata
+    from brainstream.realtime.session.demo_assets import SHIPPED_GENERATOR, demo_generator_fingerprint
+
+    config = load_generator_config("demo")
+    assert Path(config.weights) == SHIPPED_GENERATOR
+    shipped = read_metadata(SHIPPED_GENERATOR)["info"]["fingerprint"]
+    assert shipped == demo_generator_fingerprint(config, Gallery.load(default_gallery_dir()))
 
 
 @pytest.mark.timeout(240)
@@ -51,6 +67,17 @@ def test_demo_runs_headless_and_reports(tmp_path):
     assert summary["latency_ms"]["push_to_embedding"]["p50"] is not None
     assert summary["retrieval"]["trials"] >= 5
     assert summary["images"] >= 1
+    # the demo's own numbers: N-way among the test images beside the gallery, reconstructions kept
+    test = summary["retrieval_test_images"]
+    assert test["n_way"] == 50 and test["trials"] >= 5 and test["chance_top5"] == pytest.approx(0.1)
+    assert summary["reconstruction"]["two_way_identification"]["n"] >= 1
+    kept = Path(summary["reconstruction"]["kept"])
+    rows = (kept / "index.csv").read_text().splitlines()
+    assert rows[0].startswith("seq,event,image_id") and len(rows) >= 2
+    seq = rows[1].split(",")[0]
+    assert (kept / f"{int(seq):06d}-generated.png").is_file() and (
+        kept / f"{int(seq):06d}-seen.png"
+    ).is_file()
     assert all(restarts == 0 for restarts in summary["restarts"].values()), summary["restarts"]
     # the screenshot shows something (not a blank frame)
     from PIL import Image

@@ -74,9 +74,10 @@ def user_env(wheel, tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
 def test_the_wheel_carries_the_configs_and_the_demo_encoder_but_no_tests(wheel) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for kind, name in [("pipelines", "demo_meg"), ("devices", "ctf275_things_meg"), ("training", "demo_meg"),
-                       ("calibration", "rsvp"), ("generator", "tiny")]:  # fmt: skip
+                       ("calibration", "rsvp"), ("generator", "tiny"), ("generator", "demo")]:  # fmt: skip
         assert f"brainstream/configs/{kind}/{name}.yaml" in names
     assert "brainstream/realtime/session/assets/demo_encoder/model.safetensors" in names
+    assert "brainstream/realtime/session/assets/demo_generator/generator.safetensors" in names
     tops = {n.split("/")[0] for n in names}
     assert tops == {"brainstream", wheel.name.split("-py")[0] + ".dist-info"}, tops
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

@@ -118,7 +118,9 @@ def test_state_running_accuracy_and_stage_latency_dedup():
         state.ingest(_retrieval(true_id, ids, 45.0 + t, rank=rank), t_received=45.5 + t)
     state.ingest(_retrieval(None, ids, 49.0), t_received=49.1)  # no ground truth: not counted
     acc, history = state.accuracy()
-    assert acc == {"n": 4, "top1": 0.25, "top5": 0.75}
+    assert {k: acc[k] for k in ("n", "top1", "top5", "test_n", "two_way_n")} == {
+        "n": 4, "top1": 0.25, "top5": 0.75, "test_n": 0, "two_way_n": 0
+    }  # fmt: skip
     assert len(history) == 4
     # an embedding and the retrieval derived from it share the decoder entry: it counts once
     trace = [["decoder", 49.53]]
@@ -132,6 +134,25 @@ def test_state_running_accuracy_and_stage_latency_dedup():
     clock.t = 60.0  # everything is older than the 5 s window now
     assert state.stage_latencies() == {}
     assert any("no bus messages" in a for a in state.alarms())
+
+
+def test_state_counts_test_image_retrieval_and_reconstruction_identification():
+    """N-way among the session's test images (test_rank / n_test from the retrieval node) and the 2-way
+    identification the generator attaches to images."""
+    state = DisplayState(clock=_Clock(80.0))
+    ids = ["i0", "i1", "i2"]
+    for t, rank in enumerate([0, 7, 2]):
+        msg = _retrieval("i0", ids, 60.0 + t, rank=None)
+        msg.header.update(test_rank=rank, n_test=50)
+        state.ingest(msg, t_received=60.5 + t)
+    for t, score in enumerate([1.0, 0.5]):
+        state.ingest(
+            _msg("image", [np.zeros((4, 4, 3), np.uint8)], t_sample=70.0 + t, two_way=score), 70.5 + t
+        )
+    acc, _ = state.accuracy()
+    assert acc["test_n"] == 3 and acc["n_test"] == 50
+    assert acc["test_top1"] == pytest.approx(1 / 3) and acc["test_top5"] == pytest.approx(2 / 3)
+    assert acc["two_way_n"] == 2 and acc["two_way"] == pytest.approx(0.75)
 
 
 def test_state_rejects_bad_payloads_without_raising():

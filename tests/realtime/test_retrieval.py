@@ -245,3 +245,40 @@ def test_retrieve_verb_runs_as_a_process_and_stops_cleanly_on_sigterm(gallery: G
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_rank_among_the_test_images_is_n_way_retrieval(gallery: Gallery):
+    retriever = Retriever(gallery)
+    tests = gallery.ids[:20]
+    query = gallery.embeddings[0] + 0.8 * gallery.embeddings[1] + 0.7 * gallery.embeddings[2]
+    scores = gallery.embeddings[:20] @ query
+    for k in range(3):
+        assert retriever.rank_among(query, tests[k], tests) == int(np.sum(scores > scores[k]))
+    assert retriever.rank_among(query, tests[0], tests) == 0
+
+
+def test_retrieval_node_reports_the_rank_among_the_sessions_test_images(gallery: Gallery):
+    front, back = _endpoints()
+    tests = gallery.ids[10:30]
+    with pytest.raises(ValueError, match="not in the gallery"):
+        RetrievalNode(gallery, test_images=["nope"], sub_endpoint=back, pub_endpoint=front)
+    with (
+        Broker(front, back),
+        RetrievalNode(
+            gallery, k=3, test_images=tests, sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None
+        ),
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("retrieval",)) as sub,
+    ):
+        query = gallery.embeddings[12] + 0.8 * gallery.embeddings[11]  # img_0012 ranks above the truth
+        msg = _publish_until(pub, sub, "embedding.sub-01", query / np.linalg.norm(query), t_sample=1.0,
+                             space=SPACE, event=f"test/{tests[1]}", image_id=tests[1])  # fmt: skip
+        assert msg is not None, "no retrieval answer"
+        expected = Retriever(gallery).rank_among(query, tests[1], tests)
+        assert msg.get("test_rank") == expected >= 1 and msg.get("n_test") == 20
+        other = gallery.ids[50]  # not a test image: no test rank
+        deadline = time.monotonic() + 10
+        while (msg is None or msg.t_sample != 2.0) and time.monotonic() < deadline:  # past earlier answers
+            msg = _publish_until(pub, sub, "embedding.sub-01", gallery.embeddings[50], t_sample=2.0,
+                                 space=SPACE, image_id=other)  # fmt: skip
+        assert msg.t_sample == 2.0 and msg.get("test_rank") is None and msg.get("true_image_id") == other

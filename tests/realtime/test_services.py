@@ -117,3 +117,34 @@ def test_bench_services_reports_the_issue_json(tiny):
     for stage in ("retrieval", "generator"):
         assert set(result["stages"][stage]) == {"p50_ms", "p99_ms"}
         assert 0 < result["stages"][stage]["p50_ms"] <= result["stages"][stage]["p99_ms"]
+
+
+def test_generator_node_attaches_the_2_way_identification_among_the_test_images(tiny, bus):
+    from brainstream.models.embedders import get_embedder
+    from brainstream.models.reconstruction import two_way_scores
+    from brainstream.models.stimuli import procedural_images
+
+    images = [im for _, im, _ in procedural_images(6, seed=8, size=64)]
+    ids = [f"t{k}" for k in range(6)]
+    embeddings = get_embedder("demo").embed(images)
+    front, back = bus
+    node = GeneratorNode(tiny, identify=(ids, embeddings), sub_endpoint=back, pub_endpoint=front)
+    with (
+        node,
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("image",)) as sub,
+    ):
+        got = {}
+        deadline = time.monotonic() + 15
+        while len(got) < 2 and time.monotonic() < deadline:
+            for image_id in ("t2", "other"):
+                pub.publish(
+                    "embedding.s1", [embeddings[2]], t_sample=1.0, space=tiny.space, image_id=image_id
+                )
+            msg = sub.recv(timeout=0.5)
+            if msg is not None:
+                got[msg.get("image_id")] = msg
+    assert set(got) == {"t2", "other"}
+    assert got["other"].get("two_way") is None  # not a test image: nothing to identify among
+    expected = two_way_scores(get_embedder("demo").embed([got["t2"].arrays[0]]), embeddings, np.array([2]))[0]
+    assert got["t2"].get("two_way") == pytest.approx(expected)

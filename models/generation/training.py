@@ -1,0 +1,502 @@
+"""Train the small generator of the demo space (``brainstream generator train``).
+
+Recipe (``training:`` in the generator config; all of it goes into the weights' fingerprint):
+
+1. **Data**: the demo stimulus set's images minus the demo session's test images (those stay unseen, as THINGS
+   test images are for the real generator), minus a few validation images kept out of training to report on.
+   Each image gets ``augment_copies`` augmented copies (flips, crops) at the generator's size, and every copy
+   is embedded again by the demo embedder, so each condition is the embedding of the pixels it asks for.
+2. **Decoder**: a TAESD-style autoencoder (AutoencoderTiny) learns to compress the images to 4-channel
+   latents and back (L1 + MSE on pixels); the latents' std sets its ``scaling_factor``; then the decoder
+   alone trains on (the frozen encoder's latents → images), which costs half an autoencoder step.
+3. **UNet**: an SDXL-style UNet2DConditionModel with IP-Adapter processors and image projection, conditioned
+   only through the IP-Adapter on the embedding, predicts the *clean* latent (x0 / ``sample`` prediction)
+   at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps. The first step (half
+   the samples) gets exactly what it gets at run time, the generator's fixed initial noise (``seed``); the
+   other steps get the clean latent noised afresh. Loss: latent MSE (plus optional L1 on decoded pixels).
+
+Why x0-prediction on the sampler's own timesteps: an epsilon-predicting model must be run for many steps
+(one step from pure noise amplifies its noise estimate by sigma_max ~ 15); predicting x0 makes the first step
+already an image (Euler's first step lands on the prediction), and training on the few timesteps the sampler
+uses leaves no train/sample mismatch in the noise levels. It is the cheapest few-step objective: a consistency
+or adversarial distillation stage needs a many-step teacher first, which two shared CPU cores cannot afford
+in the time budget. With a fixed initial noise the one-step image is the model's estimate of the mean image
+for the embedding: smooth rather than sharp. Training the first step on the fixed noise itself matters: a
+UNet has no position encoding, and from random noise it can only place content by the zero padding's edge
+effects; the fixed pattern is a position code it can learn to read. (With the short recipe shipped for the
+demo, trained on a loaded 2-core machine, it places colour blobs, not yet shapes: docs/benchmarks.md.)
+
+Training is resumable: a checkpoint (``weights_only`` torch file of tensors) is written every
+``checkpoint_every`` steps into ``<weights>.work/`` and picked up by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainstream.models.generation.config import GeneratorConfig
+
+log = logging.getLogger(__name__)
+
+N_VALIDATION = 40
+RECIPE_VERSION = "x0-trailing-v1"
+
+
+@dataclass
+class TrainingSet:
+    """Images ``(n, 3, H, W)`` float32 in [-1, 1] and their embeddings ``(n, D)``; ``source`` is the index of
+    the original image of each row (copies of one image share it)."""
+
+    images: Any
+    embeddings: Any
+    source: np.ndarray
+
+
+# ----------------------------------------------------------------------------------------------- data
+def split_ids(ids: Sequence[str], exclude: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
+    """``(train, validation)`` ids: everything not excluded, ``N_VALIDATION`` of it drawn for validation."""
+    excluded = set(exclude)
+    pool = [i for i in ids if i not in excluded]
+    rng = np.random.default_rng([seed, 17])
+    val = set(rng.choice(len(pool), size=min(N_VALIDATION, len(pool) // 10), replace=False).tolist())
+    return [x for k, x in enumerate(pool) if k not in val], [x for k, x in enumerate(pool) if k in val]
+
+
+def resize_images(images: Sequence[np.ndarray], size: int):
+    """uint8 ``(H, W, 3)`` images → float tensor ``(n, 3, size, size)`` in [0, 1] (antialiased bilinear, as
+    the demo embedder resizes)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    if batch.shape[-1] != size or batch.shape[-2] != size:
+        batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return batch.clamp(0, 1)
+
+
+def augmented_copies(images: Sequence[np.ndarray], size: int, copies: int, seed: int):
+    """Copy 0 is each image as is; the others are flipped and/or cropped (75-100 % of the side) at random."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    rng = np.random.default_rng([seed, 23])
+    full = resize_images(images, images[0].shape[0])
+    out = [resize_images(images, size)]
+    side = full.shape[-1]
+    for _ in range(copies - 1):
+        batch = torch.empty(len(images), 3, size, size)
+        for k in range(len(images)):
+            crop = int(side * rng.uniform(0.75, 1.0))
+            top, left = rng.integers(0, side - crop + 1, size=2)
+            patch = full[k : k + 1, :, top : top + crop, left : left + crop]
+            if rng.random() < 0.5:
+                patch = patch.flip(-1)
+            batch[k] = F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True)[0]
+        out.append(batch.clamp(0, 1))
+    return torch.cat(out)
+
+
+def to_uint8(batch) -> list[np.ndarray]:
+    """Float ``(n, 3, H, W)`` in [0, 1] → list of ``(H, W, 3)`` uint8."""
+    import torch
+
+    arr = (batch.clamp(0, 1) * 255).round().to(dtype=torch.uint8)
+    return list(arr.permute(0, 2, 3, 1).numpy())
+
+
+def build_training_set(
+    images: Sequence[np.ndarray], embedder, size: int, copies: int, seed: int, progress: bool = True
+) -> TrainingSet:
+    """Augment, quantise to uint8 (what the embedder and the metrics see) and embed every copy."""
+    import torch
+
+    from brainstream.models.embedders import embed_images
+
+    pixels = to_uint8(augmented_copies(images, size, copies, seed))
+    embeddings = embed_images(embedder, pixels, progress=progress, desc="embedding training images")
+    tensor = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return TrainingSet(tensor, torch.from_numpy(embeddings), np.tile(np.arange(len(images)), copies))
+
+
+# ---------------------------------------------------------------------------------------- fingerprint
+def generator_fingerprint(config: GeneratorConfig, train_ids: Sequence[str], data_version: str) -> str:
+    """A digest of the data (image ids, stimulus version, space) and the recipe (sizes, training config)."""
+    parts = {
+        "data": hashlib.sha256("\n".join(train_ids).encode()).hexdigest()[:16],
+        "data_version": data_version,
+        "space": config.space,
+        "embed_dim": config.embed_dim,
+        "size": config.height,
+        "sizes": config.trained.model_dump(mode="json"),
+        "training": config.training.model_dump(mode="json"),
+        "recipe": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------- training
+def sampler_sigmas(timesteps: Sequence[int]):
+    """Noise level sigma of each timestep under the generator's scheduler (scaled-linear betas)."""
+    import torch
+
+    from brainstream.models.generation.trained import SCHEDULER
+
+    betas = (
+        torch.linspace(
+            SCHEDULER["beta_start"] ** 0.5, SCHEDULER["beta_end"] ** 0.5, 1000, dtype=torch.float64
+        )
+        ** 2
+    )
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    t = torch.as_tensor(list(timesteps))
+    return (((1 - alphas_cumprod[t]) / alphas_cumprod[t]) ** 0.5).float()
+
+
+class GeneratorTrainer:
+    """Two resumable stages (autoencoder, then UNet) writing one weights file.
+
+    Parameters
+    ----------
+    config : GeneratorConfig
+        ``backend: trained``; its ``trained`` sizes and ``training`` recipe are used.
+    data : TrainingSet
+        Training images and embeddings (:func:`build_training_set`).
+    work_dir : path
+        Folder for resumable checkpoints.
+    progress : bool
+        Show progress bars.
+    """
+
+    def __init__(self, config: GeneratorConfig, data: TrainingSet, work_dir: Path, progress: bool = True):
+        import torch
+
+        from brainstream.models.generation.trained import (
+            build_autoencoder,
+            build_unet,
+            install_ip_adapter,
+            random_ip_adapter,
+        )
+
+        self.config, self.recipe, self.data = config, config.training, data
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        torch.manual_seed(self.recipe.seed)
+        self.vae = build_autoencoder(config.trained)
+        self.unet = build_unet(config.trained, config.height)
+        install_ip_adapter(self.unet, random_ip_adapter(self.unet, config.embed_dim, 0.02, self.recipe.seed))
+        sizes = config.trained
+        self.prompt_embeds = torch.zeros(1, sizes.text_tokens, sizes.cross_attention_dim)
+        self.pooled = torch.zeros(1, sizes.pooled_dim)
+        h = config.height
+        self.time_ids = torch.tensor([[h, h, 0, 0, h, h]], dtype=torch.float32)
+        self.losses: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- helpers
+    def _batches(self, stage: str, step: int):
+        import torch
+
+        offset = {"ae": 0, "unet": 10**6, "decoder": 2 * 10**6}[stage]
+        gen = torch.Generator().manual_seed(self.recipe.seed * 1000 + step + offset)
+        return torch.randint(0, len(self.data.images), (self.recipe.batch_size,), generator=gen), gen
+
+    def _checkpoint(self, name: str, step: int, model, optimizer, scheduler, ema: float | None) -> None:
+        import torch
+
+        state = {
+            "recipe": self._recipe_key(name),
+            "step": step,
+            "loss": ema,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        tmp = self.work_dir / f"{name}.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.work_dir / f"{name}.pt")
+
+    def _resume(self, name: str, model, optimizer, scheduler) -> tuple[int, float | None]:
+        import torch
+
+        path = self.work_dir / f"{name}.pt"
+        if not path.is_file():
+            return 0, None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("recipe") != self._recipe_key(name):
+            log.warning("%s was written by another recipe or model size; starting %s afresh", path, name)
+            return 0, None
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        log.info("resuming %s at step %d from %s", name, state["step"], path)
+        return int(state["step"]), state.get("loss")
+
+    def _recipe_key(self, stage: str) -> str:
+        """What a stage's result depends on: a checkpoint is resumed only by the same key, so changing a
+        later stage's recipe keeps the earlier stages' work."""
+        r = self.recipe
+        keys = ["augment_copies", "autoencoder_steps", "batch_size", "lr", "seed"]
+        if stage == "decoder" or (stage == "unet" and r.pixel_loss_weight > 0):
+            keys.append("decoder_steps")
+        if stage == "unet":
+            keys += ["unet_steps", "pixel_loss_weight", "train_timesteps", "first_step_fraction"]
+        recipe = {k: getattr(r, k) for k in keys}
+        if stage == "unet":
+            recipe["noise_seed"] = self.config.seed
+        return json.dumps(
+            [stage, recipe, self.config.trained.model_dump(mode="json"), self.config.height], sort_keys=True
+        )
+
+    def _optimiser(self, params, steps: int):
+        import torch
+
+        optimizer = torch.optim.AdamW(params, lr=self.recipe.lr, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.recipe.lr, total_steps=steps, pct_start=0.05
+        )
+        return optimizer, scheduler
+
+    def _loop(self, name: str, model, steps: int, step_fn) -> None:
+        import torch
+        from tqdm.auto import tqdm
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer, scheduler = self._optimiser(params, steps)
+        start, ema = self._resume(name, model, optimizer, scheduler)
+        model.train()
+        with tqdm(
+            total=steps, initial=start, desc=f"training {name}", unit="step", disable=not self.progress
+        ) as bar:
+            for step in range(start, steps):
+                loss = step_fn(step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                value = float(loss.detach())
+                ema = value if ema is None else 0.98 * ema + 0.02 * value
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.4f}")
+                if (step + 1) % self.recipe.checkpoint_every == 0 or step + 1 == steps:
+                    self._checkpoint(name, step + 1, model, optimizer, scheduler, ema)
+        model.eval()
+        if ema is not None:
+            self.losses[name] = ema
+
+    # ---------------------------------------------------------------- stages
+    def train_autoencoder(self) -> None:
+        """Stage 1: the TAESD-style autoencoder on pixels; then its latent scaling factor."""
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        def step_fn(step: int):
+            idx, _ = self._batches("ae", step)
+            x = self.data.images[idx]
+            recon = self.vae.decode(self.vae.encode(x).latents).sample
+            return F.l1_loss(recon, x) + F.mse_loss(recon, x)
+
+        self._loop("autoencoder", self.vae, self.recipe.autoencoder_steps, step_fn)
+        with torch.no_grad():
+            latents = self.encode(self.data.images[:512], scale=False)
+        self.vae.register_to_config(scaling_factor=float(1.0 / latents.std().clamp_min(1e-3)))
+        self.vae.requires_grad_(False)
+
+    def train_decoder(self) -> None:
+        """Stage 1b: the decoder alone, on the frozen encoder's latents (cheaper steps than the whole
+        autoencoder's, so more of them): sharper, truer colours from the same latent space."""
+        import torch.nn.functional as F  # noqa: N812
+
+        if self.recipe.decoder_steps == 0:
+            return
+        latents = self.encode(self.data.images, scale=False)
+        self.vae.decoder.requires_grad_(True)
+
+        def step_fn(step: int):
+            idx, _ = self._batches("decoder", step)
+            x = self.data.images[idx]
+            recon = self.vae.decode(latents[idx]).sample
+            return F.l1_loss(recon, x) + F.mse_loss(recon, x)
+
+        self._loop("decoder", self.vae.decoder, self.recipe.decoder_steps, step_fn)
+        self.vae.requires_grad_(False)
+
+    def encode(self, images, scale: bool = True):
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), 256):
+                out.append(self.vae.encode(images[start : start + 256]).latents)
+        latents = torch.cat(out)
+        return latents * self.vae.config.scaling_factor if scale else latents
+
+    def fixed_noise(self):
+        """The initial noise the generator starts from (:class:`IPAdapterTurboGenerator`, ``seed``)."""
+        import torch
+
+        from brainstream.models.generation.trained import downsampling
+
+        side = self.config.height // downsampling(self.config.trained)
+        return torch.randn((1, 4, side, side), generator=torch.Generator("cpu").manual_seed(self.config.seed))
+
+    def unet_forward(self, latents, t, embeddings):
+        n = len(latents)
+        added = {
+            "text_embeds": self.pooled.expand(n, -1),
+            "time_ids": self.time_ids.expand(n, -1),
+            "image_embeds": [embeddings[:, None, :]],
+        }
+        hidden = self.prompt_embeds.expand(n, -1, -1)
+        return self.unet(latents, t, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+
+    def train_unet(self) -> None:
+        """Stage 2: x0-prediction at the sampler's timesteps, latent MSE + pixel L1 through the decoder."""
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+        from tqdm.auto import tqdm
+
+        timesteps = torch.tensor(self.recipe.train_timesteps, dtype=torch.float32)
+        sigmas = sampler_sigmas(self.recipe.train_timesteps)
+        first = int(torch.argmax(timesteps))  # every trailing schedule starts at the noisiest timestep
+        others = torch.tensor([k for k in range(len(timesteps)) if k != first] or [first])
+        fixed = self.fixed_noise()
+        cache: dict[str, Any] = {}
+
+        def latents():
+            # encoded on the first step only: a resumed, finished stage costs nothing
+            if "latents" not in cache:
+                with tqdm(total=1, desc="encoding latents", disable=not self.progress) as bar:
+                    cache["latents"] = self.encode(self.data.images)
+                    bar.update(1)
+            return cache["latents"]
+
+        def step_fn(step: int):
+            idx, gen = self._batches("unet", step)
+            x0 = latents()[idx]
+            at_first = torch.rand(len(idx), generator=gen) < self.recipe.first_step_fraction
+            k = others[torch.randint(0, len(others), (len(idx),), generator=gen)]
+            k[at_first] = first
+            sigma = sigmas[k].view(-1, 1, 1, 1)
+            model_in = (x0 + sigma * torch.randn(x0.shape, generator=gen)) / (sigma**2 + 1) ** 0.5
+            # the sampler's first step sees the generator's fixed initial noise and nothing else: train it on
+            # exactly that input (the fixed pattern also tells the UNet where it is in the image)
+            model_in[at_first] = fixed
+            pred = self.unet_forward(model_in, timesteps[k], self.data.embeddings[idx])
+            loss = F.mse_loss(pred, x0)
+            if self.recipe.pixel_loss_weight > 0:
+                pixels = self.vae.decode(pred / self.vae.config.scaling_factor).sample
+                loss = loss + self.recipe.pixel_loss_weight * F.l1_loss(pixels, self.data.images[idx])
+            return loss
+
+        self._loop("unet", self.unet, self.recipe.unet_steps, step_fn)
+
+    def save(self, path: Path, info: dict[str, Any]) -> Path:
+        from brainstream.models.generation.trained import save_weights
+
+        return save_weights(
+            path,
+            unet=self.unet,
+            vae=self.vae,
+            prompt_embeds=self.prompt_embeds,
+            pooled_prompt_embeds=self.pooled,
+            space=str(self.config.space),
+            embed_dim=self.config.embed_dim,
+            height=self.config.height,
+            sizes=self.config.trained,
+            info={**info, "losses": self.losses},
+        )
+
+
+def train_generator(
+    config: GeneratorConfig,
+    images: Sequence[np.ndarray],
+    ids: Sequence[str],
+    exclude_ids: Sequence[str],
+    embedder,
+    out: str | Path,
+    data_version: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the generator a config describes on ``images`` (minus ``exclude_ids``) and write ``out``.
+
+    Parameters
+    ----------
+    config : GeneratorConfig
+        ``backend: trained``; ``training`` holds the recipe.
+    images, ids : sequences
+        The stimulus set (``(H, W, 3)`` uint8) and the id of each image.
+    exclude_ids : sequence of str
+        Images that must stay unseen (the demo session's test images).
+    embedder : ImageEmbedder
+        The embedder of ``config.space``.
+    out : path
+        Weights file to write; checkpoints go to ``<out>.work/`` and resume a stopped run.
+    data_version : str
+        Version of the stimulus set, part of the fingerprint.
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    dict
+        ``fingerprint``, ``train_ids``/``validation_ids`` counts, ``seconds`` and the weights ``path``.
+    """
+    import torch
+
+    from brainstream.models.generation.base import GeneratorError
+
+    if config.backend != "trained":
+        raise GeneratorError(
+            f"config {config.name!r} has backend {config.backend!r}; training needs 'trained'"
+        )
+    if embedder.space != config.space:
+        raise GeneratorError(
+            f"the embedder's space {embedder.space!r} is not the config's {config.space!r}; train with the "
+            "embedder the generator will be conditioned on"
+        )
+    recipe = config.training
+    train_ids, val_ids = split_ids(ids, exclude_ids, recipe.seed)
+    index = {image_id: k for k, image_id in enumerate(ids)}
+    out = Path(out)
+    work = out.with_name(out.name + ".work")
+    threads = torch.get_num_threads()
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
+    t0 = time.monotonic()
+    try:
+        data = build_training_set(
+            [images[index[i]] for i in train_ids],
+            embedder,
+            config.height,
+            recipe.augment_copies,
+            recipe.seed,
+            progress,
+        )
+        trainer = GeneratorTrainer(config, data, work, progress)
+        trainer.train_autoencoder()
+        trainer.train_decoder()
+        trainer.train_unet()
+    finally:
+        torch.set_num_threads(threads)
+    fingerprint = generator_fingerprint(config, train_ids, data_version)
+    info = {
+        "fingerprint": fingerprint,
+        "n_train_images": len(train_ids),
+        "n_training_rows": int(len(data.images)),
+        "validation_ids": list(val_ids),
+        "excluded": len(set(exclude_ids)),
+        "seconds": round(time.monotonic() - t0, 1),
+        "torch_threads": recipe.threads or threads,
+    }
+    trainer.save(out, info)
+    return {**info, "path": str(out), "losses": trainer.losses}
