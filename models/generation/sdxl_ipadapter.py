@@ -308,3 +308,20 @@ class IPAdapterTurboGenerator(Generator):
     def generate(self, embedding: np.ndarray, space: str | None = None) -> np.ndarray:
         with torch_threads(self.config.cpu_threads if self.device.type == "cpu" else None):
             return self.decode(self.latents(embedding, space))
+
+
+def generator_from_folders(config: GeneratorConfig, paths: dict[str, Path]) -> IPAdapterTurboGenerator:
+    """A generator from model folders written for it (random tiny or trained weights), loaded exactly as
+    production loads SDXL-Turbo; ``paths`` names ``model_dir``, ``ip_adapter_dir``, ``taesd_dir`` and
+    ``prompt_embeds``."""
+    device, dtype = resolve_device_dtype(config)
+    pipe = load_local_pipeline(
+        config,
+        model_dir=paths["model_dir"],
+        ip_adapter_dir=paths["ip_adapter_dir"],
+        taesd_dir=paths["taesd_dir"],
+        device=device,
+        dtype=dtype,
+    )
+    prompt_embeds, pooled = load_prompt_embeds(paths["prompt_embeds"])
+    return IPAdapterTurboGenerator(pipe, config, prompt_embeds, pooled, device, dtype)

@@ -14,9 +14,7 @@ from pathlib import Path
 from brainstream.models.generation.config import GeneratorConfig, TinySizes
 from brainstream.models.generation.sdxl_ipadapter import (
     IPAdapterTurboGenerator,
-    load_local_pipeline,
-    load_prompt_embeds,
-    resolve_device_dtype,
+    generator_from_folders,
     save_prompt_embeds,
 )
 from brainstream.models.generation.trained import random_ip_adapter, sdxl_style_unet
@@ -150,16 +148,5 @@ def write_tiny_folders(
 
 def build_tiny_generator(config: GeneratorConfig) -> IPAdapterTurboGenerator:
     """Random tiny SDXL + IP-Adapter, written to a temporary folder and loaded like production."""
-    device, dtype = resolve_device_dtype(config)
     with tempfile.TemporaryDirectory(prefix="brainstream-tiny-generator-") as tmp:
-        paths = write_tiny_folders(config, tmp)
-        pipe = load_local_pipeline(
-            config,
-            model_dir=paths["model_dir"],
-            ip_adapter_dir=paths["ip_adapter_dir"],
-            taesd_dir=paths["taesd_dir"],
-            device=device,
-            dtype=dtype,
-        )
-        prompt_embeds, pooled = load_prompt_embeds(paths["prompt_embeds"])
-    return IPAdapterTurboGenerator(pipe, config, prompt_embeds, pooled, device, dtype)
+        return generator_from_folders(config, write_tiny_folders(config, tmp))

@@ -287,26 +287,10 @@ def write_folders(config: GeneratorConfig, weights: Path, root: Path) -> dict[st
 
 def build_trained_generator(config: GeneratorConfig):
     """The trained generator, loaded through the production pipeline classes."""
-    from brainstream.models.generation.sdxl_ipadapter import (
-        IPAdapterTurboGenerator,
-        load_local_pipeline,
-        load_prompt_embeds,
-        resolve_device_dtype,
-    )
+    from brainstream.models.generation.sdxl_ipadapter import generator_from_folders
 
     if config.decoder != "taesdxl":
         raise GeneratorError("the trained generator has a TAESD-style decoder: set decoder: taesdxl")
-    device, dtype = resolve_device_dtype(config)
     weights = Path(config.weights or "").expanduser()
     with tempfile.TemporaryDirectory(prefix="brainstream-trained-generator-") as tmp:
-        paths = write_folders(config, weights, Path(tmp))
-        pipe = load_local_pipeline(
-            config,
-            model_dir=paths["model_dir"],
-            ip_adapter_dir=paths["ip_adapter_dir"],
-            taesd_dir=paths["taesd_dir"],
-            device=device,
-            dtype=dtype,
-        )
-        prompt_embeds, pooled = load_prompt_embeds(paths["prompt_embeds"])
-    return IPAdapterTurboGenerator(pipe, config, prompt_embeds, pooled, device, dtype)
+        return generator_from_folders(config, write_folders(config, weights, Path(tmp)))
