@@ -71,7 +71,7 @@ class BusThread:
         self.poll_s = poll_s
         self.keys = keys
         self.errors = 0
-        self._requests: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,7 +106,7 @@ class BusThread:
         if not self.publish_endpoint:
             logger.warning("not sending %s: the display publishes nothing (no publish endpoint)", topic)
             return
-        self._requests.put((topic, fields))
+        self._outbox.put((topic, fields))
 
     # --------------------------------------------------------------- the loop
     def _run(self) -> None:
@@ -137,8 +137,8 @@ class BusThread:
                 if now - t_stats >= 0.25:
                     t_stats = now
                     self._report_bus(subscriber)
-                while publisher is not None and not self._requests.empty():
-                    topic, fields = self._requests.get_nowait()
+                while publisher is not None and not self._outbox.empty():
+                    topic, fields = self._outbox.get_nowait()
                     try:
                         publisher.publish(topic, **fields)
                     except Exception as exc:
