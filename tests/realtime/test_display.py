@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,24 +22,15 @@ import zmq
 
 from brainstream.realtime.bus import Broker, BusMessage, Publisher, Subscriber
 from brainstream.realtime.display.state import DisplayState
+from tests.net import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------- helpers
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def bus_endpoints():
-    front, back = _free_ports(2)
+    front, back = free_ports(2)
     return f"tcp://127.0.0.1:{front}", f"tcp://127.0.0.1:{back}"
 
 

@@ -8,7 +8,6 @@ The real two-host run (network namespaces joined by a veth pair) is in tests/e2e
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,16 +19,7 @@ import numpy as np
 import pytest
 
 from brainstream.realtime.bus import Broker, BusMessage, Publisher, Subscriber, generate_keys
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.net import free_ports
 
 
 def _wait_for(predicate, timeout: float = 10.0) -> bool:
@@ -110,7 +100,7 @@ def test_live_says_once_that_the_keys_folder_is_missing(tmp_path):
 
 # ------------------------------------------------------------------------------ the link to the bus
 def test_publisher_alarms_while_the_bus_is_unreachable_and_clears_when_it_returns(caplog):
-    front, back = (f"tcp://127.0.0.1:{p}" for p in _free_ports(2))
+    front, back = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
     with Publisher(front, name="decoder", heartbeat_interval=0.2) as pub:
         assert _wait_for(lambda: pub.alarms, 10), "no alarm with no bus"
         assert "cannot reach the bus at " + front in pub.alarms[0] and "retrying" in pub.alarms[0]
@@ -127,7 +117,7 @@ def test_publisher_alarms_while_the_bus_is_unreachable_and_clears_when_it_return
 
 def test_publisher_says_when_the_bus_refuses_its_keys(tmp_path):
     good, other = generate_keys(tmp_path / "bus"), generate_keys(tmp_path / "stranger")
-    front, back = (f"tcp://127.0.0.1:{p}" for p in _free_ports(2))  # CURVE works on loopback too
+    front, back = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))  # CURVE works on loopback too
     # a client pair the broker does not know, with the right server key
     (tmp_path / "mixed").mkdir()
     for name in ("server.key",):

@@ -4,22 +4,13 @@ with SIGINT ignored (what a child of a supervisor started from a script with ``&
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tests.net import free_ports
 
 
 def _ignore_sigint() -> None:
@@ -42,7 +33,7 @@ def _start(argv: list[str], ready: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize(("verb", "sig"), [("bus", signal.SIGINT), ("retrieve", signal.SIGTERM)])
 def test_node_stops_within_2_s_with_its_summary(verb, sig):
-    pub, sub = _ports(2)
+    pub, sub = free_ports(2)
     if verb == "bus":
         argv = ["bus", "--frontend", f"tcp://127.0.0.1:{pub}", "--backend", f"tcp://127.0.0.1:{sub}"]
         ready, summary = "bus broker:", "bus broker stopped:"
