@@ -8,6 +8,9 @@ import json
 from brainstream.cli import UserFacingError
 from brainstream.cli._shutdown import exit_if_supervised, serve
 
+#: niceness of a generator rendering on the CPU (docs/architecture.md §3: latency-critical nodes first)
+CPU_NICE = 10
+
 HELP = "generator node: turn embeddings on the bus into images (tiny on CPU, SDXL-Turbo + IP-Adapter on GPU)"
 
 
@@ -29,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sub", default=DEFAULT_SUB_ENDPOINT, help="bus endpoint to read embeddings from")
     parser.add_argument("--pub", default=DEFAULT_PUB_ENDPOINT, help="bus endpoint to publish images to")
     parser.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys folder (brainstream keys)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        help=f"scheduling niceness (default {CPU_NICE} when rendering on the CPU, else 0): a CPU generator is "
+        "the session's bulk consumer, and a lower priority lets the decoder, retrieval and display preempt it",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"device": args.device})
     except ConfigError as exc:
         raise UserFacingError(str(exc)) from None
+    _lower_priority(args.nice if args.nice is not None else (CPU_NICE if _renders_on_cpu(config) else 0))
     print(
         f"generator node: {config.backend} ({config.width}x{config.height}, {config.steps} step(s)), "
         f"space {config.space!r}; loading...",
@@ -68,3 +79,21 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(str(exc)) from None
     print("generator node stopped: " + json.dumps(node.stats, default=float), flush=True)
     return exit_if_supervised(0)
+
+
+def _renders_on_cpu(config) -> bool:
+    if config.device == "cpu":
+        return True
+    if config.device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return False
+
+
+def _lower_priority(nice: int) -> None:
+    """Add ``nice`` to this process's niceness before any thread starts (threads inherit it)."""
+    import os
+
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(nice)

@@ -218,7 +218,7 @@ def run_demo_session(
         "latency_ms": {"push_to_embedding": collector.push_to_embedding(),
                        "sample_to_display": _display_latency(display, "retrieval"),
                        "sample_to_image": _display_latency(display, "image"),
-                       "stages": collector.stages()},
+                       "stages": collector.stages(), "hops": collector.hops()},
         "retrieval": collector.retrieval_summary(n_gallery),
         "retrieval_test_images": collector.test_retrieval_summary(),
         "reconstruction": {"two_way_identification": collector.identification_summary(),
