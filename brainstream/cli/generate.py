@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nice",
         type=int,
         default=None,
-        help=f"scheduling niceness (default {CPU_NICE} when rendering on the CPU, else 0): a CPU generator is "
-        "the session's bulk consumer, and a lower priority lets the decoder, retrieval and display preempt it",
+        help=f"scheduling niceness (default {CPU_NICE} when rendering on the CPU, else 0): a CPU generator "
+        "is the session's bulk consumer; a lower priority lets the decoder, retrieval and display preempt it",
     )
 
 
