@@ -3,8 +3,10 @@
 ``exact`` (default): one matrix product against the whole gallery, float32 or float16 storage. It is
 memory-bound (one pass over N × D values per query): float16 halves both memory and time (100k × 1024: 88 ms
 float32, 59 ms float16 on a busy shared 2-core machine; 20k: 12 ms). ``faiss-ivf`` / ``faiss-hnsw`` (the
-``faiss`` extra) for galleries beyond that; on small galleries they return the same answers as exact search
-(IVF probes every list up to 100k images, HNSW searches with a wide beam).
+``faiss`` extra) for galleries beyond that. IVF probes every list up to 100k images (exact answers); on
+larger galleries the number of lists probed (``nprobe``) is the smallest that reaches a target recall@k
+against exact search on validation queries (:func:`tune_nprobe`): decoded validation embeddings when the
+pipeline names them, else noisy views of gallery rows (:func:`noisy_views`). HNSW searches with a wide beam.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 Backend = Literal["exact", "faiss-ivf", "faiss-hnsw"]
 BACKENDS: tuple[str, ...] = ("exact", "faiss-ivf", "faiss-hnsw")
+#: IVF galleries up to this size probe every list (exact answers at a cost still below exact search's)
+IVF_EXACT_UP_TO = 100_000
 
 
 def faiss_available() -> bool:
@@ -90,10 +94,31 @@ class ExactIndex:
 
 
 class FaissIndex:
-    """FAISS inner-product index (``ivf``: IVF-Flat; ``hnsw``: HNSW-Flat)."""
+    """FAISS inner-product index (``ivf``: IVF-Flat; ``hnsw``: HNSW-Flat).
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray
+        ``(n, dim)`` L2-normalised gallery rows.
+    kind : str
+        ``ivf`` or ``hnsw``.
+    nlist : int | None
+        IVF lists (default ``sqrt(n)``).
+    nprobe : int | None
+        IVF lists probed per query; None: every list up to :data:`IVF_EXACT_UP_TO` images, else
+        ``nlist // 10`` until :func:`tune_nprobe` picks one on validation queries.
+    threads : int
+        FAISS (OpenMP) threads. One by default: the node answers one query at a time, and splitting one
+        query's lists over threads of a shared 2-core machine costs more in hand-offs than it saves.
+    """
 
     def __init__(
-        self, embeddings: np.ndarray, kind: Literal["ivf", "hnsw"] = "ivf", nlist: int | None = None
+        self,
+        embeddings: np.ndarray,
+        kind: Literal["ivf", "hnsw"] = "ivf",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        threads: int = 1,
     ):
         try:
             import faiss
@@ -102,24 +127,44 @@ class FaissIndex:
                 "FAISS is not installed; install the extra with `pip install brainstream[faiss]` or use "
                 "backend='exact' (fast up to a few hundred thousand images)"
             ) from None
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        faiss.omp_set_num_threads(threads)
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         n, self.dim = x.shape
         self.backend = f"faiss-{kind}"
         self._n = n
         if kind == "ivf":
             nlist = nlist or max(1, int(np.sqrt(n)))
+            if not 1 <= nlist <= n:
+                raise ValueError(f"nlist must be between 1 and the gallery size {n}, got {nlist}")
             quantizer = faiss.IndexFlatIP(self.dim)
             self.index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             self.index.train(x)
-            # small galleries: probe every list, which makes IVF exact; large ones: ~10 % of the lists
-            self.index.nprobe = nlist if n <= 100_000 else max(8, nlist // 10)
+            self.nlist = nlist
+            self.nprobe = nprobe if nprobe is not None else (nlist if n <= IVF_EXACT_UP_TO else nlist // 10)
         elif kind == "hnsw":
+            if nprobe is not None or nlist is not None:
+                raise ValueError("nlist and nprobe apply to faiss-ivf only, not faiss-hnsw")
             self.index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = 200
             self.index.hnsw.efSearch = 256
         else:
             raise ValueError(f"FAISS index kind must be 'ivf' or 'hnsw', got {kind!r}")
         self.index.add(x)
+
+    @property
+    def nprobe(self) -> int | None:
+        """IVF lists probed per query (None for HNSW)."""
+        return int(self.index.nprobe) if self.backend == "faiss-ivf" else None
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self.backend != "faiss-ivf":
+            raise ValueError("nprobe applies to faiss-ivf only")
+        if not 1 <= int(value) <= self.nlist:
+            raise ValueError(f"nprobe must be between 1 and nlist ({self.nlist}), got {value}")
+        self.index.nprobe = int(value)
 
     def __len__(self) -> int:
         return self._n
@@ -131,14 +176,74 @@ class FaissIndex:
         return scores.astype(np.float32), idx.astype(np.int64)
 
 
+def noisy_views(gallery: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` stand-ins for decoded embeddings: random gallery rows plus isotropic noise as large as the row.
+
+    Used to tune an index when no decoded validation embeddings are given; a decoded embedding is a noisy
+    view of the seen image's (cosine ~0.7 to it here, which is more than most decoders reach, so real
+    validation queries are better when there are any).
+    """
+    rng = np.random.default_rng(seed)
+    rows = np.asarray(gallery[rng.integers(0, len(gallery), n)], dtype=np.float32)
+    noise = rng.standard_normal(rows.shape).astype(np.float32)
+    noise *= np.linalg.norm(rows, axis=1, keepdims=True) / np.linalg.norm(noise, axis=1, keepdims=True)
+    return rows + noise
+
+
+def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact top-k gallery rows of each query in float32 (the reference an index is scored against)."""
+    q, _ = _as_queries(queries, gallery.shape[1])
+    out = np.empty((len(q), min(k, len(gallery))), np.int64)
+    for start in range(0, len(q), 64):  # 64 queries x 1M rows of scores at a time
+        _, out[start : start + 64] = _top_k(q[start : start + 64] @ np.asarray(gallery, np.float32).T, k)
+    return out
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each query's exact top-k that the index returned."""
+    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+def tune_nprobe(
+    index: FaissIndex, gallery: np.ndarray, queries: np.ndarray, k: int = 5, target_recall: float = 0.95
+) -> dict:
+    """Set ``index.nprobe`` to the smallest power of two (then ``nlist``) whose recall@k against exact search
+    on ``queries`` reaches ``target_recall``; returns ``{"nprobe", "recall", "tried": [(nprobe, recall)]}``.
+
+    ``queries`` must be validation data (decoded validation embeddings, or :func:`noisy_views`), never the
+    test trials the index will be scored on.
+    """
+    if index.backend != "faiss-ivf":
+        raise ValueError(f"nprobe is tuned for faiss-ivf only, not {index.backend}")
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    truth = exact_top_k(gallery, queries, k)
+    candidates = [p for p in (2**i for i in range(20)) if p < index.nlist] + [index.nlist]
+    tried: list[tuple[int, float]] = []
+    for nprobe in candidates:
+        index.nprobe = nprobe
+        recall = recall_at_k(index.search(queries, k)[1], truth)
+        tried.append((nprobe, recall))
+        if recall >= target_recall:
+            break
+    return {"nprobe": index.nprobe, "recall": tried[-1][1], "tried": tried}
+
+
 def build_index(
-    embeddings: np.ndarray, backend: str = "exact", dtype: Literal["float32", "float16"] = "float32"
+    embeddings: np.ndarray,
+    backend: str = "exact",
+    dtype: Literal["float32", "float16"] = "float32",
+    nlist: int | None = None,
+    nprobe: int | None = None,
 ) -> ExactIndex | FaissIndex:
-    """Make a search index over ``(n, dim)`` L2-normalised gallery rows."""
+    """Make a search index over ``(n, dim)`` L2-normalised gallery rows (``nlist``/``nprobe``: faiss-ivf)."""
     if backend == "exact":
+        if nlist is not None or nprobe is not None:
+            raise ValueError("nlist and nprobe apply to faiss-ivf only, not exact search")
         return ExactIndex(embeddings, dtype)
     if backend in ("faiss-ivf", "faiss-hnsw"):
-        return FaissIndex(embeddings, kind=backend.split("-", 1)[1])  # type: ignore[arg-type]
+        kind = backend.split("-", 1)[1]
+        return FaissIndex(embeddings, kind=kind, nlist=nlist, nprobe=nprobe)  # type: ignore[arg-type]
     raise ValueError(f"unknown retrieval backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -170,15 +275,48 @@ class Retriever:
         ``exact`` | ``faiss-ivf`` | ``faiss-hnsw``.
     dtype : str
         Storage of the exact index (``float16`` halves memory).
+    nlist, nprobe : int | None, int | "auto"
+        faiss-ivf only: lists, and lists probed per query; ``auto`` tunes ``nprobe`` (:func:`tune_nprobe`)
+        for galleries beyond :data:`IVF_EXACT_UP_TO` images and probes every list below.
+    target_recall : float
+        recall@``k`` against exact search that ``auto`` must reach on the validation queries.
+    validation_queries : numpy.ndarray | None
+        ``(n, dim)`` decoded validation embeddings to tune on; None: :func:`noisy_views` of the gallery.
+    k : int
+        The k of the recall that is tuned (the node's top-k).
     """
 
     def __init__(
-        self, gallery, backend: str = "exact", dtype: Literal["float32", "float16"] = "float32"
+        self,
+        gallery,
+        backend: str = "exact",
+        dtype: Literal["float32", "float16"] = "float32",
+        *,
+        nlist: int | None = None,
+        nprobe: int | Literal["auto"] = "auto",
+        target_recall: float = 0.95,
+        validation_queries: np.ndarray | None = None,
+        k: int = 5,
     ) -> None:
         self.gallery = gallery
         self.space: str = gallery.space
         self.ids: list[str] = list(gallery.ids)
-        self.index = build_index(np.asarray(gallery.embeddings), backend, dtype)
+        embeddings = np.asarray(gallery.embeddings)
+        fixed = None if nprobe == "auto" else int(nprobe)
+        self.index = build_index(embeddings, backend, dtype, nlist=nlist, nprobe=fixed)
+        #: how nprobe was chosen (faiss-ivf with ``auto`` beyond IVF_EXACT_UP_TO images), else None
+        self.tuning: dict | None = None
+        if backend == "faiss-ivf" and fixed is None and len(embeddings) > IVF_EXACT_UP_TO:
+            if validation_queries is None:
+                queries, source = noisy_views(embeddings, 200, seed=1), "noisy views of gallery rows"
+            else:
+                queries, source = np.asarray(validation_queries, np.float32), "decoded validation embeddings"
+                if queries.ndim != 2 or queries.shape[1] != embeddings.shape[1]:
+                    raise ValueError(
+                        f"validation queries must be (n, {embeddings.shape[1]}) embeddings of the gallery's "
+                        f"space, got shape {queries.shape}"
+                    )
+            self.tuning = tune_nprobe(self.index, embeddings, queries, k, target_recall) | {"queries": source}
         self._paths = [self._path(i) for i in self.ids]
 
     def _path(self, image_id: str) -> str:

@@ -142,6 +142,33 @@ class PreviewConfig(StrictModel):
     period_s: float = Field(default=0.05, gt=0)
 
 
+class RetrievalConfig(StrictModel):
+    """The retrieval node's index (models/retrieval.py; docs/benchmarks.md "Growth" for the trade-offs)."""
+
+    index: Literal["exact", "faiss-ivf", "faiss-hnsw"] = Field(
+        default="exact", description="exact search up to a few 100k images; faiss-ivf beyond (faiss extra)"
+    )
+    dtype: Literal["float32", "float16"] = Field(default="float32", description="exact-search storage")
+    nlist: int | None = Field(default=None, ge=1, description="faiss-ivf lists (default sqrt(N))")
+    nprobe: int | Literal["auto"] = Field(
+        default="auto",
+        description="faiss-ivf lists probed per query; auto: the fewest reaching target_recall on "
+        "validation queries",
+    )
+    target_recall: float = Field(default=0.95, gt=0, le=1, description="recall@top_k vs exact, for auto")
+    validation_queries: str | None = Field(
+        default=None, description=".npy of decoded validation embeddings to tune on (relative to this file)"
+    )
+
+    @model_validator(mode="after")
+    def _ivf_settings_need_ivf(self) -> RetrievalConfig:
+        if self.index != "faiss-ivf" and (self.nlist is not None or self.nprobe != "auto"):
+            raise ValueError(f"nlist and nprobe apply to index: faiss-ivf, not {self.index}")
+        if isinstance(self.nprobe, int) and self.nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1 or 'auto', got {self.nprobe}")
+        return self
+
+
 class NodesConfig(StrictModel):
     retrieval: bool = True
     generator: bool = True
@@ -157,6 +184,7 @@ class PipelineConfig(StrictModel):
     encoder: EncoderConfig
     gallery: str = Field(description="gallery folder, or 'demo' for the built-in demo gallery")
     top_k: int = Field(default=5, ge=1)
+    retrieval: RetrievalConfig = RetrievalConfig()
     generator: str | None = Field(default="tiny", description="generator config under configs/generator/")
     bus: BusConfig = BusConfig()
     preview: PreviewConfig = PreviewConfig()

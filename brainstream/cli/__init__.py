@@ -103,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from brainstream.realtime.session.supervisor import stop_when_orphaned
+
+    stop_when_orphaned()  # a node whose supervisor was killed stops instead of running on
     try:
         _use_config_dirs(args.config_dir)
         return int(args._run(args) or 0)

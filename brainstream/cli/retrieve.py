@@ -25,6 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dtype", default="float32", choices=("float32", "float16"), help="exact-search storage"
     )
     parser.add_argument(
+        "--nlist", type=int, default=None, help="faiss-ivf lists (default sqrt(gallery size))"
+    )
+    parser.add_argument(
+        "--nprobe",
+        default="auto",
+        help="faiss-ivf lists probed per query, or 'auto' (default): the fewest reaching --target-recall on "
+        "validation queries (every list up to 100k images)",
+    )
+    parser.add_argument(
+        "--target-recall", type=float, default=0.95, help="recall@k vs exact search for --nprobe auto"
+    )
+    parser.add_argument(
+        "--validation-queries",
+        default=None,
+        metavar="NPY",
+        help="(n, dim) decoded validation embeddings to tune --nprobe on (default: noisy gallery views)",
+    )
+    parser.add_argument(
         "--test-images",
         default=None,
         metavar="FILE",
@@ -48,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
             k=args.k,
             backend=args.backend,
             dtype=args.dtype,
+            index_options=_index_options(args),
             sub_endpoint=args.sub,
             pub_endpoint=args.pub,
             keys=args.keys,
         )
-    except (GalleryError, ImportError, ValueError) as exc:
+    except (GalleryError, ImportError, ValueError, OSError) as exc:
         raise UserFacingError(str(exc)) from None
+    if node.retriever.tuning is not None:
+        t = node.retriever.tuning
+        print(
+            f"retrieval node: nprobe {t['nprobe']} gives recall@{node.k} {t['recall']:.3f} on {t['queries']}"
+        )
     ready = (
         f"retrieval node: {len(node.retriever.ids)} images in {node.space!r}, top {node.k}, "
         f"{args.backend}; embeddings from {args.sub}, answers to {args.pub}; Ctrl-C stops"
@@ -65,3 +89,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(str(exc)) from None
     print("retrieval node stopped: " + json.dumps(node.stats, default=float), flush=True)
     return exit_if_supervised(0)
+
+
+def _index_options(args: argparse.Namespace) -> dict:
+    """The faiss-ivf settings of the command line, checked."""
+    if args.nprobe != "auto" and not str(args.nprobe).isdigit():
+        raise ValueError(f"--nprobe must be a positive integer or 'auto', got {args.nprobe!r}")
+    options: dict = {"nlist": args.nlist, "target_recall": args.target_recall, "nprobe": args.nprobe}
+    if args.nprobe != "auto":
+        options["nprobe"] = int(args.nprobe)
+    if args.validation_queries:
+        import numpy as np
+
+        options["validation_queries"] = np.load(args.validation_queries, allow_pickle=False)
+    return options

@@ -3,11 +3,13 @@
 **Retrieval**: top-5 latency per query (one query at a time, as the retrieval node answers) and recall@5
 against exact float32 search, for galleries of 1k / 10k / 100k / 1M embeddings (768-d), with exact search over
 float16 storage (the baseline) and the FAISS indexes (``faiss-ivf``, ``faiss-hnsw``,
-built as :func:`models.retrieval.build_index` builds them; the ``faiss`` extra). The gallery is synthetic
-but shaped like an image-embedding space: unit vectors around ~sqrt(N) cluster centres (images of the same
-concept), and each query is a gallery row plus noise as large as the row itself (a decoded embedding is a
-noisy view of the seen image). HNSW is built up to ``--hnsw-max`` rows only: on 2 cores its build takes
-hours at 1M.
+built as the retrieval node builds them; the ``faiss`` extra). The gallery is synthetic but shaped like an
+image-embedding space: unit vectors around ~sqrt(N) cluster centres (images of the same concept), and each
+query is a gallery row plus noise as large as the row itself (a decoded embedding is a noisy view of the
+seen image). Beyond 100k images IVF's ``nprobe`` is tuned as the node tunes it
+(:func:`models.retrieval.tune_nprobe`, target recall@5 0.95) on validation queries drawn with another seed
+than the timed test queries; a sweep of fixed values is shown beside it. HNSW is built up to ``--hnsw-max``
+rows only: on 2 cores its build takes hours at 1M.
 
 **Decoder**: push → embedding on the bus (sliding windows every 50 ms, the demo-size brain module on ONNX
 Runtime, 1200 Hz streams in 10 ms chunks pushed by separate processes) against the channel count (64 / 128 /
@@ -32,7 +34,7 @@ HELP = (
 )
 
 DIM = 768
-IVF_NPROBE_SWEEP = (4, 8, 16, 32)  # lists probed, for galleries where build_index probes only a tenth
+IVF_NPROBE_SWEEP = (4, 8, 16, 32, 64)  # fixed lists probed, beside the tuned value
 RATE, CHUNK_MS = 1200.0, 10.0
 
 
@@ -48,7 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------------------------- retrieval
 def synthetic_gallery(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(gallery (n, DIM) float32 unit rows, queries (n_queries, DIM))``: clustered rows, noisy queries."""
+    """``(gallery (n, DIM) float32 unit rows, queries (n_queries, DIM))``: clustered rows, and queries that
+    are noisy views of random rows (:func:`models.retrieval.noisy_views`, the node's tuning queries too)."""
+    from brainstream.models.retrieval import noisy_views
+
     rng = np.random.default_rng(seed)
     n_clusters = max(1, int(np.sqrt(n)))
     centres = rng.standard_normal((n_clusters, DIM), dtype=np.float32)
@@ -59,9 +64,7 @@ def synthetic_gallery(n: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray
         block = centres[rng.integers(0, n_clusters, stop - start)]
         block += 0.7 * rng.standard_normal(block.shape, dtype=np.float32)
         gallery[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    picked = gallery[rng.integers(0, n, n_queries)]
-    queries = picked + rng.standard_normal(picked.shape, dtype=np.float32) / np.sqrt(DIM)
-    return gallery, queries.astype(np.float32)
+    return gallery, noisy_views(gallery, n_queries, seed=seed)
 
 
 def _time_queries(index, queries: np.ndarray, k: int = 5) -> tuple[np.ndarray, dict[str, float]]:
@@ -77,22 +80,18 @@ def _time_queries(index, queries: np.ndarray, k: int = 5) -> tuple[np.ndarray, d
     return found, {"p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(times.max())}
 
 
-def _true_top5(gallery: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Exact top-5 in float32 (the reference every index is scored against, float16 storage included)."""
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    scores = q @ gallery.T
-    top = np.argpartition(-scores, 4, axis=1)[:, :5]
-    return np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
-
-
-def _recall(found: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)]))
-
-
 def retrieval_rows(sizes: list[int], n_queries: int, hnsw_max: int) -> list[dict]:
     from tqdm import tqdm
 
-    from brainstream.models.retrieval import build_index, faiss_available
+    from brainstream.models.retrieval import (
+        IVF_EXACT_UP_TO,
+        build_index,
+        exact_top_k,
+        faiss_available,
+        noisy_views,
+        recall_at_k,
+        tune_nprobe,
+    )
 
     backends = ["faiss-ivf", "faiss-hnsw"] if faiss_available() else []
     if not backends:
@@ -100,11 +99,11 @@ def retrieval_rows(sizes: list[int], n_queries: int, hnsw_max: int) -> list[dict
     rows = []
     for n in tqdm(sizes, desc="retrieval galleries", unit="gallery"):
         gallery, queries = synthetic_gallery(n, n_queries)
-        truth = _true_top5(gallery, queries)
+        truth = exact_top_k(gallery, queries, 5)
         exact_index = build_index(gallery, "exact", dtype="float16")
         found, timing = _time_queries(exact_index, queries)
         rows.append({"n": n, "index": "exact float16", "build_s": 0.0, **timing,
-                     "recall_at_5": _recall(found, truth)})  # fmt: skip
+                     "recall_at_5": recall_at_k(found, truth)})  # fmt: skip
         del exact_index
         for backend in backends:
             if backend == "faiss-hnsw" and n > hnsw_max:
@@ -114,16 +113,19 @@ def retrieval_rows(sizes: list[int], n_queries: int, hnsw_max: int) -> list[dict
             build_s = time.perf_counter() - t0
             found, timing = _time_queries(index, queries)
             rows.append({"n": n, "index": backend, "build_s": round(build_s, 1), **timing,
-                         "recall_at_5": _recall(found, truth)})  # fmt: skip
-            if backend == "faiss-ivf" and n > 100_000:
-                # beyond 100k build_index probes 10 % of the lists; fewer probes trade recall for speed
-                default = index.index.nprobe
+                         "recall_at_5": recall_at_k(found, truth)})  # fmt: skip
+            if backend == "faiss-ivf" and n > IVF_EXACT_UP_TO:
+                validation = noisy_views(gallery, n_queries, seed=1)  # not the timed test queries (seed 0)
+                tuned = tune_nprobe(index, gallery, validation, k=5, target_recall=0.95)
+                found, timing = _time_queries(index, queries)
+                rows.append({"n": n, "index": f"faiss-ivf nprobe {tuned['nprobe']} (tuned)", "build_s": 0.0,
+                             **timing, "recall_at_5": recall_at_k(found, truth),
+                             "validation_recall_at_5": tuned["recall"]})  # fmt: skip
                 for nprobe in IVF_NPROBE_SWEEP:
-                    index.index.nprobe = nprobe
+                    index.nprobe = nprobe
                     found, timing = _time_queries(index, queries)
                     rows.append({"n": n, "index": f"faiss-ivf nprobe {nprobe}", "build_s": 0.0, **timing,
-                                 "recall_at_5": _recall(found, truth)})  # fmt: skip
-                index.index.nprobe = default
+                                 "recall_at_5": recall_at_k(found, truth)})  # fmt: skip
             del index
         del gallery
     return rows

@@ -43,6 +43,9 @@ class RetrievalNode(ServiceNode):
         ``exact`` (one matrix product) | ``faiss-ivf`` | ``faiss-hnsw``.
     dtype : str
         ``float32`` or ``float16`` storage for exact search.
+    index_options : dict | None
+        ``nlist``, ``nprobe``, ``target_recall``, ``validation_queries`` of
+        :class:`~brainstream.models.retrieval.Retriever` (faiss-ivf).
     sub_endpoint, pub_endpoint, keys, heartbeat_interval, context
         Bus settings (see :class:`realtime.bus.Subscriber` / :class:`realtime.bus.Publisher`).
 
@@ -66,6 +69,7 @@ class RetrievalNode(ServiceNode):
         backend: str = "exact",
         dtype: str = "float32",
         test_images: list[str] | None = None,
+        index_options: dict[str, Any] | None = None,
         **bus: Any,
     ) -> None:
         super().__init__(**bus)
@@ -73,7 +77,9 @@ class RetrievalNode(ServiceNode):
             raise ValueError(f"k must be >= 1, got {k}")
         from brainstream.models.retrieval import Retriever
 
-        self.retriever = Retriever(resolve_gallery(gallery), backend=backend, dtype=dtype)
+        self.retriever = Retriever(
+            resolve_gallery(gallery), backend=backend, dtype=dtype, k=k, **(index_options or {})
+        )
         self.space = self.retriever.space
         self.k = min(k, len(self.retriever.ids))
         self.test_images = list(test_images or [])
@@ -136,4 +142,10 @@ class RetrievalNode(ServiceNode):
         return True
 
     def _status_stats(self) -> dict[str, Any]:
-        return {"gallery_size": len(self.retriever.ids), "k": self.k}
+        stats: dict[str, Any] = {"gallery_size": len(self.retriever.ids), "k": self.k}
+        nprobe = getattr(self.retriever.index, "nprobe", None)
+        if nprobe is not None:
+            stats["nprobe"] = nprobe
+        if self.retriever.tuning is not None:
+            stats["validation_recall"] = round(self.retriever.tuning["recall"], 4)
+        return stats

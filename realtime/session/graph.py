@@ -106,7 +106,16 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
         nodes.append(
             NodeSpec(
                 "retrieval",
-                brainstream_argv("retrieve", "--gallery", gallery, "--k", str(config.top_k), *tests, *bus),
+                brainstream_argv(
+                    "retrieve",
+                    "--gallery",
+                    gallery,
+                    "--k",
+                    str(config.top_k),
+                    *_index_argv(config, plan),
+                    *tests,
+                    *bus,
+                ),  # fmt: skip
                 log_dir=logs,
                 standby=True,
             )
@@ -154,6 +163,21 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             )
         )
     return nodes
+
+
+def _index_argv(config: PipelineConfig, plan: SessionPlan) -> list[str]:
+    """The retrieval node's index settings (``retrieval:`` of the pipeline config) as ``retrieve`` options."""
+    r = config.retrieval
+    argv = ["--backend", r.index, "--dtype", r.dtype, "--nprobe", str(r.nprobe)]
+    argv += ["--target-recall", str(r.target_recall)]
+    if r.nlist is not None:
+        argv += ["--nlist", str(r.nlist)]
+    if r.validation_queries is not None:
+        argv += [
+            "--validation-queries",
+            str(config.resolve_path(r.validation_queries, plan.config_path.parent)),
+        ]
+    return argv
 
 
 class SessionEvents:

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     from brainstream.realtime.pipeline_config import load_pipeline_config
     from brainstream.realtime.recording import Recorder
     from brainstream.realtime.recording.bus_recorder import BusRecorder
+    from brainstream.realtime.session.supervisor import stop_when_orphaned
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True)
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop_when_orphaned()
     out = _unused_path(Path(args.out))
     out.parent.mkdir(parents=True, exist_ok=True)
     keeper = contextlib.nullcontext()

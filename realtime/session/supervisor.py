@@ -63,10 +63,36 @@ class NodeSpec:
 #: for SIGUSR1 (promotion) before it serves; SIGINT / SIGTERM stop it as any node
 STANDBY_ENV = "BRAINSTREAM_STANDBY"
 STANDBY_READY = "standby ready"
-#: set in every supervised node's environment: once it has stopped and printed its summary, a node exits at
-#: once (``os._exit``) instead of finalising the interpreter, which can take seconds on a loaded machine
+#: set in every supervised node's environment to the supervisor's pid: once it has stopped and printed its
+#: summary, a node exits at once (``os._exit``) instead of finalising the interpreter, which can take seconds
+#: on a loaded machine; and a node whose supervisor died stops itself (:func:`stop_when_orphaned`)
 SUPERVISED_ENV = "BRAINSTREAM_SUPERVISED"
 PROMOTE_SIGNAL = signal.SIGUSR1
+ORPHAN_CHECK_S = 0.5
+
+
+def stop_when_orphaned() -> threading.Thread | None:
+    """In a supervised node: send ourselves SIGTERM (the node's clean stop) once the supervisor is gone.
+
+    A supervisor killed with SIGKILL (or a test runner interrupted hard) cannot stop its nodes; without
+    this they would run on, holding ports, stream names and cores. The node is re-parented when its
+    supervisor dies, so a changed parent pid is the sign. Returns the watching thread, or None when this
+    process is not supervised.
+    """
+    supervisor = os.environ.get(SUPERVISED_ENV, "")
+    if not supervisor.isdigit():
+        return None
+    supervisor_pid = int(supervisor)
+
+    def watch() -> None:
+        while os.getppid() == supervisor_pid:
+            time.sleep(ORPHAN_CHECK_S)
+        logger.warning("supervisor (pid %d) is gone: stopping", supervisor_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True, name="orphan-watch")
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -282,7 +308,7 @@ class Supervisor:
         env = dict(os.environ)
         env.update(spec.env or {})
         env.pop(STANDBY_ENV, None)
-        env[SUPERVISED_ENV] = "1"
+        env[SUPERVISED_ENV] = str(os.getpid())
         if standby:
             env[STANDBY_ENV] = "1"
         stdout = subprocess.DEVNULL

@@ -282,3 +282,90 @@ def test_retrieval_node_reports_the_rank_among_the_sessions_test_images(gallery:
             msg = _publish_until(pub, sub, "embedding.sub-01", gallery.embeddings[50], t_sample=2.0,
                                  space=SPACE, image_id=other)  # fmt: skip
         assert msg.t_sample == 2.0 and msg.get("test_rank") is None and msg.get("true_image_id") == other
+
+
+# ---------------------------------------------------------------------- index settings (faiss-ivf nprobe)
+def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((int(np.sqrt(n)), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("target", [0.8, 0.99])
+def test_tuned_nprobe_is_the_fewest_lists_that_reach_the_target_recall(target: float):
+    faiss = pytest.importorskip("faiss", reason="FAISS is an optional extra: pip install brainstream[faiss]")
+    from brainstream.models.retrieval import FaissIndex, exact_top_k, noisy_views, recall_at_k, tune_nprobe
+
+    del faiss
+    gallery = _clustered(4000)
+    index = FaissIndex(gallery, "ivf", nlist=64)
+    validation, test = noisy_views(gallery, 150, seed=1), noisy_views(gallery, 150, seed=2)
+    tuned = tune_nprobe(index, gallery, validation, k=5, target_recall=target)
+    assert tuned["recall"] >= target and index.nprobe == tuned["nprobe"]
+    probes = [p for p, _ in tuned["tried"]]
+    assert probes == sorted(probes) and probes[-1] == tuned["nprobe"]
+    assert all(r < target for _, r in tuned["tried"][:-1])  # every smaller candidate fell short
+    # held-out queries of the same kind land near the validation recall (tuned on one, scored on another)
+    found = index.search(test, 5)[1]
+    assert recall_at_k(found, exact_top_k(gallery, test, 5)) >= target - 0.1
+    if tuned["nprobe"] < index.nlist:
+        index.nprobe = index.nlist  # probing every list is exact search
+        assert recall_at_k(index.search(test, 5)[1], exact_top_k(gallery, test, 5)) == 1.0
+
+
+def test_retriever_tunes_nprobe_on_the_validation_queries_it_is_given(tmp_path, monkeypatch):
+    pytest.importorskip("faiss", reason="FAISS is an optional extra: pip install brainstream[faiss]")
+    import brainstream.models.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "IVF_EXACT_UP_TO", 1000)  # a test-sized "large" gallery
+    emb = _clustered(3000)
+    g = Gallery.save(tmp_path / "g", embeddings=emb, ids=[f"i{j}" for j in range(3000)], space=SPACE,
+                     embedder="random")  # fmt: skip
+    auto = retrieval.Retriever(g, backend="faiss-ivf", validation_queries=retrieval.noisy_views(emb, 100, 4))
+    assert auto.tuning is not None and auto.tuning["queries"] == "decoded validation embeddings"
+    assert auto.tuning["recall"] >= 0.95 and auto.index.nprobe == auto.tuning["nprobe"]
+    fixed = retrieval.Retriever(g, backend="faiss-ivf", nprobe=3)
+    assert fixed.tuning is None and fixed.index.nprobe == 3
+    with pytest.raises(ValueError, match=r"\(n, 32\) embeddings of the gallery's space"):
+        retrieval.Retriever(g, backend="faiss-ivf", validation_queries=np.zeros((5, 7), np.float32))
+    with pytest.raises(ValueError, match="nprobe must be between 1 and nlist"):
+        retrieval.Retriever(g, backend="faiss-ivf", nprobe=10_000)
+    with pytest.raises(ValueError, match="faiss-ivf only"):
+        retrieval.Retriever(g, backend="exact", nprobe=4)
+
+
+def test_pipeline_retrieval_settings_reach_the_retrieval_node(tmp_path):
+    """``retrieval:`` of a pipeline config becomes the retrieve node's options; nonsense is refused."""
+    import yaml
+
+    from brainstream.models.config_base import ConfigError, resolve_config_path
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+    from brainstream.realtime.session.graph import SessionPlan, session_nodes
+
+    base = yaml.safe_load(resolve_config_path("demo_meg", "pipelines").read_text())
+    base["retrieval"] = {"index": "faiss-ivf", "nprobe": 12, "nlist": 300, "validation_queries": "val.npy"}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(base))
+    config = load_pipeline_config(path)
+    plan = SessionPlan(run_dir=tmp_path, config_path=path, display=False)
+    (retrieve,) = [n for n in session_nodes(config, plan) if n.name == "retrieval"]
+    argv = list(retrieve.argv)
+    for option, value in [("--backend", "faiss-ivf"), ("--nprobe", "12"), ("--nlist", "300"),
+                          ("--validation-queries", str(tmp_path / "val.npy"))]:  # fmt: skip
+        assert argv[argv.index(option) + 1] == value
+    base["retrieval"] = {"index": "exact", "nprobe": 4}
+    path.write_text(yaml.safe_dump(base))
+    with pytest.raises(ConfigError, match="apply to index: faiss-ivf, not exact"):
+        load_pipeline_config(path)
+
+
+def test_retrieve_verb_refuses_a_bad_nprobe_in_one_line(gallery: Gallery):
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "brainstream", "retrieve", "--gallery", str(gallery.root), "--nprobe", "x"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--nprobe must be a positive integer or 'auto', got 'x'" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -201,3 +201,51 @@ def test_collector_counts_what_the_session_produced_per_decoder_run():
         ("decoder:bbb", 2, True),
     ]
     assert len(collector.push_to_embedding_ms) == 5
+
+
+# a supervisor in its own process that starts one real node (the bus broker) and then waits to be killed
+ORPHANING_SUPERVISOR = """
+import sys, time
+from brainstream.realtime.session.supervisor import NodeSpec, Supervisor, brainstream_argv
+front, back = sys.argv[1:3]
+sup = Supervisor([NodeSpec("bus", brainstream_argv("bus", "--frontend", front, "--backend", back))])
+sup.start()
+print(sup.pids()["bus"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_nodes_stop_when_their_supervisor_is_killed(tmp_path):
+    """SIGKILL gives a supervisor no chance to stop its nodes; they must notice and stop themselves."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    from tests.net import free_ports
+
+    front, back = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_SUPERVISOR, front, back], stdout=subprocess.PIPE, text=True
+    )
+    node = None
+    try:
+        node = psutil.Process(int(parent.stdout.readline()))
+        assert node.is_running() and node.ppid() == parent.pid
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+
+        def gone() -> bool:
+            try:
+                return node.status() == psutil.STATUS_ZOMBIE  # re-parented and not yet reaped
+            except psutil.NoSuchProcess:
+                return True
+
+        assert _wait(gone, timeout=15), f"node {node.pid} still runs after its supervisor was killed"
+    finally:
+        parent.kill()
+        if node is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                node.kill()
