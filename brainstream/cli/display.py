@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="gallery folder (shows the true image when not retrieved)",
     )
     parser.add_argument(
+        "--clock-offsets",
+        action="store_true",
+        help="read other hosts' stamps through their LSL clock offsets (a session split across machines; "
+        "brainstream live sets it)",
+    )
+    parser.add_argument(
         "--summary", default=None, metavar="PATH", help="write the session summary as JSON here"
     )
     add_json_flag(parser)
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             latency_window_s=args.latency_window,
             gallery_dir=args.gallery,
             keys=args.keys,
+            clock_offsets=args.clock_offsets,
         )
     except ValueError as exc:
         raise UserFacingError(str(exc)) from None

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.config_base import ConfigError
     from brainstream.realtime.bus.host import HOST_ENV, host_name
     from brainstream.realtime.pipeline_config import load_pipeline_config
-    from brainstream.realtime.session.graph import SessionEvents, SessionPlan, session_nodes
+    from brainstream.realtime.session.graph import SessionEvents, SessionPlan, is_split, session_nodes
     from brainstream.realtime.session.supervisor import Supervisor, interrupt_on_signals
 
     try:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserFacingError(f"--nodes {args.nodes}: {exc}") from None
     run_dir.mkdir(parents=True, exist_ok=True)
-    split = only is not None or config.bus.host is not None
+    split = is_split(config, plan)
     host = host_name()
     from brainstream.realtime.bus import KeysError
 

@@ -37,6 +37,7 @@ def run_display(
     gallery_dir: str | None = None,
     fps: float = 30.0,
     keys: str | None = None,
+    clock_offsets: bool = False,
 ) -> dict[str, Any]:
     """Open the live display and block until it closes; returns the summary (see ``DisplayState.summary``).
 
@@ -68,6 +69,9 @@ def run_display(
         Most trace frames per second.
     keys : str | None
         CURVE keys folder when the broker runs on another host (``brainstream keys``).
+    clock_offsets : bool
+        Measure the other hosts' LSL clock offsets (their ``brainstream live`` clock beacons) and read
+        their stamps in this host's clock; without, latencies across hosts are not shown.
 
     Notes
     -----
@@ -86,7 +90,12 @@ def run_display(
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     apply_dark_theme(app)
-    state = DisplayState(latency_window_s=latency_window_s)
+    clocks = None
+    if clock_offsets:
+        from brainstream.realtime.session.clocks import HostClocks
+
+        clocks = HostClocks().start()
+    state = DisplayState(latency_window_s=latency_window_s, clocks=clocks)
     bus = BusThread(state, endpoint=endpoint, publish_endpoint=publish_endpoint, keys=keys)
     window = DisplayWindow(
         state, fps=fps, page_size=page_size, gallery_dir=gallery_dir, endpoint=bus.endpoint
@@ -130,6 +139,8 @@ def run_display(
         summary["draw_records"] = state.draw_records()
     finally:
         bus.stop()
+        if clocks is not None:
+            clocks.stop()
         restore()
         sys.setswitchinterval(switch_interval)
         gc.unfreeze()

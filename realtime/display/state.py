@@ -231,6 +231,10 @@ class DisplayState:
         Returns LSL seconds; ``pylsl.local_clock`` by default.
     record_limit : int
         Drawn windows remembered for :meth:`draw_records` and the whole-run summary (oldest dropped).
+    clocks : HostClocks | None
+        Other hosts' LSL clock offsets (:class:`~brainstream.realtime.session.clocks.HostClocks`; a session
+        split across machines). Without them, a latency whose two times come from different hosts' clocks
+        is not taken (counted in ``uncorrected_latencies``); with them it is read in this host's clock.
     """
 
     def __init__(
@@ -240,6 +244,7 @@ class DisplayState:
         silence_alarm_s: float = 3.0,
         clock: Callable[[], float] = pylsl.local_clock,
         record_limit: int = DEFAULT_RECORD_LIMIT,
+        clocks: Any = None,
     ) -> None:
         if record_limit < 1:
             raise ValueError(f"record_limit must be >= 1, got {record_limit}")
@@ -285,7 +290,8 @@ class DisplayState:
         self._work_limit = record_limit
         self._listeners: list[Callable[[str], None]] = []
         self.host = host_name()
-        self._uncorrected = 0  # latencies not taken: their two times come from different hosts' clocks
+        self.clocks = clocks
+        self._uncorrected = 0  # latencies not taken: two hosts' times without a known offset between them
 
     # ------------------------------------------------------------------ bus thread side
     def ingest(self, msg: Any, t_received: float | None = None) -> bool:
@@ -449,12 +455,14 @@ class DisplayState:
         status = self._nodes.get(node or "")
         return status.host if status is not None else None
 
-    def _same_clock(self, node_a: str | None, node_b: str | None) -> bool:
-        """Whether two nodes' LSL times may be compared here. Stamps of different hosts are not (the display
-        has no clock offsets; ``brainstream live``'s summary corrects them); a node whose host is not known
-        yet counts as this host's, as on one machine."""
-        host_a, host_b = self._host_of(node_a), self._host_of(node_b)
-        return host_a is None or host_b is None or host_a == host_b
+    def _elapsed_ms(self, node_a: str | None, t_a: float, node_b: str | None, t_b: float) -> float | None:
+        """``t_b - t_a`` in ms, each time read in its node's host clock (a node whose host is not known yet
+        counts as this host's, as on one machine); None while another host's clock offset is unknown (the
+        latency is then not taken)."""
+        from brainstream.realtime.session.clocks import elapsed_ms
+
+        host_a, host_b = self._host_of(node_a) or self.host, self._host_of(node_b) or self.host
+        return elapsed_ms(self.clocks, host_a, t_a, host_b, t_b)
 
     def _ingest_trace(self, trace: Any, t_sample: float | None, t: float, origin: str | None = None) -> None:
         if t_sample is None:
@@ -468,10 +476,11 @@ class DisplayState:
         origin = _trace_origin(entries) or origin  # t_sample is in the clock of the first stage's host
         if stamped:  # from the last upstream stamp to our receipt: the bus hop plus our own queueing
             last_stage, last = max(stamped, key=lambda e: e[1])
-            if self._same_clock(_stage_node(last_stage), _stage_node(STAGE_RECEIVED)):
-                self._hop.add(t, (t - last) * 1e3)
-            else:
+            ms = self._elapsed_ms(_stage_node(last_stage), last, _stage_node(STAGE_RECEIVED), t)
+            if ms is None:
                 self._uncorrected += 1
+            else:
+                self._hop.add(t, ms)
         entries.append((STAGE_RECEIVED, t))
         for entry in entries:
             if not isinstance(entry, list | tuple) or len(entry) != 2:
@@ -487,7 +496,8 @@ class DisplayState:
                 self._seen_trace[key] = None
                 if len(self._seen_trace) > 1024:  # a retrieval follows its embedding within moments
                     self._seen_trace.popitem(last=False)
-            if not self._same_clock(origin, _stage_node(stage)):
+            ms = self._elapsed_ms(origin, t_sample, _stage_node(stage), t_stage)
+            if ms is None:
                 self._uncorrected += 1
                 continue
             window = self._stages.get(stage)
@@ -495,7 +505,7 @@ class DisplayState:
                 if len(self._stages) >= 64:
                     continue  # a misbehaving node must not grow the table without bound
                 window = self._stages[stage] = RollingWindow(self.latency_window_s)
-            window.add(t, (t_stage - t_sample) * 1e3)
+            window.add(t, ms)
 
     def set_bus_stats(self, stats: dict[str, Any], state: str, lost_publishers: Iterable[str] = ()) -> None:
         """The bus thread's view of its subscriber: counters, a state word, publishers gone silent."""
@@ -584,10 +594,10 @@ class DisplayState:
                 return None
             header = latest.msg.header
             origin = _trace_origin(header.get("trace")) or _src_node(header)
-            if not self._same_clock(origin, _stage_node(STAGE_RECEIVED)):
+            ms = self._elapsed_ms(origin, t_sample, _stage_node(STAGE_RECEIVED), t)
+            if ms is None:
                 self._uncorrected += 1
                 return None
-            ms = (t - t_sample) * 1e3
             self._draw_recent[topic].add(t, ms)
             self._draw_run[topic].append(ms)
             image_id = header.get("true_image_id") if topic == RETRIEVAL else header.get("image_id")

@@ -67,6 +67,21 @@ class ClockOffset:
         }
 
 
+def elapsed_ms(
+    clocks: HostClocks | None, host_a: str | None, t_a: float, host_b: str | None, t_b: float
+) -> float | None:
+    """``t_b - t_a`` in ms where each time is in the LSL clock of its host: directly within one host,
+    else through both hosts' offsets to this one; None when a host or an offset is not known."""
+    if host_a is not None and host_a == host_b:
+        return (t_b - t_a) * 1e3
+    if clocks is None or host_a is None or host_b is None:
+        return None
+    off_a, off_b = clocks.offset(host_a), clocks.offset(host_b)
+    if off_a is None or off_b is None:
+        return None
+    return ((t_b + off_b.offset_s) - (t_a + off_a.offset_s)) * 1e3
+
+
 def time_correction_ex(inlet: pylsl.StreamInlet, timeout: float) -> tuple[float, float]:
     """``(offset_s, uncertainty_s)`` of an inlet's source clock (liblsl's ``lsl_time_correction_ex``)."""
     fn = pylsl.util.lib.lsl_time_correction_ex

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pylsl
 
-from brainstream.realtime.session.clocks import HostClocks
+from brainstream.realtime.session.clocks import HostClocks, elapsed_ms
 
 
 def _pct(values: list[float]) -> dict[str, float | None]:
@@ -143,15 +143,8 @@ class SessionCollector:
         """``t_b - t_a`` in ms with each time read in its host's clock; None where that cannot be done."""
         if self.clocks is None or node_a == node_b:
             return (t_b - t_a) * 1e3
-        host_a, host_b = self.node_hosts.get(node_a or ""), self.node_hosts.get(node_b or "")
-        if host_a is None or host_b is None:
-            return None
-        if host_a == host_b:
-            return (t_b - t_a) * 1e3
-        off_a, off_b = self.clocks.offset(host_a), self.clocks.offset(host_b)
-        if off_a is None or off_b is None:
-            return None
-        return ((t_b + off_b.offset_s) - (t_a + off_a.offset_s)) * 1e3
+        hosts = self.node_hosts
+        return elapsed_ms(self.clocks, hosts.get(node_a or ""), t_a, hosts.get(node_b or ""), t_b)
 
     def hops(self) -> dict[str, dict[str, float | None]]:
         """Latency of each hop between two nodes' trace stamps (``decoder->retrieval``, ...)."""

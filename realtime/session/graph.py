@@ -52,6 +52,12 @@ class SessionPlan:
         return self.run_dir / "display_summary.json"
 
 
+def is_split(config: PipelineConfig, plan: SessionPlan) -> bool:
+    """Whether this host runs only part of the session (``--nodes``, or a bus on a named host): stamps of
+    other hosts' clocks then need their offsets (realtime/session/clocks.py)."""
+    return plan.only is not None or config.bus.host is not None
+
+
 def session_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
     """Node specs in start order: broker, extra sources, decoder, services, recorder, display last; only
     those named in ``plan.only`` when it is given (this host's part of a split session)."""
@@ -154,6 +160,8 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
             display += ["--screenshot", str(plan.screenshot), "--after", str(plan.screenshot_after)]
         if plan.display_seconds is not None:
             display += ["--seconds", str(plan.display_seconds)]
+        if is_split(config, plan):
+            display.append("--clock-offsets")
         nodes.append(
             NodeSpec(
                 "display",

@@ -282,8 +282,8 @@ def test_liblsl_reads_the_written_session_id(tmp_path):
         server.wait(timeout=10)
 
 
-def test_display_takes_no_latency_between_two_hosts_clocks(monkeypatch):
-    """The display has no clock offsets: it keeps latencies whose two times come from one host only."""
+def test_display_takes_no_latency_between_two_hosts_clocks_without_their_offset(monkeypatch):
+    """Without clock offsets the display keeps latencies whose two times come from one host only."""
     from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage
 
     monkeypatch.setenv("BRAINSTREAM_HOST", "display-pc")
@@ -301,3 +301,35 @@ def test_display_takes_no_latency_between_two_hosts_clocks(monkeypatch):
     assert state.record_draw("retrieval", LatestMessage("retrieval", msg, 10.04, 1), t_drawn=10.05) is None
     assert state.summary()["uncorrected_latencies"] == 3  # retrieval, received, the draw
     assert state.bus_to_display()["p50_ms"] == pytest.approx(10.0)  # retrieval -> receipt: one host
+
+
+def test_display_reads_another_hosts_stamps_through_its_measured_clock_offset(monkeypatch):
+    """With the other hosts' offsets (their clock beacons, measured by LSL) the display takes every latency,
+    each time read in its own clock: t_here = t_there + offset."""
+    from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage
+    from brainstream.realtime.session.clocks import ClockBeacon, HostClocks
+
+    here, there = f"display-{uuid.uuid4().hex[:6]}", f"acq-{uuid.uuid4().hex[:6]}"
+    monkeypatch.setenv("BRAINSTREAM_HOST", here)
+    clocks = HostClocks(local_host=here)
+    beacon = ClockBeacon(there)  # the acquisition host's clock, answering LSL's probes (on loopback here)
+    try:
+        assert _wait_for(lambda: (clocks.refresh(timeout=1.0), clocks.offset(there))[1] is not None, 20)
+    finally:
+        beacon.close()
+    shift_ms = clocks.offset(there).offset_s * 1e3
+    state = DisplayState(clock=lambda: 10.1, clocks=clocks)
+    for node, host in (("decoder", there), ("retrieval", here)):
+        header = {"seq": 0, "src": f"{node}:0", "state": "running", "alarms": [], "stats": {}, "host": host}
+        state.ingest(BusMessage(f"status.{node}", header, []), t_received=1.0)
+    trace = [["decoder.window", 10.01], ["decoder", 10.02], ["retrieval", 10.03]]
+    header = {"seq": 0, "src": "retrieval:0", "t_sample": 10.0, "trace": trace, "ids": ["a"]}
+    msg = BusMessage("retrieval", header, [np.ones(1, np.float32)])
+    assert state.ingest(msg, t_received=10.04)
+    stages = state.stage_latencies()
+    assert stages["decoder"]["p50_ms"] == pytest.approx(20.0)  # one host: no offset involved
+    assert stages["retrieval"]["p50_ms"] == pytest.approx(30.0 - shift_ms)  # here's stamp vs there's sample
+    assert stages[STAGE_RECEIVED]["p50_ms"] == pytest.approx(40.0 - shift_ms)
+    drawn = state.record_draw("retrieval", LatestMessage("retrieval", msg, 10.04, 1), t_drawn=10.05)
+    assert drawn == pytest.approx(50.0 - shift_ms)
+    assert state.summary()["uncorrected_latencies"] == 0
