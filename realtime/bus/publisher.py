@@ -68,9 +68,9 @@ class Publisher:
     connection has worked for :data:`LINK_ALARM_AFTER_S` it logs a warning that says where it tried and
     keeps retrying (ZeroMQ reconnects by itself); :attr:`alarms` holds that warning until the link is back,
     and heartbeats carry it. Messages published meanwhile are dropped, not queued for later (stale windows
-    would arrive all at once when the broker returns); subscribers see them as gaps in ``seq``. Status
-    messages (``status.*``) and heartbeats carry the ``host``
-    (:func:`brainstream.realtime.bus.host.host_name`).
+    would arrive all at once when the broker returns); subscribers see them as gaps in ``seq``. Every
+    message and heartbeat carries the ``host`` (:func:`brainstream.realtime.bus.host.host_name`): the
+    clock its times are in.
 
     ``seq`` counts per topic (0, 1, 2, ... on each topic), so a subscriber that filters topics still sees
     an unbroken sequence and counts only real losses. Payload arrays are sent zero-copy: do not modify an
@@ -171,8 +171,7 @@ class Publisher:
         if self._opened is None:
             raise RuntimeError("this publisher is closed; create a new one")
         trace = [list(item) for item in (trace or ())]
-        if topic.startswith("status."):
-            extras.setdefault("host", self.host)
+        extras.setdefault("host", self.host)
         with self._lock:
             seq = self._seqs.get(topic, 0)
             if stage is not None:

@@ -13,6 +13,7 @@ import numpy as np
 from pylsl import local_clock
 
 from brainstream.realtime.bus import DEFAULT_PUB_ENDPOINT, DEFAULT_SUB_ENDPOINT, Publisher, Subscriber
+from brainstream.realtime.bus.host import host_name
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class ServiceNode:
         self.counts: dict[str, int] = {}
         self.latency = LatencyStats()  # t_sample -> publication of this node's output
         self.compute = LatencyStats()  # time spent in the node's own work
+        self.host = host_name()  # whose LSL clock local_clock() reads
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,11 +101,18 @@ class ServiceNode:
         if text not in self.alarms:
             self.alarms = [*self.alarms[-9:], text]
 
-    def record_latency(self, t_sample: float | None, t_start: float) -> None:
+    def record_latency(self, t_sample: float | None, t_start: float, host: Any = None) -> None:
+        """Compute time, and sample → done when ``t_sample`` is in this host's clock (``host``: the host of
+        the message's publisher; another host's times are not compared here: the session's collector reads
+        them through the clock offsets, docs/lab_setup.md)."""
         now = local_clock()
         self.compute.add((now - t_start) * 1000.0)
-        if t_sample is not None:
-            self.latency.add((now - t_sample) * 1000.0)
+        if t_sample is None:
+            return
+        if host not in (None, self.host):
+            self.count("uncorrected_latencies")
+            return
+        self.latency.add((now - t_sample) * 1000.0)
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class GeneratorNode(ServiceNode):
             event=msg.get("event"),
         )
         self.count("images")
-        self.record_latency(msg.t_sample, t_start)
+        self.record_latency(msg.t_sample, t_start, msg.get("host"))
         return True
 
     def _two_way(self, image: np.ndarray, image_id: Any) -> float | None:

@@ -138,7 +138,7 @@ class RetrievalNode(ServiceNode):
             source_topic=msg.topic,
         )
         self.count("published")
-        self.record_latency(msg.t_sample, t_start)
+        self.record_latency(msg.t_sample, t_start, msg.get("host"))
         return True
 
     def _status_stats(self) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def test_round_trip_random_arrays_preserves_dtype_shape_and_values():
         "split": "test",
         "window": "event",
         "scores": 0.25,
+        "host": pub.host,  # every message names the host whose clock its times are in
     }
 
 

@@ -369,3 +369,18 @@ def test_retrieve_verb_refuses_a_bad_nprobe_in_one_line(gallery: Gallery):
     assert done.returncode == 2
     assert "--nprobe must be a positive integer or 'auto', got 'x'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_service_compares_times_of_its_own_hosts_clock_only(gallery: Gallery):
+    """An embedding stamped on another host cannot be timed against this host's clock without an offset:
+    the node counts it instead (the session's collector corrects such latencies)."""
+    from pylsl import local_clock
+
+    node = RetrievalNode(gallery)
+    now = local_clock()
+    node.record_latency(now - 0.05, now, host=node.host)
+    node.record_latency(now - 0.05, now, host=None)  # a message from before hosts were stamped
+    node.record_latency(now - 0.05, now, host=f"{node.host}-elsewhere")
+    stats = node.stats
+    assert stats["latency_ms"]["n"] == 2 and stats["latency_ms"]["p50_ms"] >= 50.0
+    assert stats["uncorrected_latencies"] == 1 and stats["compute_ms"]["n"] == 3
