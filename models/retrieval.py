@@ -107,6 +107,9 @@ class FaissIndex:
     nprobe : int | None
         IVF lists probed per query; None: every list up to :data:`IVF_EXACT_UP_TO` images, else
         ``nlist // 10`` until :func:`tune_nprobe` picks one on validation queries.
+    dtype : str
+        IVF storage: ``float32`` (IVF-Flat) or ``float16`` (IVF with an fp16 scalar quantizer: half the
+        memory and half the bytes read per probed list).
     threads : int
         FAISS (OpenMP) threads. One by default: the node answers one query at a time, and splitting one
         query's lists over threads of a shared 2-core machine costs more in hand-offs than it saves.
@@ -119,6 +122,7 @@ class FaissIndex:
         nlist: int | None = None,
         nprobe: int | None = None,
         threads: int = 1,
+        dtype: Literal["float32", "float16"] = "float32",
     ):
         try:
             import faiss
@@ -139,13 +143,21 @@ class FaissIndex:
             if not 1 <= nlist <= n:
                 raise ValueError(f"nlist must be between 1 and the gallery size {n}, got {nlist}")
             quantizer = faiss.IndexFlatIP(self.dim)
-            self.index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ip = faiss.METRIC_INNER_PRODUCT
+            if dtype == "float16":
+                fp16 = faiss.ScalarQuantizer.QT_fp16
+                self.index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, fp16, ip)
+            elif dtype == "float32":
+                self.index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, ip)
+            else:
+                raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+            self._quantizer = quantizer  # the IVF index does not own it: keep it alive
             self.index.train(x)
             self.nlist = nlist
             self.nprobe = nprobe if nprobe is not None else (nlist if n <= IVF_EXACT_UP_TO else nlist // 10)
         elif kind == "hnsw":
-            if nprobe is not None or nlist is not None:
-                raise ValueError("nlist and nprobe apply to faiss-ivf only, not faiss-hnsw")
+            if nprobe is not None or nlist is not None or dtype != "float32":
+                raise ValueError("nlist, nprobe and float16 storage apply to faiss-ivf only, not faiss-hnsw")
             self.index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = 200
             self.index.hnsw.efSearch = 256
@@ -236,14 +248,15 @@ def build_index(
     nlist: int | None = None,
     nprobe: int | None = None,
 ) -> ExactIndex | FaissIndex:
-    """Make a search index over ``(n, dim)`` L2-normalised gallery rows (``nlist``/``nprobe``: faiss-ivf)."""
+    """Make a search index over ``(n, dim)`` L2-normalised gallery rows (``dtype``: storage of exact search
+    and faiss-ivf; ``nlist``/``nprobe``: faiss-ivf)."""
     if backend == "exact":
         if nlist is not None or nprobe is not None:
             raise ValueError("nlist and nprobe apply to faiss-ivf only, not exact search")
         return ExactIndex(embeddings, dtype)
     if backend in ("faiss-ivf", "faiss-hnsw"):
         kind = backend.split("-", 1)[1]
-        return FaissIndex(embeddings, kind=kind, nlist=nlist, nprobe=nprobe)  # type: ignore[arg-type]
+        return FaissIndex(embeddings, kind=kind, nlist=nlist, nprobe=nprobe, dtype=dtype)  # type: ignore[arg-type]
     raise ValueError(f"unknown retrieval backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 

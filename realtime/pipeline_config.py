@@ -148,7 +148,7 @@ class RetrievalConfig(StrictModel):
     index: Literal["exact", "faiss-ivf", "faiss-hnsw"] = Field(
         default="exact", description="exact search up to a few 100k images; faiss-ivf beyond (faiss extra)"
     )
-    dtype: Literal["float32", "float16"] = Field(default="float32", description="exact-search storage")
+    dtype: Literal["float32", "float16"] = Field(default="float32", description="exact and faiss-ivf storage")
     nlist: int | None = Field(default=None, ge=1, description="faiss-ivf lists (default sqrt(N))")
     nprobe: int | Literal["auto"] = Field(
         default="auto",

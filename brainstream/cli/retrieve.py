@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="exact", choices=("exact", "faiss-ivf", "faiss-hnsw"), help="search backend"
     )
     parser.add_argument(
-        "--dtype", default="float32", choices=("float32", "float16"), help="exact-search storage"
+        "--dtype", default="float32", choices=("float32", "float16"), help="exact and faiss-ivf storage"
     )
     parser.add_argument(
         "--nlist", type=int, default=None, help="faiss-ivf lists (default sqrt(gallery size))"

@@ -109,7 +109,8 @@ def retrieval_rows(sizes: list[int], n_queries: int, hnsw_max: int) -> list[dict
             if backend == "faiss-hnsw" and n > hnsw_max:
                 continue
             t0 = time.perf_counter()
-            index = build_index(gallery, backend)
+            # IVF stores float16 like the exact baseline; HNSW has float32 storage only
+            index = build_index(gallery, backend, dtype="float16" if backend == "faiss-ivf" else "float32")
             build_s = time.perf_counter() - t0
             found, timing = _time_queries(index, queries)
             rows.append({"n": n, "index": backend, "build_s": round(build_s, 1), **timing,

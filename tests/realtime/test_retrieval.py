@@ -292,14 +292,14 @@ def _clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("target", [0.8, 0.99])
-def test_tuned_nprobe_is_the_fewest_lists_that_reach_the_target_recall(target: float):
+@pytest.mark.parametrize("target, dtype", [(0.8, "float32"), (0.99, "float16")])
+def test_tuned_nprobe_is_the_fewest_lists_that_reach_the_target_recall(target: float, dtype: str):
     faiss = pytest.importorskip("faiss", reason="FAISS is an optional extra: pip install brainstream[faiss]")
     from brainstream.models.retrieval import FaissIndex, exact_top_k, noisy_views, recall_at_k, tune_nprobe
 
     del faiss
     gallery = _clustered(4000)
-    index = FaissIndex(gallery, "ivf", nlist=64)
+    index = FaissIndex(gallery, "ivf", nlist=64, dtype=dtype)
     validation, test = noisy_views(gallery, 150, seed=1), noisy_views(gallery, 150, seed=2)
     tuned = tune_nprobe(index, gallery, validation, k=5, target_recall=target)
     assert tuned["recall"] >= target and index.nprobe == tuned["nprobe"]
