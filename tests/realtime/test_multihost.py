@@ -282,19 +282,26 @@ def test_liblsl_reads_the_written_session_id(tmp_path):
         server.wait(timeout=10)
 
 
-def test_display_takes_no_latency_between_two_hosts_clocks_without_their_offset(monkeypatch):
-    """Without clock offsets the display keeps latencies whose two times come from one host only."""
-    from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage
-
-    monkeypatch.setenv("BRAINSTREAM_HOST", "display-pc")
-    state = DisplayState(clock=lambda: 10.1)
-    for node, host in (("decoder", "acq-pc"), ("retrieval", "display-pc")):
+def _retrieval_seen_by_display(state, decoder_host: str, retrieval_host: str) -> BusMessage:
+    """The two nodes' status (their hosts), then one retrieval stamped 10, 20 and 30 ms after its sample
+    and received 40 ms after it (in the display's clock: ``t_received`` 10.04)."""
+    for node, host in (("decoder", decoder_host), ("retrieval", retrieval_host)):
         header = {"seq": 0, "src": f"{node}:0", "state": "running", "alarms": [], "stats": {}, "host": host}
         state.ingest(BusMessage(f"status.{node}", header, []), t_received=1.0)
     trace = [["decoder.window", 10.01], ["decoder", 10.02], ["retrieval", 10.03]]
     header = {"seq": 0, "src": "retrieval:0", "t_sample": 10.0, "trace": trace, "ids": ["a"]}
     msg = BusMessage("retrieval", header, [np.ones(1, np.float32)])
     assert state.ingest(msg, t_received=10.04)
+    return msg
+
+
+def test_display_takes_no_latency_between_two_hosts_clocks_without_their_offset(monkeypatch):
+    """Without clock offsets the display keeps latencies whose two times come from one host only."""
+    from brainstream.realtime.display.state import STAGE_RECEIVED, DisplayState, LatestMessage
+
+    monkeypatch.setenv("BRAINSTREAM_HOST", "display-pc")
+    state = DisplayState(clock=lambda: 10.1)
+    msg = _retrieval_seen_by_display(state, decoder_host="acq-pc", retrieval_host="display-pc")
     stages = state.stage_latencies()
     assert stages["decoder"]["p50_ms"] == pytest.approx(20.0)  # both times from the decoder's host
     assert "retrieval" not in stages and STAGE_RECEIVED not in stages  # acq-pc's t_sample vs other clocks
@@ -319,13 +326,7 @@ def test_display_reads_another_hosts_stamps_through_its_measured_clock_offset(mo
         beacon.close()
     shift_ms = clocks.offset(there).offset_s * 1e3
     state = DisplayState(clock=lambda: 10.1, clocks=clocks)
-    for node, host in (("decoder", there), ("retrieval", here)):
-        header = {"seq": 0, "src": f"{node}:0", "state": "running", "alarms": [], "stats": {}, "host": host}
-        state.ingest(BusMessage(f"status.{node}", header, []), t_received=1.0)
-    trace = [["decoder.window", 10.01], ["decoder", 10.02], ["retrieval", 10.03]]
-    header = {"seq": 0, "src": "retrieval:0", "t_sample": 10.0, "trace": trace, "ids": ["a"]}
-    msg = BusMessage("retrieval", header, [np.ones(1, np.float32)])
-    assert state.ingest(msg, t_received=10.04)
+    msg = _retrieval_seen_by_display(state, decoder_host=there, retrieval_host=here)
     stages = state.stage_latencies()
     assert stages["decoder"]["p50_ms"] == pytest.approx(20.0)  # one host: no offset involved
     assert stages["retrieval"]["p50_ms"] == pytest.approx(30.0 - shift_ms)  # here's stamp vs there's sample
