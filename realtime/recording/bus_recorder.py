@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pylsl
 
+from brainstream.realtime.bus.consumer import BusConsumer
 from brainstream.realtime.recording.recorder import LocalStream, Recorder
 from brainstream.realtime.recording.xdf_writer import StreamHeader
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOPICS = ("embedding.", "retrieval", "marker", "image", "session.")
 
 
-class BusRecorder:
+class BusRecorder(BusConsumer):
     """Subscribe to bus topics and push what arrives into a running :class:`Recorder`.
 
     Parameters
@@ -50,47 +50,18 @@ class BusRecorder:
         topics: Sequence[str] = DEFAULT_TOPICS,
         **subscriber_kwargs: Any,
     ) -> None:
-        from brainstream.realtime.bus import DEFAULT_SUB_ENDPOINT, Subscriber
-
+        super().__init__(endpoint, topics, **subscriber_kwargs)
         self.recorder = recorder
-        self.subscriber = Subscriber(
-            endpoint or DEFAULT_SUB_ENDPOINT, topics=tuple(topics), **subscriber_kwargs
-        )
         self._log = recorder.add_local_stream(
             StreamHeader.local("bus", "BusMessages", ["message"], 0.0, channel_format="string")
         )
         self._arrays: dict[str, LocalStream] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.n_messages = 0
-        self.n_skipped = 0
 
-    def start(self) -> BusRecorder:
-        self._thread = threading.Thread(target=self._run, name="bus-recorder", daemon=True)
-        self._thread.start()
-        return self
+    thread_name = "bus-recorder"
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.subscriber.close()
-
-    def __enter__(self) -> BusRecorder:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self.subscriber.recv(timeout=0.1)
-            if msg is not None:
-                try:
-                    self.record(msg)
-                except Exception:  # one odd message must not end the recording of the others
-                    self.n_skipped += 1
-                    logger.exception("could not record bus message on %s", msg.topic)
+    def handle(self, msg) -> None:
+        self.record(msg)
 
     def record(self, msg) -> None:
         """Record one :class:`realtime.bus.BusMessage` (also usable without the thread)."""

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import csv
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from brainstream.realtime.bus.consumer import BusConsumer
 
 logger = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ("seq", "event", "image_id", "t_sample", "t_image", "skipped")
 
 
-class ReconstructionKeeper:
+class ReconstructionKeeper(BusConsumer):
     """Subscribe to ``image`` and write reconstructions beside the stimuli they reconstruct.
 
     Parameters
@@ -40,6 +41,7 @@ class ReconstructionKeeper:
     def __init__(
         self, out_dir: str | Path, gallery: Any = None, endpoint: str | None = None, **subscriber_kwargs
     ):
+        super().__init__(endpoint, ("image",), **subscriber_kwargs)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if gallery is not None:
@@ -47,50 +49,15 @@ class ReconstructionKeeper:
 
             gallery = resolve_gallery(gallery)
         self.gallery = gallery
-        self._endpoint = endpoint
-        self._subscriber_kwargs = subscriber_kwargs
         self._index = self.out_dir / "index.csv"
         if not self._index.exists():
             self._index.write_text(",".join(INDEX_COLUMNS) + "\n", encoding="utf-8")
         self.n_kept = 0
-        self.n_skipped = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._sub = None
 
-    def start(self) -> ReconstructionKeeper:
-        from brainstream.realtime.bus import DEFAULT_SUB_ENDPOINT, Subscriber
+    thread_name = "reconstruction-keeper"
 
-        self._sub = Subscriber(
-            self._endpoint or DEFAULT_SUB_ENDPOINT, topics=("image",), **self._subscriber_kwargs
-        )
-        self._thread = threading.Thread(target=self._run, name="reconstruction-keeper", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self._sub is not None:
-            self._sub.close()
-
-    def __enter__(self) -> ReconstructionKeeper:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._sub.recv(timeout=0.1)
-            if msg is None:
-                continue
-            try:
-                self.keep(msg)
-            except Exception:  # a bad image must not stop the keeping of the others
-                self.n_skipped += 1
-                logger.exception("could not keep the reconstruction of bus message %s", msg.header.get("seq"))
+    def handle(self, msg) -> None:
+        self.keep(msg)
 
     def keep(self, msg) -> bool:
         """Write one ``image`` message's reconstruction (False when its window named no stimulus)."""
