@@ -111,8 +111,9 @@ class FaissIndex:
         IVF storage: ``float32`` (IVF-Flat) or ``float16`` (IVF with an fp16 scalar quantizer: half the
         memory and half the bytes read per probed list).
     threads : int
-        FAISS (OpenMP) threads. One by default: the node answers one query at a time, and splitting one
-        query's lists over threads of a shared 2-core machine costs more in hand-offs than it saves.
+        FAISS (OpenMP) threads for searching (set process-wide once the index is built). One by default:
+        the node answers one query at a time, and splitting one query's lists over threads of a shared
+        2-core machine costs more in hand-offs than it saves.
     """
 
     def __init__(
@@ -133,7 +134,6 @@ class FaissIndex:
             ) from None
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        faiss.omp_set_num_threads(threads)
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         n, self.dim = x.shape
         self.backend = f"faiss-{kind}"
@@ -163,7 +163,8 @@ class FaissIndex:
             self.index.hnsw.efSearch = 256
         else:
             raise ValueError(f"FAISS index kind must be 'ivf' or 'hnsw', got {kind!r}")
-        self.index.add(x)
+        self.index.add(x)  # training and adding use every core; searching, ``threads``
+        faiss.omp_set_num_threads(threads)
 
     @property
     def nprobe(self) -> int | None:

@@ -470,10 +470,10 @@ def build_decoder_node(
         markers = MarkerReader(m.name, m.type, m.source_id, timeout=m.timeout_s)
     if checkpoint:
         ckpt = Path(checkpoint)
-    elif config.encoder.checkpoint == "demo":
+    elif config.encoder.checkpoint in ("demo", "demo-causal"):  # the shipped demo encoders
         from brainstream.realtime.session.demo_assets import ensure_demo_assets
 
-        ckpt = ensure_demo_assets().checkpoint_dir
+        ckpt = ensure_demo_assets(encoder=config.encoder.checkpoint).checkpoint_dir
     else:
         ckpt = config.resolve_path(config.encoder.checkpoint, base_dir)
     model, meta = load_checkpoint(ckpt)

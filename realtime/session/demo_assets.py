@@ -1,6 +1,9 @@
 """What the embedded demo needs besides code: the demo gallery and an encoder trained for its virtual subject.
 
-The encoder ships with the package (``assets/demo_encoder``). Its ``model.yaml`` records the fingerprint of
+Two encoders ship with the package: ``demo`` (``assets/demo_encoder``, the event-locked demo) and
+``demo-causal`` (``assets/demo_encoder_causal``, ``configs/training/demo_meg_causal.yaml``: the same brain
+module with causal convs, which the continuous demo decodes incrementally, stride by stride). A pipeline
+names one as its ``encoder.checkpoint``. Each ``model.yaml`` records the fingerprint of
 the data it was trained on (subject seed, SNR, gallery space and size, design, training recipe). When the
 current code would simulate something else, the demo trains a fresh encoder once (a simulated session of
 that subject, then the ``configs/training/demo_meg.yaml`` recipe: a few minutes on two cores, with progress
@@ -24,8 +27,14 @@ logger = logging.getLogger(__name__)
 
 DEMO_SUBJECT_SEED = 7
 DEMO_PROFILE = "ctf275_things_meg"
-DEMO_TRAINING_CONFIG = resolve_config_path("demo_meg", "training")
-SHIPPED_ENCODER = Path(__file__).resolve().parent / "assets" / "demo_encoder"
+ASSETS = Path(__file__).resolve().parent / "assets"
+#: the demo encoders a pipeline may name as its checkpoint: name -> (training config, shipped folder)
+DEMO_ENCODERS = {
+    "demo": ("demo_meg", ASSETS / "demo_encoder"),
+    "demo-causal": ("demo_meg_causal", ASSETS / "demo_encoder_causal"),
+}
+DEMO_TRAINING_CONFIG = resolve_config_path(DEMO_ENCODERS["demo"][0], "training")
+SHIPPED_ENCODER = DEMO_ENCODERS["demo"][1]
 # the offline session the encoder learns from; the live demo shows the same test images (zero-shot)
 # the code that decides what the virtual subject's brain does; any change means retraining the demo encoder
 SIMULATOR_SOURCES = ("subject.py", "responses.py", "background.py", "forward.py")
@@ -94,8 +103,8 @@ def demo_test_recording(assets: DemoAssets, progress: bool = True) -> Path:
     return out
 
 
-def demo_fingerprint(gallery) -> str:
-    """A digest of everything the demo encoder's training data depends on."""
+def demo_fingerprint(gallery, encoder: str = "demo") -> str:
+    """A digest of everything a demo encoder's training data and recipe depend on."""
     from brainstream.realtime.simulation.responses import DEFAULT_SHARED_FRACTION
     from brainstream.realtime.simulation.subject import DEFAULT_SNR
 
@@ -108,9 +117,17 @@ def demo_fingerprint(gallery) -> str:
         "space": gallery.space,
         "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
         "design": DEMO_DESIGN,
-        "recipe": hashlib.sha256(DEMO_TRAINING_CONFIG.read_bytes()).hexdigest()[:16],
+        "recipe": hashlib.sha256(_training_config(encoder).read_bytes()).hexdigest()[:16],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _training_config(encoder: str) -> Path:
+    if encoder not in DEMO_ENCODERS:
+        raise ValueError(
+            f"unknown demo encoder {encoder!r}; the demo encoders are {', '.join(DEMO_ENCODERS)}"
+        )
+    return resolve_config_path(DEMO_ENCODERS[encoder][0], "training")
 
 
 def simulator_fingerprint() -> str:
@@ -149,8 +166,10 @@ def _fingerprint_of(checkpoint_dir: Path) -> str | None:
     return (meta.get("training") or {}).get("demo_fingerprint")
 
 
-def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progress: bool = True) -> Path:
-    """Simulate the demo subject's training session and train the demo encoder into ``out_dir``."""
+def build_demo_encoder(
+    out_dir: Path, gallery_dir: Path, fingerprint: str, progress: bool = True, encoder: str = "demo"
+) -> Path:
+    """Simulate the demo subject's training session and train a demo encoder into ``out_dir``."""
     from brainstream.models.checkpoint import load_checkpoint, save_checkpoint
     from brainstream.models.training.config import load_training_config
     from brainstream.models.training.trainer import train
@@ -171,11 +190,11 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
             overwrite=True,
             progress=progress,
         )
-    config = load_training_config(DEMO_TRAINING_CONFIG)
+    config = load_training_config(_training_config(encoder))
     config = config.model_copy(
         update={"data": config.data.model_copy(update={"paths": [str(fif)], "gallery": str(gallery_dir)})}
     )
-    print("training the demo encoder ...", flush=True)
+    print(f"training the {encoder} encoder ...", flush=True)
     result = train(config, out_dir=work / "trained", progress=progress)
     model, meta = load_checkpoint(work / "trained")
     training = {**meta.training, "demo_fingerprint": fingerprint, "demo_subject_seed": DEMO_SUBJECT_SEED}
@@ -185,8 +204,9 @@ def build_demo_encoder(out_dir: Path, gallery_dir: Path, fingerprint: str, progr
     return out_dir
 
 
-def ensure_demo_assets(progress: bool = True) -> DemoAssets:
-    """The demo gallery (built on first use) and a demo encoder that matches it (shipped, cached or new)."""
+def ensure_demo_assets(progress: bool = True, encoder: str = "demo") -> DemoAssets:
+    """The demo gallery (built on first use) and a demo encoder (``demo`` or ``demo-causal``) that matches
+    it: shipped, cached or trained now."""
     from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.device_profile import load_device_profile
     from brainstream.models.gallery import Gallery
@@ -196,15 +216,16 @@ def ensure_demo_assets(progress: bool = True) -> DemoAssets:
     # the virtual subject's forward model is computed once and cached; do it here, before any node waits
     # on the subject's stream with a timeout
     load_forward(load_device_profile(DEMO_PROFILE))
-    fingerprint = demo_fingerprint(Gallery.load(gallery_dir))
-    if _fingerprint_of(SHIPPED_ENCODER) == fingerprint:
-        return DemoAssets(gallery_dir, SHIPPED_ENCODER, DEMO_SUBJECT_SEED, fingerprint)
-    cached = cache_root() / f"demo-encoder-{fingerprint}"
+    fingerprint = demo_fingerprint(Gallery.load(gallery_dir), encoder)
+    shipped = DEMO_ENCODERS[encoder][1]
+    if _fingerprint_of(shipped) == fingerprint:
+        return DemoAssets(gallery_dir, shipped, DEMO_SUBJECT_SEED, fingerprint)
+    cached = cache_root() / f"{encoder}-encoder-{fingerprint}"
     if _fingerprint_of(cached) != fingerprint:
         logger.warning(
-            "the shipped demo encoder does not match this simulator/gallery; training one (cached)"
+            "the shipped %s encoder does not match this simulator/gallery; training one (cached)", encoder
         )
-        build_demo_encoder(cached, gallery_dir, fingerprint, progress=progress)
+        build_demo_encoder(cached, gallery_dir, fingerprint, progress=progress, encoder=encoder)
     return DemoAssets(gallery_dir, cached, DEMO_SUBJECT_SEED, fingerprint)
 
 
@@ -219,18 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--ship", action="store_true", help="write the result into the package assets")
     parser.add_argument("--out", default=None, help="folder to train into (default: the cache)")
+    parser.add_argument("--encoder", default="demo", choices=sorted(DEMO_ENCODERS), help="which one")
     args = parser.parse_args(argv)
     gallery_dir = Path(default_gallery_dir())
-    fingerprint = demo_fingerprint(Gallery.load(gallery_dir))
-    out = Path(args.out) if args.out else cache_root() / f"demo-encoder-{fingerprint}"
+    fingerprint = demo_fingerprint(Gallery.load(gallery_dir), args.encoder)
+    out = Path(args.out) if args.out else cache_root() / f"{args.encoder}-encoder-{fingerprint}"
     if _fingerprint_of(out) != fingerprint:
-        build_demo_encoder(out, gallery_dir, fingerprint)
+        build_demo_encoder(out, gallery_dir, fingerprint, encoder=args.encoder)
     if args.ship:
-        shutil.rmtree(SHIPPED_ENCODER, ignore_errors=True)
-        SHIPPED_ENCODER.mkdir(parents=True)
+        shipped = DEMO_ENCODERS[args.encoder][1]
+        shutil.rmtree(shipped, ignore_errors=True)
+        shipped.mkdir(parents=True)
         for name in ("model.safetensors", "model.yaml", "metrics.json"):
-            shutil.copy2(out / name, SHIPPED_ENCODER / name)
-        print(f"shipped {out} as {SHIPPED_ENCODER}")
+            shutil.copy2(out / name, shipped / name)
+        print(f"shipped {out} as {shipped}")
     return 0
 
 

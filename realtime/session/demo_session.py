@@ -149,7 +149,11 @@ def run_demo_session(
     from brainstream.models.gallery import Gallery
     from brainstream.realtime.pipeline_config import load_pipeline_config
     from brainstream.realtime.session.collector import SessionCollector
-    from brainstream.realtime.session.demo_assets import demo_test_image_ids, ensure_demo_assets
+    from brainstream.realtime.session.demo_assets import (
+        DEMO_ENCODERS,
+        demo_test_image_ids,
+        ensure_demo_assets,
+    )
     from brainstream.realtime.session.graph import SessionEvents, SessionPlan, session_nodes
     from brainstream.realtime.session.supervisor import Supervisor, interrupt_on_signals
 
@@ -161,7 +165,8 @@ def run_demo_session(
     pipeline = load_pipeline_config(config_path)
     if not quiet:
         print("preparing the demo gallery and encoder ...", flush=True)
-    assets = ensure_demo_assets(progress=not quiet)
+    encoder = pipeline.encoder.checkpoint if pipeline.encoder.checkpoint in DEMO_ENCODERS else "demo"
+    assets = ensure_demo_assets(progress=not quiet, encoder=encoder)
     gallery_ids = list(Gallery.load(assets.gallery_dir).ids)
     n_gallery = len(gallery_ids)
     run_dir = Path(run_dir).resolve()
@@ -214,6 +219,7 @@ def run_demo_session(
         "windows": collector.windows,
         "dropped_samples": _dropped_samples(decoder),
         "dropped_windows": int(decoder.get("dropped_windows", 0)),
+        "incremental": bool(decoder.get("incremental", False)),  # sliding windows computed stride by stride
         "dropped_messages": collector.dropped_messages + _display_drops(display),
         "latency_ms": {"push_to_embedding": collector.push_to_embedding(),
                        "sample_to_display": _display_latency(display, "retrieval"),

@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 
 
-def test_shipped_demo_encoder_matches_the_simulator():
+@pytest.mark.parametrize("encoder", ["demo", "demo-causal"])
+def test_shipped_demo_encoder_matches_the_simulator(encoder: str):
     """If the simulator, gallery or recipe changed, the shipped encoder must be rebuilt
-    (`python -m brainstream.realtime.session.demo_assets --ship`), otherwise every fresh demo trains for
-    minutes."""
+    (`python -m brainstream.realtime.session.demo_assets --encoder NAME --ship`), otherwise every fresh demo
+    trains for minutes."""
     from brainstream.models.demo_gallery import default_gallery_dir
     from brainstream.models.gallery import Gallery
-    from brainstream.realtime.session.demo_assets import SHIPPED_ENCODER, _fingerprint_of, demo_fingerprint
+    from brainstream.realtime.session.demo_assets import DEMO_ENCODERS, _fingerprint_of, demo_fingerprint
 
-    assert _fingerprint_of(SHIPPED_ENCODER) == demo_fingerprint(Gallery.load(default_gallery_dir()))
+    shipped = DEMO_ENCODERS[encoder][1]
+    assert _fingerprint_of(shipped) == demo_fingerprint(Gallery.load(default_gallery_dir()), encoder)
 
 
 def test_shipped_demo_generator_matches_its_data_and_recipe():
@@ -93,3 +95,22 @@ def test_demo_runs_headless_and_reports(tmp_path):
     assert "brainstream-demo-meg" in names and "brainstream-demo-meg-markers" in names
     assert any(n.startswith("bus:embedding.") for n in names)
     assert names["brainstream-demo-meg"]["time_series"].shape[1] == 272
+
+
+@pytest.mark.timeout(240)
+def test_continuous_demo_decodes_sliding_windows_incrementally_and_draws_them(tmp_path):
+    """``demo --continuous``: a window every 100 ms, decoded stride by stride by the causal demo encoder,
+    each retrieved; images newest-only, so the generator never builds a backlog; nothing dropped."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("DISPLAY", None)
+    seconds = 15
+    argv = [sys.executable, "-m", "brainstream", "demo", "--continuous", "--seconds", str(seconds),
+            "--headless", "--json", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=220)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["incremental"] is True
+    assert summary["windows"] >= 5 * seconds  # 10 per second, less the start-up
+    assert summary["dropped_samples"] == 0
+    assert summary["retrieval"]["trials"] + summary["dropped_windows"] >= summary["windows"] // 2
+    assert 1 <= summary["images"] <= summary["windows"]
