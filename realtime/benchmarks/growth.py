@@ -127,8 +127,8 @@ def retrieval_rows(sizes: list[int], n_queries: int, hnsw_max: int) -> list[dict
                 faiss.omp_set_num_threads(2)
                 found, timing = _time_queries(index, queries)
                 faiss.omp_set_num_threads(1)
-                rows.append({"n": n, "index": f"faiss-ivf nprobe {tuned['nprobe']}, 2 threads", "build_s": 0.0,
-                             **timing, "recall_at_5": recall_at_k(found, truth)})  # fmt: skip
+                rows.append({"n": n, "index": f"faiss-ivf nprobe {tuned['nprobe']}, 2 threads",
+                             "build_s": 0.0, **timing, "recall_at_5": recall_at_k(found, truth)})  # fmt: skip
                 for nprobe in IVF_NPROBE_SWEEP:
                     index.nprobe = nprobe
                     found, timing = _time_queries(index, queries)
