@@ -219,9 +219,9 @@ def run(args: argparse.Namespace) -> dict:
     result: dict = {"dim": DIM, "queries": args.queries}
     if args.skip != "retrieval":
         result["retrieval"] = rows = retrieval_rows(args.sizes, args.queries, args.hnsw_max)
-        print(f"{'gallery':>9s} {'index':14s} {'build s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'recall@5':>8s}")
+        print(f"{'gallery':>9s} {'index':34s} {'build s':>8s} {'p50 ms':>8s} {'p99 ms':>8s} {'recall@5':>8s}")
         for r in rows:
-            print(f"{r['n']:9d} {r['index']:14s} {r['build_s']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+            print(f"{r['n']:9d} {r['index']:34s} {r['build_s']:8.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
                   f"{r['recall_at_5']:8.3f}")  # fmt: skip
     if args.skip != "decoder":
         plan = [(c, 1) for c in args.channels] + [
