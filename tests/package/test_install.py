@@ -77,6 +77,7 @@ def test_the_wheel_carries_the_configs_and_the_demo_encoder_but_no_tests(wheel) 
                        ("calibration", "rsvp"), ("generator", "tiny"), ("generator", "demo")]:  # fmt: skip
         assert f"brainstream/configs/{kind}/{name}.yaml" in names
     assert "brainstream/realtime/session/assets/demo_encoder/model.safetensors" in names
+    assert "brainstream/realtime/session/assets/demo_encoder_causal/model.safetensors" in names
     assert "brainstream/realtime/session/assets/demo_generator/generator.safetensors" in names
     tops = {n.split("/")[0] for n in names}
     assert tops == {"brainstream", wheel.name.split("-py")[0] + ".dist-info"}, tops
