@@ -229,6 +229,7 @@ def run_demo_session(
         "retrieval_test_images": collector.test_retrieval_summary(),
         "reconstruction": {"two_way_identification": collector.identification_summary(),
                            "kept": str(plan.reconstructions)},
+        "retrievals": collector.retrievals,
         "images": collector.images,
         "cpu_percent": cpu.summary(),
         "screenshots": [str(p) for p in sorted(shots.glob("*.png"))],

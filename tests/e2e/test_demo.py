@@ -112,5 +112,5 @@ def test_continuous_demo_decodes_sliding_windows_incrementally_and_draws_them(tm
     assert summary["incremental"] is True
     assert summary["windows"] >= 5 * seconds  # 10 per second, less the start-up
     assert summary["dropped_samples"] == 0
-    assert summary["retrieval"]["trials"] + summary["dropped_windows"] >= summary["windows"] // 2
+    assert summary["retrievals"] >= 0.9 * summary["windows"]  # every embedding answered
     assert 1 <= summary["images"] <= summary["windows"]
