@@ -20,21 +20,13 @@ from brainstream.realtime.bus._socket import (
     open_socket,
 )
 from brainstream.realtime.bus.host import host_name
+from brainstream.realtime.bus.link import LINK_EVENTS, BusLink
 from brainstream.realtime.bus.message import HEARTBEAT_SUFFIX, encode
 from brainstream.realtime.bus.security import CurveKeys, as_keys
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
-#: a connecting publisher without a working link to the broker for this long raises an alarm
-LINK_ALARM_AFTER_S = 1.0
-_LINK_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
 
 
 class Publisher:
@@ -108,7 +100,7 @@ class Publisher:
         )  # the heartbeat thread shares the socket; the lock is the memory barrier
         self._stop = threading.Event()
         watch = not bind and endpoint.startswith("tcp://") and heartbeat_interval is not None
-        self._link = _Link(endpoint) if watch else None
+        self._link = BusLink(endpoint) if watch else None
         self._opened = open_socket(
             zmq.PUB,
             endpoint,
@@ -116,7 +108,7 @@ class Publisher:
             keys=as_keys(keys),
             context=context,
             hwm=hwm,
-            monitor_events=_LINK_EVENTS if watch else None,
+            monitor_events=LINK_EVENTS if watch else None,
             # while the broker is away, drop (subscribers count the gap) rather than deliver stale windows
             immediate=watch,
         )
@@ -293,56 +285,3 @@ class Publisher:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Publisher {self.src} {self.endpoint} ({state})>"
-
-
-class _Link:
-    """What a connecting publisher knows about its link to the broker (touched by the heartbeat thread)."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.up = False
-        self.down_since = time.monotonic()
-        self.alarm: str | None = None
-        self.refused = False
-        self.reconnects = 0
-        self.handshake_failures = 0
-        self._ever_up = False
-
-    def read(self, monitor: zmq.Socket) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-
-        while monitor.poll(0):
-            event = recv_monitor_message(monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._connected()
-            elif event == zmq.EVENT_DISCONNECTED and self.up:
-                self.up, self.down_since = False, time.monotonic()
-            elif event & (_LINK_EVENTS & ~(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)):
-                self.handshake_failures += 1
-                self.refused = True
-
-    def _connected(self) -> None:
-        down_s = time.monotonic() - self.down_since
-        if self.alarm is not None:
-            logger.warning("reached the bus at %s again after %.1f s", self.endpoint, down_s)
-        if self._ever_up:
-            self.reconnects += 1
-        self.up, self._ever_up, self.alarm, self.refused = True, True, None, False
-
-    def check(self) -> None:
-        if self.up or self.alarm is not None:
-            return
-        down_s = time.monotonic() - self.down_since
-        if down_s < LINK_ALARM_AFTER_S:
-            return
-        if self.refused:
-            self.alarm = (
-                f"the bus at {self.endpoint} refuses this node's CURVE keys; retrying (this host needs the "
-                "bus host's server.key and a client key pair listed in its authorized/ folder)"
-            )
-        else:
-            self.alarm = (
-                f"cannot reach the bus at {self.endpoint}; retrying (is the bus running on that host, and "
-                "are its ports open to this host?)"
-            )
-        logger.warning("%s", self.alarm)

@@ -18,6 +18,7 @@ from brainstream.realtime.bus._socket import (
     DEFAULT_SUB_ENDPOINT,
     open_socket,
 )
+from brainstream.realtime.bus.link import HANDSHAKE_FAILED, LINK_EVENTS, BusLink
 from brainstream.realtime.bus.message import BusMessage, MalformedMessageError, decode
 from brainstream.realtime.bus.security import CurveKeys, as_keys
 
@@ -26,6 +27,7 @@ HEARTBEAT_PREFIX = "status."
 LOST_AFTER_INTERVALS = 3.0
 #: at most one socket re-creation per this many seconds (a peer that keeps sending junk cannot make us spin)
 RECONNECT_MIN_INTERVAL_S = 0.5
+LINK_CHECK_S = 0.25  # while the link to the broker is down, look at it this often
 #: a forward jump in one publisher's ``seq`` larger than this is not counted as lost messages but as a reset
 #: of that publisher (a forged or corrupted header): ZeroMQ drops whole queues of at most a high-water mark
 #: (1000 by default), so a real loss between two messages that both arrived is far smaller
@@ -33,12 +35,6 @@ MAX_SEQ_JUMP = 10_000
 #: publishers remembered for gap counting; the least recently heard is forgotten beyond this (a sender that
 #: invents a new ``src`` per message cannot make a subscriber grow without bound)
 MAX_TRACKED_PUBLISHERS = 1024
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITORED = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _HANDSHAKE_FAILED
 
 
 @dataclass
@@ -121,6 +117,8 @@ class Subscriber:
         self._monitor: zmq.Socket | None = None
         self._reconnect_due: float | None = None
         self._last_reconnect = -float("inf")
+        # a connecting subscriber says when it cannot reach the bus, as publishers do (bus/link.py)
+        self._link = None if bind else BusLink(endpoint)
         self._open()
         self._last_seq: dict[str, dict[str, int]] = {}  # src (one publisher instance) -> topic -> seq
         self._publishers: dict[str, PublisherState] = {}
@@ -140,7 +138,7 @@ class Subscriber:
     def _open(self) -> None:
         connecting = not self._socket_args["bind"]
         self._opened = open_socket(
-            zmq.SUB, self.endpoint, monitor_events=_MONITORED if connecting else None, **self._socket_args
+            zmq.SUB, self.endpoint, monitor_events=LINK_EVENTS if connecting else None, **self._socket_args
         )
         for prefix in self._subscriptions:
             self._opened.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("ascii"))
@@ -176,6 +174,9 @@ class Subscriber:
                 self._reconnect()
             socket = self._socket()
             waits = [t - now for t in (deadline, self._reconnect_due) if t is not None]
+            if self._link is not None and not self._link.up:
+                self._link.check()
+                waits.append(LINK_CHECK_S)  # wake to raise the alarm on time even without messages
             wait_ms = max(0, int(min(waits) * 1000)) if waits else None
             ready = dict(self._poller.poll(wait_ms))
             if socket in ready:
@@ -193,9 +194,11 @@ class Subscriber:
 
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
+            if self._link is not None:
+                self._link.event(event)
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._handshaken = True
-            elif event & _HANDSHAKE_FAILED:
+            elif event & HANDSHAKE_FAILED:
                 self._counts["handshake_failures"] += 1
             elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
                 self._handshaken = False
@@ -316,6 +319,11 @@ class Subscriber:
             }
             for src, p in self._publishers.items()
         }
+
+    @property
+    def alarms(self) -> list[str]:
+        """Active alarms: the bus unreachable or refusing this node's keys (connecting subscribers only)."""
+        return [self._link.alarm] if self._link is not None and self._link.alarm else []
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -451,3 +451,28 @@ def test_curve_allows_listed_clients_and_denies_others(tmp_path: Path):
             for _ in range(20):
                 bad.publish("embedding.s1", [np.zeros(4, np.float32)])
                 assert sub2.recv(timeout=0.02) is None
+
+
+def test_a_subscriber_says_when_it_cannot_reach_the_bus_and_when_it_can_again(caplog):
+    """Nodes that only listen (the recorder, the collector) alarm like publishers when the broker is gone."""
+    import logging
+
+    from brainstream.realtime.bus.link import LINK_ALARM_AFTER_S
+    from tests.net import free_ports
+
+    front, back = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
+    caplog.set_level(logging.WARNING, logger="brainstream.realtime.bus.link")
+    with Subscriber(back, topics=("x",)) as sub:
+        t0 = time.monotonic()
+        while not sub.alarms and time.monotonic() - t0 < LINK_ALARM_AFTER_S + 5:
+            sub.recv(timeout=0.1)
+        assert sub.alarms and f"cannot reach the bus at {back}; retrying" in sub.alarms[0]
+        assert time.monotonic() - t0 >= LINK_ALARM_AFTER_S  # not before the grace period
+        with Broker(front, back):
+            deadline = time.monotonic() + 10
+            while sub.alarms and time.monotonic() < deadline:
+                sub.recv(timeout=0.1)
+            assert not sub.alarms
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("cannot reach the bus" in m for m in said) == 1  # once, not at every check
+    assert any(m.startswith(f"reached the bus at {back} again after") for m in said)
