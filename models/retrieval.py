@@ -206,9 +206,10 @@ def noisy_views(gallery: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k gallery rows of each query in float32 (the reference an index is scored against)."""
     q, _ = _as_queries(queries, gallery.shape[1])
-    out = np.empty((len(q), min(k, len(gallery))), np.int64)
+    rows = np.asarray(gallery, np.float32)
+    out = np.empty((len(q), min(k, len(rows))), np.int64)
     for start in range(0, len(q), 64):  # 64 queries x 1M rows of scores at a time
-        _, out[start : start + 64] = _top_k(q[start : start + 64] @ np.asarray(gallery, np.float32).T, k)
+        _, out[start : start + 64] = _top_k(q[start : start + 64] @ rows.T, k)
     return out
 
 
