@@ -77,12 +77,18 @@ def stop_when_orphaned() -> threading.Thread | None:
     A supervisor killed with SIGKILL (or a test runner interrupted hard) cannot stop its nodes; without
     this they would run on, holding ports, stream names and cores. The node is re-parented when its
     supervisor dies, so a changed parent pid is the sign. Returns the watching thread, or None when this
-    process is not supervised.
+    process is not a supervised node.
     """
     supervisor = os.environ.get(SUPERVISED_ENV, "")
     if not supervisor.isdigit():
         return None
     supervisor_pid = int(supervisor)
+    if os.getppid() != supervisor_pid:
+        try:
+            os.kill(supervisor_pid, 0)
+        except ProcessLookupError:  # the supervisor died before this node got here
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None  # else: a process that a node started, which inherited the variable
 
     def watch() -> None:
         while os.getppid() == supervisor_pid:
