@@ -122,6 +122,11 @@ class GeneratorConfig(StrictModel):
     )
     trained: TrainedSizes = TrainedSizes()
     training: GeneratorTraining = GeneratorTraining()
+    prior: str | None = Field(
+        default=None,
+        description="embedding prior applied to every embedding before generating (safetensors written by "
+        "`brainstream generator prior`; relative to the config file; models.generation.prior). null: none",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GeneratorConfig:
