@@ -10,6 +10,8 @@ trials: the demo subject is simulated watching images that are neither the demo 
 demo encoder trained on (cached like the test session), the demo encoder decodes them, and ``k`` and the
 temperature are picked by the 2-way identification of the images generated from them. The bank holds the
 generator's training images minus those validation images. Written where the config's ``prior`` points.
+It also reports how noisy the decoded embeddings are (signal, noise: the levels the generator recipe's
+embedding augmentation uses).
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _run_prior(args: argparse.Namespace) -> int:
     from brainstream.models.embedders import get_embedder
     from brainstream.models.gallery import Gallery
     from brainstream.models.generation import GeneratorError, load_generator, load_generator_config
-    from brainstream.models.generation.prior import select_prior
+    from brainstream.models.generation.prior import estimate_embedding_noise, select_prior
     from brainstream.models.generation.trained import read_metadata
     from brainstream.models.generation.training import split_ids
     from brainstream.models.reconstruction_eval import decode_test_trials
@@ -180,7 +182,14 @@ def _run_prior(args: argparse.Namespace) -> int:
         space=space,
         progress=progress,
     )
-    result = {"n_validation_images": len(val_ids), "bank_size": len(bank_ids), "selection": rows}
+    noise = estimate_embedding_noise(decoded[keep], gallery.embeddings_for(list(trials.image_ids[keep])))
+    result = {
+        "n_validation_images": len(val_ids),
+        "n_validation_trials": int(keep.sum()),
+        "bank_size": len(bank_ids),
+        "embedding_noise": noise,
+        "selection": rows,
+    }
     if prior is None:
         print("no prior did better than none on validation: set prior: null in the config", flush=True)
         result["path"] = None
@@ -197,5 +206,9 @@ def _run_prior(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             print(f"k {row['k']}, T {row['temperature']}: 2-way {100 * row['two_way']:.1f} %")
+        print(
+            f"decoded embeddings on validation: signal {noise['signal']:.3f}, noise {noise['noise']:.4f} "
+            "(the recipe's embedding_signal / embedding_noise)"
+        )
         print(f"wrote {result['path']}")
     return 0

@@ -139,6 +139,19 @@ class PriorGenerator(Generator):
         return getattr(self.__dict__["base"], name)
 
 
+def estimate_embedding_noise(decoded: np.ndarray, true_embeddings: np.ndarray) -> dict[str, float]:
+    """How the decoder corrupts embeddings, as ``normalise(decoded) ~ signal * true + noise * N(0, I)``:
+    ``signal`` the mean cosine of decoded and true embedding, ``noise`` the per-dimension std of the
+    residual (the generator recipe's ``embedding_signal`` / ``embedding_noise``). Estimate on validation
+    trials only."""
+    d = np.asarray(decoded, dtype=np.float64)
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    e = np.asarray(true_embeddings, dtype=np.float64)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    signal = float(np.mean(np.sum(d * e, axis=1)))
+    return {"signal": signal, "noise": float(np.sqrt(np.mean((d - signal * e) ** 2)))}
+
+
 # -------------------------------------------------------------------------------------------- selection
 def select_prior(
     decoded: np.ndarray,

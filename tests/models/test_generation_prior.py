@@ -114,3 +114,16 @@ def test_selection_scores_every_setting_and_returns_the_best(bank, tiny):
         assert best["k"] is None
     else:
         assert (prior.k, prior.temperature) == (best["k"], best["temperature"])
+
+
+def test_noise_estimate_recovers_the_corruption_it_is_given(bank):
+    from brainstream.models.generation.prior import estimate_embedding_noise
+
+    rng = np.random.default_rng(3)
+    true = np.repeat(bank, 20, axis=0)
+    true /= np.linalg.norm(true, axis=1, keepdims=True)
+    decoded = 3.0 * (0.3 * true + 0.05 * rng.standard_normal(true.shape))  # the decoder's scale is arbitrary
+    est = estimate_embedding_noise(decoded, true)
+    expected = 0.3 / np.sqrt(0.09 + 128 * 0.05**2)
+    assert est["signal"] == pytest.approx(expected, rel=0.05)
+    assert est["noise"] == pytest.approx(0.05 / np.sqrt(0.09 + 128 * 0.05**2), rel=0.1)
