@@ -24,8 +24,12 @@ or adversarial distillation stage needs a many-step teacher first, which two sha
 in the time budget. With a fixed initial noise the one-step image is the model's estimate of the mean image
 for the embedding: smooth rather than sharp. Training the first step on the fixed noise itself matters: a
 UNet has no position encoding, and from random noise it can only place content by the zero padding's edge
-effects; the fixed pattern is a position code it can learn to read. (With the short recipe shipped for the
-demo, trained on a loaded 2-core machine, it places colour blobs, not yet shapes: docs/benchmarks.md.)
+effects; the fixed pattern is a position code it can learn to read. (The demo recipe draws the right colours,
+place and size of the object, and the outline of large simple shapes: docs/benchmarks.md.)
+
+Optionally (``embedding_noise_fraction``) a share of the samples is conditioned on an embedding corrupted as
+the decoder corrupts embeddings (levels estimated on validation trials by ``brainstream generator prior``),
+so that the generator learns what to draw from a decoded embedding too.
 
 Training is resumable: a checkpoint (``weights_only`` torch file of tensors) is written every
 ``checkpoint_every`` steps into ``<weights>.work/`` and picked up by the next run.
