@@ -3,8 +3,11 @@
 - **2-way identification** in a feature space: a generated image is "correct" against another candidate
   image when its features correlate more with its own stimulus' than with the other's; the score of one
   reconstruction is the fraction of the other candidates it beats, averaged over reconstructions (chance
-  50 %). Computed in the demo embedding space (what the generator is conditioned on) and in HOG space
-  (scikit-image; a space the generator never saw).
+  50 %). Computed in three spaces: the demo embedding space (what the generator is conditioned on, so the
+  figure the generator is trained to win), HOG (scikit-image: grey-level edge orientations on an 8-px grid,
+  i.e. where the shape's outlines and the texture are; blind to colour) and a differently seeded random
+  convnet (:func:`randconv_features`: the demo embedder's architecture with other weights and without its
+  colour statistics or PCA, i.e. colour, texture and coarse layout read by filters the generator never saw).
 - **PixCorr**: Pearson correlation of the pixels (RGB, generator size) of reconstruction and stimulus.
 - **SSIM**: structural similarity of the grey-level images (Gaussian window, sigma 1.5, as MindEye).
 
@@ -22,6 +25,8 @@ import numpy as np
 
 N_BOOTSTRAP = 1000
 HOG_SIZE = 64
+RANDCONV_SEED = 1234  # not the demo embedder's seed: an independent network
+METRICS = ("two_way_embedding", "two_way_hog", "two_way_randconv", "pixcorr", "ssim")
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -51,6 +56,26 @@ def hog_features(images: Sequence[np.ndarray], size: int = HOG_SIZE) -> np.ndarr
             for g in grey
         ]
     ).astype(np.float32)
+
+
+def randconv_features(images: Sequence[np.ndarray], seed: int = RANDCONV_SEED) -> np.ndarray:
+    """Features ``(n, F)`` of a random convnet seeded differently from the demo embedder's: its rectified
+    conv responses (global and 2x2-pooled), log-compressed as the embedder does, without its fixed colour
+    blocks and PCA."""
+    import torch
+
+    from brainstream.models.embedders.demo import INPUT_SIZE, _RandConvNet
+
+    x = torch.from_numpy(_resized(images, INPUT_SIZE)).permute(0, 3, 1, 2).float()
+    feats = _RandConvNet(seed).features(x, colour_blocks=False).double().numpy()
+    return np.log1p(np.maximum(feats, 0.0) * 10.0).astype(np.float32)
+
+
+def _standardised(generated: np.ndarray, stimuli: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets z-scored per feature with the stimuli's mean and std, so that no feature dominates the
+    correlation by its scale alone."""
+    mean, std = stimuli.mean(axis=0), stimuli.std(axis=0) + 1e-6
+    return (generated - mean) / std, (stimuli - mean) / std
 
 
 # -------------------------------------------------------------------------------------------- metrics
@@ -122,7 +147,7 @@ def score_reconstructions(
     n_boot: int = N_BOOTSTRAP,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """2-way identification (embedding space and HOG), PixCorr and SSIM with bootstrap CIs.
+    """2-way identification (embedding space, HOG, random convnet), PixCorr and SSIM with bootstrap CIs.
 
     Parameters
     ----------
@@ -143,6 +168,9 @@ def score_reconstructions(
     rows = {
         "two_way_embedding": two_way_scores(embed(generated), embed(stimuli), true),
         "two_way_hog": two_way_scores(hog_features(generated), hog_features(stimuli), true),
+        "two_way_randconv": two_way_scores(
+            *_standardised(randconv_features(generated), randconv_features(stimuli)), true
+        ),
         "pixcorr": pixcorr_scores(generated, seen, size),
         "ssim": ssim_scores(generated, seen, size),
     }
@@ -179,8 +207,9 @@ def reconstruction_table(
 
 def format_table(table: dict[str, Any]) -> str:
     """The table as aligned text: one row per set, mean [95 % CI] per metric (percent for 2-way)."""
-    cols = ("two_way_embedding", "two_way_hog", "pixcorr", "ssim")
-    head = f"{'':34s}" + "".join(f"{c:>24s}" for c in ("2-way (embedding)", "2-way (HOG)", "PixCorr", "SSIM"))
+    cols = METRICS
+    titles = ("2-way (embedding)", "2-way (HOG)", "2-way (rand-conv)", "PixCorr", "SSIM")
+    head = f"{'':34s}" + "".join(f"{c:>24s}" for c in titles)
     lines = [head]
     for name, metrics in table.items():
         cells = []

@@ -7,7 +7,9 @@ Rows (each scored by :func:`brainstream.models.reconstruction.score_reconstructi
   test trials, one per trial / one per image from the repetition-averaged windows;
 - ``c_retrieval_single_trial`` / ``c_retrieval_averaged``: the top-1 image retrieved from the whole gallery
   for the same embeddings, scored the same way (the baseline a generator must beat to add anything);
-- ``d_chance_shuffled``: the true-embedding reconstructions paired with other test images.
+- ``d_chance_shuffled``: the true-embedding reconstructions paired with other test images;
+- with an embedding prior (:mod:`brainstream.models.generation.prior`), the (b) rows go through it, as live,
+  and ``b_*_without_prior`` show the same trials generated without it.
 """
 
 from __future__ import annotations
@@ -61,44 +63,20 @@ def evaluate_reconstruction(
     embedder : ImageEmbedder
         The embedder of the generator's space (2-way identification in that space).
     """
-    from brainstream.models.checkpoint import CheckpointError, load_checkpoint
     from brainstream.models.reconstruction import reconstruction_table, shuffled
-    from brainstream.models.training.data import DataError, average_repetitions
-    from brainstream.models.training.loading import load_for_checkpoint
-    from brainstream.models.training.scoring import SUBJECT_UNSEEN, predict
 
-    model, meta = load_checkpoint(checkpoint)
-    for what, space in (("generator", generator.space), ("gallery", gallery.space)):
-        if space is not None and space != meta.space:
-            raise CheckpointError(
-                f"embedding space mismatch: the checkpoint predicts {meta.space!r} but the {what} is in "
-                f"{space!r}; use a {what} of the checkpoint's space"
-            )
-    from brainstream.models.preprocessing import RobustScaler
-
-    # the checkpoint's scaler, as the live decoder applies it: a test-only recording has no training
-    # trials to fit one on
-    options = {"scaler": RobustScaler.from_dict(meta.scaler)} if meta.scaler else None
-    data = load_for_checkpoint(meta, paths, kind=kind, progress=progress, options=options)
-    meta.check_channels(data.ch_names)
-    test = data.split("test")
-    if len(np.unique(test.image_ids)) < 2:
-        raise DataError("the recordings have fewer than 2 distinct test images: nothing to identify")
-    index = {name: k for k, name in enumerate(meta.subjects)}
-    subj = np.array([index.get(test.subject_names[s], SUBJECT_UNSEEN) for s in test.subjects])
-    avg = average_repetitions(test)
-    avg_subj = np.array([index.get(avg.subject_names[s], SUBJECT_UNSEEN) for s in avg.subjects])
-    single = predict(model, test.X, subj)
-    averaged = predict(model, avg.X, avg_subj)
+    test, single, avg, averaged, space = decode_test_trials(
+        checkpoint, paths, (("generator", generator.space), ("gallery", gallery.space)), kind, progress
+    )
     stim_ids = sorted(set(test.image_ids.tolist()))
     pos = {image_id: k for k, image_id in enumerate(stim_ids)}
     stimuli = [gallery.load_image(i) for i in stim_ids]
     true_single = [pos[i] for i in test.image_ids]
     true_avg = [pos[i] for i in avg.image_ids]
-    space = meta.space
-    true_images = generate_all(
-        generator, gallery.embeddings_for(stim_ids), space, progress, "from true embeddings"
-    )
+    # (a) is the generator's own ceiling: true embeddings need no prior
+    base = getattr(generator, "base", generator)
+    true_embeddings = gallery.embeddings_for(stim_ids)
+    true_images = generate_all(base, true_embeddings, space, progress, "from true embeddings")
     single_images = generate_all(generator, single, space, progress, "from single trials")
     avg_images = generate_all(generator, averaged, space, progress, "from averaged trials")
     retrieved_single = [gallery.load_image(i) for i in top1_retrieved(single, gallery)]
@@ -112,6 +90,15 @@ def evaluate_reconstruction(
         "c_retrieval_averaged": (_at(retrieved_avg, size), true_avg),
         "d_chance_shuffled": (true_images, shuffled(range(len(stim_ids)), len(stim_ids), seed).tolist()),
     }
+    if base is not generator:  # the same trials without the prior, to show what it adds
+        rows["b_single_trial_without_prior"] = (
+            generate_all(base, single, space, progress, "single trials, no prior"),
+            true_single,
+        )
+        rows["b_averaged_without_prior"] = (
+            generate_all(base, averaged, space, progress, "averaged trials, no prior"),
+            true_avg,
+        )
     table = reconstruction_table(rows, _at(stimuli, size), embedder.embed, n_boot, seed, progress)
     return {
         "table": table,
@@ -120,6 +107,7 @@ def evaluate_reconstruction(
         "gallery_size": len(gallery.ids),
         "space": space,
         "checkpoint": str(checkpoint),
+        "prior": None if base is generator else {"k": generator.prior.k, "t": generator.prior.temperature},
         "images": {
             "ids": stim_ids,
             "stimuli": _at(stimuli, size),
@@ -128,6 +116,40 @@ def evaluate_reconstruction(
             "averaged": [avg_images[true_avg.index(k)] for k in range(len(stim_ids))],
         },
     }
+
+
+def decode_test_trials(checkpoint, paths, spaces=(), kind: str = "auto", progress: bool = True):
+    """Decode the test trials of ``paths`` with ``checkpoint`` as the live decoder would (its scaler).
+
+    Returns ``(test data, single-trial embeddings, repetition-averaged data, their embeddings, space)``;
+    ``spaces`` holds ``(what, space)`` pairs that must match the checkpoint's space.
+    """
+    from brainstream.models.checkpoint import CheckpointError, load_checkpoint
+    from brainstream.models.preprocessing import RobustScaler
+    from brainstream.models.training.data import DataError, average_repetitions
+    from brainstream.models.training.loading import load_for_checkpoint
+    from brainstream.models.training.scoring import SUBJECT_UNSEEN, predict
+
+    model, meta = load_checkpoint(checkpoint)
+    for what, space in spaces:
+        if space is not None and space != meta.space:
+            raise CheckpointError(
+                f"embedding space mismatch: the checkpoint predicts {meta.space!r} but the {what} is in "
+                f"{space!r}; use a {what} of the checkpoint's space"
+            )
+    # the checkpoint's scaler, as the live decoder applies it: a test-only recording has no training
+    # trials to fit one on
+    options = {"scaler": RobustScaler.from_dict(meta.scaler)} if meta.scaler else None
+    data = load_for_checkpoint(meta, paths, kind=kind, progress=progress, options=options)
+    meta.check_channels(data.ch_names)
+    test = data.split("test")
+    if len(np.unique(test.image_ids)) < 2:
+        raise DataError("the recordings have fewer than 2 distinct test images: nothing to identify")
+    index = {name: k for k, name in enumerate(meta.subjects)}
+    subj = np.array([index.get(test.subject_names[s], SUBJECT_UNSEEN) for s in test.subjects])
+    avg = average_repetitions(test)
+    avg_subj = np.array([index.get(avg.subject_names[s], SUBJECT_UNSEEN) for s in avg.subjects])
+    return test, predict(model, test.X, subj), avg, predict(model, avg.X, avg_subj), meta.space
 
 
 def _at(images: list[np.ndarray], size: int) -> list[np.ndarray]:

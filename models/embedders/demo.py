@@ -31,13 +31,14 @@ def demo_space(dim: int) -> str:
 
 
 class _RandConvNet:
-    """Three conv stages with rectification (|x|) and average pooling; weights drawn from a fixed seed."""
+    """Three conv stages with rectification (|x|) and average pooling; weights drawn from a fixed seed
+    (another ``seed`` gives another network: the reconstruction metrics' independent feature space)."""
 
     widths = (48, 96, 128)
     kernels = (7, 3, 3)
 
-    def __init__(self) -> None:
-        gen = torch.Generator().manual_seed(WEIGHT_SEED)
+    def __init__(self, seed: int = WEIGHT_SEED) -> None:
+        gen = torch.Generator().manual_seed(seed)
         self.weights = []
         c_in = 3
         for width, k in zip(self.widths, self.kernels, strict=True):
@@ -53,14 +54,17 @@ class _RandConvNet:
             c_in = width
 
     @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (n, 3, 64, 64) in [0, 1] → (n, n_features) raw features."""
+    def features(self, x: torch.Tensor, colour_blocks: bool = True) -> torch.Tensor:
+        """``x``: (n, 3, 64, 64) in [0, 1] → (n, n_features) raw features (``colour_blocks=False``: the
+        convolutional ones only, without the fixed colour statistics)."""
         n = x.shape[0]
-        blocks = [
-            x.mean(dim=(2, 3)),  # mean colour
-            x.std(dim=(2, 3)),  # colour contrast
-            F.adaptive_avg_pool2d(x, 4).flatten(1),  # where the colours are (4x4 grid)
-        ]
+        blocks = []
+        if colour_blocks:
+            blocks += [
+                x.mean(dim=(2, 3)),  # mean colour
+                x.std(dim=(2, 3)),  # colour contrast
+                F.adaptive_avg_pool2d(x, 4).flatten(1),  # where the colours are (4x4 grid)
+            ]
         h = x - 0.5
         for i, w in enumerate(self.weights):
             h = torch.abs(F.conv2d(h, w, padding=w.shape[-1] // 2, stride=2 if i == 0 else 1))

@@ -24,19 +24,29 @@ def load_generator_config(name_or_path: str | Path) -> GeneratorConfig:
     from brainstream.models.config_base import load_config, resolve_config_path
 
     config = load_config(name_or_path, GeneratorConfig, kind="generator")
-    if config.weights is not None and not Path(config.weights).expanduser().is_absolute():
-        # weights travel beside (or relative to) the config that names them
-        folder = resolve_config_path(name_or_path, "generator").resolve().parent
-        config = config.model_copy(update={"weights": str((folder / config.weights).resolve())})
+    # weights and prior travel beside (or relative to) the config that names them
+    for key in ("weights", "prior"):
+        value = getattr(config, key)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            folder = resolve_config_path(name_or_path, "generator").resolve().parent
+            config = config.model_copy(update={key: str((folder / value).resolve())})
     return config
 
 
 def load_generator(config: GeneratorConfig | str | Path, **overrides) -> Generator:
-    """Build the generator a config describes (``overrides`` replace config keys, e.g. ``device="cpu"``)."""
+    """Build the generator a config describes (``overrides`` replace config keys, e.g. ``device="cpu"``).
+
+    With a ``prior`` the result is a :class:`~brainstream.models.generation.prior.PriorGenerator` (its
+    ``base`` draws without the prior)."""
     if not isinstance(config, GeneratorConfig):
         config = load_generator_config(config)
     if overrides:
         config = GeneratorConfig.model_validate({**config.model_dump(), **overrides})
+    if config.prior is not None:
+        from brainstream.models.generation.prior import EmbeddingPrior, PriorGenerator
+
+        prior = EmbeddingPrior.load(config.prior)
+        return PriorGenerator(load_generator(config.model_copy(update={"prior": None})), prior)
     if config.backend == "tiny":
         from brainstream.models.generation.tiny import build_tiny_generator
 

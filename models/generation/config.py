@@ -66,6 +66,16 @@ class GeneratorTraining(StrictModel):
         default=(999, 749, 499, 249),
         description="the timesteps the few-step sampler visits (trailing spacing, 1, 2 and 4 steps)",
     )
+    embedding_noise_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of UNet samples conditioned on a corrupted embedding, normalise(signal * e + "
+        "noise * N(0, I)), the way the decoder corrupts embeddings (estimated on validation trials by "
+        "`brainstream generator prior`); 0: clean embeddings only",
+    )
+    embedding_signal: float = Field(default=1.0, gt=0, description="mean cosine, decoded vs true")
+    embedding_noise: float = Field(default=0.0, ge=0, description="per-dimension std of the residual")
     threads: int | None = Field(default=None, ge=1, description="torch threads while training")
     checkpoint_every: int = Field(default=250, ge=1, description="steps between resumable checkpoints")
     seed: int = 0
@@ -122,6 +132,11 @@ class GeneratorConfig(StrictModel):
     )
     trained: TrainedSizes = TrainedSizes()
     training: GeneratorTraining = GeneratorTraining()
+    prior: str | None = Field(
+        default=None,
+        description="embedding prior applied to every embedding before generating (safetensors written by "
+        "`brainstream generator prior`; relative to the config file; models.generation.prior). null: none",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> GeneratorConfig:

@@ -11,9 +11,10 @@ Recipe (``training:`` in the generator config; all of it goes into the weights' 
    alone trains on (the frozen encoder's latents → images), which costs half an autoencoder step.
 3. **UNet**: an SDXL-style UNet2DConditionModel with IP-Adapter processors and image projection, conditioned
    only through the IP-Adapter on the embedding, predicts the *clean* latent (x0 / ``sample`` prediction)
-   at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps. The first step (half
-   the samples) gets exactly what it gets at run time, the generator's fixed initial noise (``seed``); the
-   other steps get the clean latent noised afresh. Loss: latent MSE (plus optional L1 on decoded pixels).
+   at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps. The first step (a
+   ``first_step_fraction`` of the samples: all of them in the demo recipe, which ships 1 step) gets exactly
+   what it gets at run time, the generator's fixed initial noise (``seed``); the other steps get the clean
+   latent noised afresh. Loss: latent MSE (plus optional L1 on decoded pixels).
 
 Why x0-prediction on the sampler's own timesteps: an epsilon-predicting model must be run for many steps
 (one step from pure noise amplifies its noise estimate by sigma_max ~ 15); predicting x0 makes the first step
@@ -23,8 +24,12 @@ or adversarial distillation stage needs a many-step teacher first, which two sha
 in the time budget. With a fixed initial noise the one-step image is the model's estimate of the mean image
 for the embedding: smooth rather than sharp. Training the first step on the fixed noise itself matters: a
 UNet has no position encoding, and from random noise it can only place content by the zero padding's edge
-effects; the fixed pattern is a position code it can learn to read. (With the short recipe shipped for the
-demo, trained on a loaded 2-core machine, it places colour blobs, not yet shapes: docs/benchmarks.md.)
+effects; the fixed pattern is a position code it can learn to read. (The demo recipe draws the right colours,
+place and size of the object, and the outline of large simple shapes: docs/benchmarks.md.)
+
+Optionally (``embedding_noise_fraction``) a share of the samples is conditioned on an embedding corrupted as
+the decoder corrupts embeddings (levels estimated on validation trials by ``brainstream generator prior``),
+so that the generator learns what to draw from a decoded embedding too.
 
 Training is resumable: a checkpoint (``weights_only`` torch file of tensors) is written every
 ``checkpoint_every`` steps into ``<weights>.work/`` and picked up by the next run.
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 
 N_VALIDATION = 40
 RECIPE_VERSION = "x0-trailing-v1"
+NOISE_KEYS = ("embedding_noise_fraction", "embedding_signal", "embedding_noise")
 
 
 @dataclass
@@ -140,6 +146,9 @@ def generator_fingerprint(config: GeneratorConfig, train_ids: Sequence[str], dat
         "training": config.training.model_dump(mode="json"),
         "recipe": RECIPE_VERSION,
     }
+    if config.training.embedding_noise_fraction == 0:  # off: recipes from before it keep their fingerprint
+        for key in NOISE_KEYS:
+            parts["training"].pop(key)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -249,6 +258,8 @@ class GeneratorTrainer:
             keys.append("decoder_steps")
         if stage == "unet":
             keys += ["unet_steps", "pixel_loss_weight", "train_timesteps", "first_step_fraction"]
+            if r.embedding_noise_fraction > 0:
+                keys += list(NOISE_KEYS)
         recipe = {k: getattr(r, k) for k in keys}
         if stage == "unet":
             recipe["noise_seed"] = self.config.seed
@@ -391,7 +402,7 @@ class GeneratorTrainer:
             # the sampler's first step sees the generator's fixed initial noise and nothing else: train it on
             # exactly that input (the fixed pattern also tells the UNet where it is in the image)
             model_in[at_first] = fixed
-            pred = self.unet_forward(model_in, timesteps[k], self.data.embeddings[idx])
+            pred = self.unet_forward(model_in, timesteps[k], self.condition(idx, gen))
             loss = F.mse_loss(pred, x0)
             if self.recipe.pixel_loss_weight > 0:
                 pixels = self.vae.decode(pred / self.vae.config.scaling_factor).sample
@@ -399,6 +410,21 @@ class GeneratorTrainer:
             return loss
 
         self._loop("unet", self.unet, self.recipe.unet_steps, step_fn)
+
+    def condition(self, idx, gen):
+        """The embeddings of a batch, a share of them corrupted as the decoder corrupts embeddings (signal
+        and noise levels estimated on validation trials): the generator learns what to draw from a decoded
+        embedding, not only from a clean one."""
+        import torch
+
+        emb = self.data.embeddings[idx]
+        r = self.recipe
+        if r.embedding_noise_fraction == 0:
+            return emb
+        noisy = torch.rand(len(idx), generator=gen) < r.embedding_noise_fraction
+        corrupted = r.embedding_signal * emb + r.embedding_noise * torch.randn(emb.shape, generator=gen)
+        corrupted = corrupted / corrupted.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return torch.where(noisy[:, None], corrupted, emb)
 
     def save(self, path: Path, info: dict[str, Any]) -> Path:
         from brainstream.models.generation.trained import save_weights

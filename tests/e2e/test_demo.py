@@ -40,6 +40,19 @@ def test_shipped_demo_generator_matches_its_data_and_recipe():
     assert shipped == demo_generator_fingerprint(config, Gallery.load(default_gallery_dir()))
 
 
+def test_shipped_demo_prior_was_chosen_for_the_shipped_generator():
+    """A retrained generator needs its embedding prior chosen again: `brainstream generator prior --config
+    demo` (validation trials only)."""
+    from brainstream.models.generation import load_generator_config
+    from brainstream.models.generation.prior import EmbeddingPrior
+    from brainstream.models.generation.trained import read_metadata
+
+    config = load_generator_config("demo")
+    prior = EmbeddingPrior.load(config.prior)
+    assert prior.space == config.space
+    assert prior.info["generator_fingerprint"] == read_metadata(config.weights)["info"]["fingerprint"]
+
+
 @pytest.mark.timeout(240)
 def test_demo_runs_headless_and_reports(tmp_path):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}

@@ -11,6 +11,7 @@ from brainstream.models.reconstruction import (
     format_table,
     hog_features,
     pixcorr_scores,
+    randconv_features,
     score_reconstructions,
     shuffled,
     ssim_scores,
@@ -37,13 +38,14 @@ def test_two_way_counts_the_other_candidates_beaten():
 def test_stimuli_identify_themselves_and_shuffled_pairs_sit_near_chance(stimuli):
     embed = get_embedder("demo").embed
     own = score_reconstructions(stimuli, range(len(stimuli)), stimuli, embed, n_boot=200)
-    for key in ("two_way_embedding", "two_way_hog", "pixcorr", "ssim"):
+    for key in ("two_way_embedding", "two_way_hog", "two_way_randconv", "pixcorr", "ssim"):
         assert own[key]["mean"] == pytest.approx(1.0, abs=1e-6)
     wrong = shuffled(range(len(stimuli)), len(stimuli), seed=1)
     assert not np.any(wrong == np.arange(len(stimuli)))
     chance = score_reconstructions(stimuli, wrong, stimuli, embed, n_boot=200)
     assert chance["two_way_embedding"]["mean"] < 0.8 and chance["ssim"]["mean"] < 0.9
-    assert "2-way (HOG)" in format_table({"own": own, "chance": chance})
+    assert chance["two_way_randconv"]["mean"] < 0.8
+    assert "2-way (rand-conv)" in format_table({"own": own, "chance": chance})
 
 
 def test_pixcorr_and_ssim_fall_as_an_image_is_degraded(stimuli):
@@ -52,6 +54,14 @@ def test_pixcorr_and_ssim_fall_as_an_image_is_degraded(stimuli):
     assert np.all(pixcorr_scores(noisy, stimuli, 64) < 0.999)
     assert np.all(ssim_scores(noisy, stimuli, 64) < ssim_scores(stimuli, stimuli, 64))
     assert hog_features(stimuli).shape[0] == len(stimuli)
+
+
+def test_randconv_space_is_another_network_than_the_demo_embedder(stimuli):
+    from brainstream.models.embedders.demo import WEIGHT_SEED
+
+    ours, demos = randconv_features(stimuli), randconv_features(stimuli, seed=WEIGHT_SEED)
+    assert ours.shape == demos.shape and ours.shape[0] == len(stimuli)
+    assert not np.allclose(ours, demos)
 
 
 def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_items():

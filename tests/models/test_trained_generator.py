@@ -138,3 +138,30 @@ def test_the_first_step_is_trained_on_the_noise_the_generator_starts_from(traine
     assert int(t) == max(config.training.train_timesteps)
     # the same pattern; the scheduler scales it by init_noise_sigma / sqrt(sigma^2 + 1), 1 within 0.3 %
     torch.testing.assert_close(fixed, first_input, rtol=5e-3, atol=5e-3)
+
+
+def test_embedding_augmentation_corrupts_the_share_asked_at_the_levels_asked(tmp_path: Path):
+    import torch
+
+    from brainstream.models.generation.training import GeneratorTrainer, TrainingSet, generator_fingerprint
+
+    n = 2000
+    emb = torch.nn.functional.normalize(torch.randn(n, 128), dim=1)
+    data = TrainingSet(torch.zeros(n, 3, 64, 64), emb, np.arange(n))
+    clean = small_config()
+    trainer = GeneratorTrainer(clean, data, tmp_path / "a", progress=False)
+    idx = torch.arange(n)
+    assert torch.equal(trainer.condition(idx, torch.Generator().manual_seed(0)), emb)
+    noisy = small_config(embedding_noise_fraction=0.5, embedding_signal=0.2, embedding_noise=0.087)
+    trainer = GeneratorTrainer(noisy, data, tmp_path / "b", progress=False)
+    out = trainer.condition(idx, torch.Generator().manual_seed(0))
+    changed = ~torch.isclose(out, emb).all(dim=1)
+    assert 0.45 < changed.float().mean() < 0.55
+    assert torch.allclose(out.norm(dim=1), torch.ones(n), atol=1e-5)
+    # the corrupted rows keep about the asked cosine with their clean embedding (0.2 / |0.2 e + noise|)
+    cos = (out[changed] * emb[changed]).sum(dim=1).mean()
+    assert 0.15 < float(cos) < 0.25
+    # off, the augmentation leaves a recipe's fingerprint as it was before the option existed
+    assert generator_fingerprint(clean, ["a"], "v") != generator_fingerprint(noisy, ["a"], "v")
+    same = small_config(embedding_signal=0.5)
+    assert generator_fingerprint(clean, ["a"], "v") == generator_fingerprint(same, ["a"], "v")

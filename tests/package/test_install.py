@@ -79,6 +79,7 @@ def test_the_wheel_carries_the_configs_and_the_demo_encoder_but_no_tests(wheel) 
     assert "brainstream/realtime/session/assets/demo_encoder/model.safetensors" in names
     assert "brainstream/realtime/session/assets/demo_encoder_causal/model.safetensors" in names
     assert "brainstream/realtime/session/assets/demo_generator/generator.safetensors" in names
+    assert "brainstream/realtime/session/assets/demo_generator/prior.safetensors" in names
     tops = {n.split("/")[0] for n in names}
     assert tops == {"brainstream", wheel.name.split("-py")[0] + ".dist-info"}, tops
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()

@@ -148,3 +148,25 @@ def test_generator_node_attaches_the_2_way_identification_among_the_test_images(
     assert got["other"].get("two_way") is None  # not a test image: nothing to identify among
     expected = two_way_scores(get_embedder("demo").embed([got["t2"].arrays[0]]), embeddings, np.array([2]))[0]
     assert got["t2"].get("two_way") == pytest.approx(expected)
+
+
+def test_generator_node_applies_the_configs_embedding_prior_as_offline_evaluation_does(bus):
+    from brainstream.models.generation import load_generator
+    from brainstream.models.generation.prior import PriorGenerator
+
+    demo = load_generator("demo")  # the shipped demo generator and its prior (configs/generator/demo.yaml)
+    assert isinstance(demo, PriorGenerator)
+    front, back = bus
+    with (
+        GeneratorNode("demo", sub_endpoint=back, pub_endpoint=front, heartbeat_interval=None),
+        Publisher(front, name="decoder", heartbeat_interval=None) as pub,
+        Subscriber(back, topics=("image",)) as sub,
+    ):
+        msg = None
+        deadline = time.monotonic() + 30
+        while msg is None and time.monotonic() < deadline:
+            pub.publish("embedding.s1", [emb(3)], t_sample=1.0, trace=[["decoder", 1.1]], space=demo.space)
+            msg = sub.recv(timeout=0.5)
+        assert msg is not None, "no image from the generator node"
+        np.testing.assert_array_equal(msg.arrays[0], demo.generate(emb(3), demo.space))
+        assert not np.array_equal(msg.arrays[0], demo.base.generate(emb(3), demo.space))
