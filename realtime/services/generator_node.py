@@ -76,6 +76,8 @@ class GeneratorNode(ServiceNode):
         # compilation (minutes for SDXL with torch.compile) and lazy allocation happen here, before the node
         # reports ready, not on the first embedding of a live session
         self.generator.warmup()
+        if self._embedder is not None:  # the 2-way score's embedder too: its first call builds its network
+            self._embedder.embed([np.zeros((self.generator.height, self.generator.width, 3), np.uint8)])
 
     def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
         msg, skipped = subscriber.recv_latest(timeout=RECV_TIMEOUT_S)
