@@ -4,9 +4,10 @@ Steps (every choice is made on VALIDATION images carved from the calibration's t
 repeated test images are touched once, after selection):
 
 1. the subject's robust-scaler statistics are fitted on its training windows (all runs);
-2. **zero-shot**: the pretrained encoder with its mean subject layer (no adaptation);
+2. **zero-shot**: the pretrained encoder on its subject-agnostic path (the shared subject layer trained
+   by subject dropout, else the mean of the pretrained ones; no adaptation);
 3. **ridge**: a ridge map fitted on the calibration training trials (penalty by grouped CV);
-4. **adapted**: a new subject layer, initialised to the mean of the pretrained ones, trained with the shared
+4. **adapted**: a new subject layer, initialised to the subject-agnostic path, trained with the shared
    trunk frozen (``subject_layer``) or lightly tuned at a lower learning rate (``light``) — the shallow
    subject adapters of MindBridge / See Through Their Minds — with time-shift + noise augmentation and,
    optionally, the read-out's last layer initialised by a ridge fit on the trunk's features; or aligned
@@ -138,19 +139,23 @@ def score_test(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) 
 
 # ------------------------------------------------------------------------------------------- the models
 def subject_model(pretrained: nn.Module, meta: Any) -> nn.Module:
-    """A one-subject copy of the pretrained encoder whose subject layer is the mean of the pretrained ones.
+    """A one-subject copy of the pretrained encoder whose subject layer is its subject-agnostic path.
 
-    With one subject, ``subject=None`` and ``subject=0`` are the same layer, so the live decoder needs no
-    subject index.
+    That path is the shared layer of an encoder pretrained with subject dropout, else the mean of the
+    pretrained subject layers. With one subject, ``subject=None`` and ``subject=0`` are the same layer,
+    so the live decoder needs no subject index.
     """
     from brainstream.models.encoders import build_encoder
 
     arch = dict(meta.arch, n_subjects=1)
+    if "subject_dropout" in arch:
+        arch["subject_dropout"] = 0.0  # one subject: its own layer is the agnostic one, nothing to drop
     if meta.positions is not None:
         arch["positions"] = meta.positions
     model = build_encoder(arch)
     state = {k: v.clone() for k, v in pretrained.state_dict().items()}
-    state["subject_layer.weight"] = state["subject_layer.weight"].mean(dim=0, keepdim=True)
+    state["subject_layer.weight"] = pretrained.subject_layer.agnostic().detach().clone()[None]
+    state.pop("subject_layer.shared", None)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

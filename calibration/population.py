@@ -7,8 +7,11 @@ images it never showed the pretraining subjects' test split), scaled with the su
 statistics (label-free), and scored on its repeated test images (``n_way`` retrieval, predictions averaged
 over repetitions, chance beside it):
 
-- **zero-shot**: no labelled data from the subject — the pretrained encoder with the mean of its subject
-  layers (the subject-agnostic path);
+- **zero-shot**: no data from the subject beyond the scaler's label-free statistics — the pretrained
+  encoder on its subject-agnostic path (the shared subject layer trained by subject dropout, else the mean
+  of the subject layers);
+- **unsupervised** alignment (not zero-shot): the zero-shot model with its BatchNorm statistics measured
+  again on the subject's unlabelled training windows (AdaBN);
 - **few-shot** on the subject's first *n* training trials, for each *n* of ``shots``:
 
   - ``subject_layer``: a new subject layer, trunk and read-out frozen (today's calibration);
@@ -44,6 +47,7 @@ from torch import nn
 from brainstream.calibration.adaptation import (
     _scratch_model,
     anchor_align,
+    average_weights,
     fine_tune,
     fit_ridge,
     one_thread,
@@ -159,6 +163,9 @@ def evaluate_data(
     base = subject_model(pre_model, pre_meta)
     out: dict[str, Any] = {"n_way": n_way, "chance_top5": min(5, n_way) / n_way}
     out["zero_shot"] = _row(score_test(base, test, n_way))
+    # not zero-shot: the subject's own unlabelled training windows re-measure the BatchNorm statistics
+    adabn = average_weights([base], bn_data=train_all.X)
+    out["unsupervised"] = _row(score_test(adabn, test, n_way))
     curves: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "ridge"]}
     for n in sorted(shots):
         part = train_all.subset(np.arange(n))
@@ -222,6 +229,8 @@ def summarize(subjects: list[dict[str, Any]]) -> dict[str, Any]:
         "chance_top5": float(np.mean([s["chance_top5"] for s in subjects])),
         "zero_shot": float(np.mean([s["zero_shot"]["top5"] for s in subjects])),
     }
+    if all("unsupervised" in s for s in subjects):
+        out["unsupervised"] = float(np.mean([s["unsupervised"]["top5"] for s in subjects]))
     methods = subjects[0]["few_shot"]
     out["few_shot"] = {
         m: {
@@ -247,6 +256,12 @@ def markdown_table(result: dict[str, Any]) -> str:
         zero = f"{100 * s['zero_shot']:.1f}" if method != "ridge" else "—"
         lines.append(f"| {method} | {zero} | " + " | ".join(f"{100 * row[n]:.1f}" for n in shots) + " |")
     lines.append(f"| chance | {100 * s['chance_top5']:.1f} | " + " | ".join("" for _ in shots) + " |")
+    if "unsupervised" in s:
+        lines.append("")
+        lines.append(
+            "Unsupervised alignment (AdaBN on unlabelled windows; not zero-shot): "
+            f"{100 * s['unsupervised']:.1f}."
+        )
     if "within" in s:
         w = s["within"]
         lines.append("")
@@ -273,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None, help="default: the protocol's")
     parser.add_argument("--pretrain-images", type=int, default=None, help="default: the protocol's")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="default: the protocol's")
+    parser.add_argument(
+        "--subject-dropout", type=float, default=None,
+        help="pretraining's subject dropout (the trained subject-agnostic path); default: the protocol's",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -288,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_epochs": args.pretrain_epochs,
     }
     pre = {k: v for k, v in pre.items() if v is not None}
+    if args.subject_dropout is not None:
+        pre["model"] = {**config.pretrained.model, "subject_dropout": args.subject_dropout}
     if pre:
         config = config.model_copy(update={"pretrained": config.pretrained.model_copy(update=pre)})
     gallery = Gallery.load(default_gallery_dir())

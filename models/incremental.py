@@ -143,7 +143,7 @@ class StreamStep(nn.Module):
             w_init = base.initial.weight[..., 0].double()  # (C_sp, C_sp)
             b_init = base.initial.bias.double()
             layers = base.subject_layer.weight.double()
-            subj = layers.mean(dim=0) if subject is None else layers[subject]
+            subj = base.subject_layer.agnostic().double() if subject is None else layers[subject]
             front_w = subj.T @ w_init @ spatial
             front_b = subj.T @ b_init
             fused = []

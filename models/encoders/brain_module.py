@@ -3,9 +3,9 @@
 ``(batch, channels, times)`` MEG/EEG (+ a subject index) → ``(batch, D)`` image embedding:
 
 spatial attention over 2-D sensor positions (Fourier features → softmax over virtual channels, spatial
-dropout) → 1×1 conv → per-subject linear layer → residual dilated conv blocks (kernel 3, cyclic dilation,
-BatchNorm, GELU, GLU gating) → 1×1 conv → temporal aggregation (learned affine, GAP or attention) →
-separate CLIP and MSE heads.
+dropout) → 1×1 conv → per-subject linear layer (optionally beside a trained shared one: subject dropout)
+→ residual dilated conv blocks (kernel 3, cyclic dilation, BatchNorm, GELU, GLU gating) → 1×1 conv →
+temporal aggregation (learned affine, GAP or attention) → separate CLIP and MSE heads.
 
 With ``causal: true`` the same layers run as a *causal* module: the dilated convs have no padding (each output
 frame depends only on input up to its time), so an input window of ``n_times`` samples yields
@@ -49,6 +49,13 @@ class BrainModuleConfig(StrictModel):
     spatial_channels: int = Field(default=270, gt=0, description="virtual channels of the spatial attention")
     fourier_freqs: int = Field(default=32, gt=0, description="Fourier frequencies per axis of positions")
     spatial_dropout: float = Field(default=0.2, ge=0, lt=1, description="radius of the dropped sensor disc")
+    subject_dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="> 0: a shared, subject-agnostic layer (the path of a subject never seen, subject=None) "
+        "replaces a training trial's own subject layer with this probability, so that path is trained",
+    )
     hidden: int = Field(default=320, gt=0)
     depth: int = Field(default=5, gt=0, description="residual blocks (2 convs + 1 GLU conv each)")
     kernel_size: int = Field(default=3, gt=0)
@@ -169,17 +176,35 @@ class SpatialAttention(nn.Module):
 
 
 class SubjectLayer(nn.Module):
-    """One (C, C) matrix per subject, initialised to the identity. ``subject=None`` uses their mean: the
-    natural choice for a subject the model never saw (leave-one-subject-out) and exact for one subject."""
+    """One (C, C) matrix per subject, initialised to the identity, and the subject-agnostic path.
 
-    def __init__(self, n_channels: int, n_subjects: int):
+    ``subject=None`` is a subject the model never saw (leave-one-subject-out, a new person's zero-shot):
+    without ``dropout`` it uses the mean of the subject layers (exact for one subject); with ``dropout`` > 0
+    a separate shared layer (``shared``) stands in for each training trial's own layer with that
+    probability ("subject dropout"), so the subject-agnostic path is one the training optimised, on every
+    subject's data, rather than an average of layers each fitted to one person.
+    """
+
+    def __init__(self, n_channels: int, n_subjects: int, dropout: float = 0.0):
         super().__init__()
         self.weight = nn.Parameter(torch.eye(n_channels).repeat(n_subjects, 1, 1))
+        self.dropout = float(dropout)
+        if self.dropout > 0:
+            self.shared = nn.Parameter(torch.eye(n_channels))
+
+    def agnostic(self) -> torch.Tensor:
+        """The (C, C) layer of a subject the model never saw: the shared layer, else the mean."""
+        shared = getattr(self, "shared", None)
+        return shared if shared is not None else self.weight.mean(dim=0)
 
     def forward(self, x: torch.Tensor, subject: torch.Tensor | None) -> torch.Tensor:
         if subject is None:
-            return torch.matmul(self.weight.mean(dim=0).T, x)
-        return torch.matmul(self.weight[subject].transpose(1, 2), x)
+            return torch.matmul(self.agnostic().T, x)
+        layers = self.weight[subject]
+        if self.training and self.dropout > 0:
+            drop = torch.rand(layers.shape[0], device=layers.device) < self.dropout
+            layers = torch.where(drop[:, None, None], self.shared[None], layers)
+        return torch.matmul(layers.transpose(1, 2), x)
 
 
 class ConvBlock(nn.Module):
@@ -268,7 +293,7 @@ class BrainModule(nn.Module):
         if c.positions is not None:
             self.spatial.positions.copy_(torch.tensor(c.positions, dtype=torch.float32))
         self.initial = nn.Conv1d(c.spatial_channels, c.spatial_channels, 1)
-        self.subject_layer = SubjectLayer(c.spatial_channels, c.n_subjects)
+        self.subject_layer = SubjectLayer(c.spatial_channels, c.n_subjects, c.subject_dropout)
         blocks = []
         for k in range(c.depth):
             c_in = c.spatial_channels if k == 0 else c.hidden

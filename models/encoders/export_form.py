@@ -81,8 +81,9 @@ class BrainModuleExportForm(nn.Module):
             mixing = model.spatial.weights()  # (S, C): input-independent, a constant of the export
             initial = model.initial.weight[:, :, 0] @ mixing  # (S, C)
             subjects = model.subject_layer.weight.transpose(1, 2)  # (n_subjects, S, S), x -> W_s^T x
-            # one (S, C) matrix and (S,) bias per subject; index n_subjects is their mean (subject=None)
-            tables = torch.cat([subjects, subjects.mean(dim=0, keepdim=True)])
+            # one (S, C) matrix and (S,) bias per subject; index n_subjects is the subject-agnostic path
+            # (subject=None: the shared layer or the mean)
+            tables = torch.cat([subjects, model.subject_layer.agnostic().T[None]])
             self.register_buffer("input_weight", tables @ initial)
             self.register_buffer("input_bias", tables @ model.initial.bias)
         self.blocks = nn.Sequential(*(_BlockForm(b) for b in model.blocks))

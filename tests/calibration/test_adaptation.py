@@ -210,6 +210,26 @@ def test_subject_model_starts_from_the_mean_subject_layer(world):
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
 
 
+def test_subject_model_starts_from_the_shared_layer_of_subject_dropout(world):
+    from brainstream.models.checkpoint import load_checkpoint
+
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    arch = dict(meta.arch, subject_dropout=0.3, positions=meta.positions)
+    from brainstream.models.encoders import build_encoder
+
+    dropped = build_encoder(arch)
+    state = model.state_dict()
+    state["subject_layer.shared"] = 0.5 * torch.eye(state["subject_layer.weight"].shape[1])
+    dropped.load_state_dict(state)
+    dropped.eval()
+    single = subject_model(dropped, meta.model_copy(update={"arch": {**meta.arch, "subject_dropout": 0.3}}))
+    assert single.subject_layer.weight.shape[0] == 1 and not hasattr(single.subject_layer, "shared")
+    x = torch.from_numpy(new.X[:4])
+    assert torch.allclose(single(x, None), dropped(x, None), atol=1e-5)  # zero-shot == the shared layer
+    assert not torch.allclose(single(x, None), model(x, None), atol=1e-4)  # not the mean of the others
+
+
 def test_refuses_a_test_that_is_not_zero_shot_or_other_channels(world, tmp_path):
     import shutil
 

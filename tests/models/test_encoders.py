@@ -44,6 +44,35 @@ def test_brain_module_shapes_and_subjects(aggregation):
     assert not torch.allclose(model(x, torch.tensor([0] * 4)), model(x, torch.tensor([2] * 4)))
 
 
+def test_subject_dropout_trains_a_shared_subject_agnostic_path():
+    torch.manual_seed(0)
+    plain = _brain(n_subjects=3)
+    assert "subject_layer.shared" not in plain.state_dict()  # without it: the checkpoints of before
+    model = _brain(n_subjects=3, subject_dropout=0.5)
+    x, subjects = torch.randn(64, N_CH, N_T), torch.tensor([0, 1, 2, 1] * 16)
+    with torch.no_grad():
+        model.subject_layer.weight.mul_(2.0)  # subject layers unlike the shared one (still the identity)
+    model.eval()
+    # eval: every trial goes through its own layer; subject=None through the shared one, not the mean
+    shared_only = model.subject_layer.shared.detach().clone()
+    assert torch.allclose(model.subject_layer.agnostic(), shared_only)
+    own = model(x, subjects)
+    with torch.no_grad():
+        model.subject_layer.weight.copy_(shared_only.repeat(3, 1, 1))
+    assert torch.allclose(model(x, None), model(x, subjects), atol=1e-5)
+    assert not torch.allclose(own, model(x, None), atol=1e-3)
+    # training: the shared layer stands in for about half the trials, so it gets gradients
+    model.train()
+    clip, _ = model.forward_heads(x, subjects)
+    clip.pow(2).sum().backward()
+    assert model.subject_layer.shared.grad is not None and model.subject_layer.shared.grad.abs().sum() > 0
+    # the ONNX arrangement's subject-agnostic row is the shared layer too
+    model.eval()
+    assert torch.allclose(model.export_form()(x[:4]), model(x[:4], None), atol=1e-5)
+    with pytest.raises(ValueError):
+        _brain(subject_dropout=1.0)
+
+
 def test_spatial_attention_weights_and_dropout():
     torch.manual_seed(0)
     model = _brain(spatial_dropout=0.3)
