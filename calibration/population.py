@@ -34,6 +34,7 @@ the results.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -163,6 +164,12 @@ def evaluate_data(
     base = subject_model(pre_model, pre_meta)
     out: dict[str, Any] = {"n_way": n_way, "chance_top5": min(5, n_way) / n_way}
     out["zero_shot"] = _row(score_test(base, test, n_way))
+    if getattr(pre_model.subject_layer, "shared", None) is not None:
+        # the ablation: the same encoder through the mean of its subject layers (the path without dropout)
+        mean = copy.deepcopy(base)
+        with torch.no_grad():
+            mean.subject_layer.weight.copy_(pre_model.subject_layer.weight.mean(dim=0, keepdim=True))
+        out["zero_shot_mean_layers"] = _row(score_test(mean, test, n_way))
     # not zero-shot: the subject's own unlabelled training windows re-measure the BatchNorm statistics
     adabn = average_weights([base], bn_data=train_all.X)
     out["unsupervised"] = _row(score_test(adabn, test, n_way))
@@ -229,6 +236,8 @@ def summarize(subjects: list[dict[str, Any]]) -> dict[str, Any]:
         "chance_top5": float(np.mean([s["chance_top5"] for s in subjects])),
         "zero_shot": float(np.mean([s["zero_shot"]["top5"] for s in subjects])),
     }
+    if all("zero_shot_mean_layers" in s for s in subjects):
+        out["zero_shot_mean_layers"] = float(np.mean([s["zero_shot_mean_layers"]["top5"] for s in subjects]))
     if all("unsupervised" in s for s in subjects):
         out["unsupervised"] = float(np.mean([s["unsupervised"]["top5"] for s in subjects]))
     methods = subjects[0]["few_shot"]

@@ -287,10 +287,12 @@ def test_few_shot_curves_per_method_with_chance_ridge_and_within(world):
     for method in METHODS:
         assert out["few_shot"][method][-1]["top5"] > max(out["chance_top5"], out["zero_shot"]["top5"]), method
     assert set(out["within"]) == {"n_trials", "scratch", "ridge"}
+    # AdaBN is its own row (it reads the subject's unlabelled windows); no shared layer: no ablation row
+    assert 0 <= out["unsupervised"]["top5"] <= 1 and "zero_shot_mean_layers" not in out
     summary = summarize([{"seed": 1, **out}, {"seed": 2, **out}])
     assert summary["few_shot"]["anchor"]["80"] == pytest.approx(out["few_shot"]["anchor"][1]["top5"])
     table = markdown_table({"summary": summary, "subjects": [out]})
-    assert "| anchor |" in table and "n = 40" in table and "chance" in table
+    assert "| anchor |" in table and "n = 40" in table and "chance" in table and "AdaBN" in table
     with pytest.raises(ValueError, match="fewer than the shots"):
         evaluate_data(model, meta, new, config, [500], ["anchor"], within_trials=None)
     with pytest.raises(ValueError, match="unknown few-shot method"):
