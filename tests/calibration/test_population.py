@@ -56,3 +56,23 @@ def test_a_shipped_pretrained_encoder_is_used_when_its_key_matches(tmp_path, mon
     assert pretrained.get_pretrained(config, gallery, progress=False) == shipped
     with pytest.raises(pretrained.PretrainedError, match="choose another --virtual-subject"):
         pretrained.get_pretrained(config, gallery, new_subject_seed=config.pretrained.seeds[0])
+
+
+def test_the_rsvp_protocol_ships_its_pretrained_encoder_with_a_trained_zero_shot_path():
+    """A first calibration must not pretrain: the shipped encoder's key matches the protocol and simulator
+    (when the simulator or the recipe changes, rebuild it: python -m brainstream.calibration.pretrained
+    --ship rsvp)."""
+    import brainstream.calibration.pretrained as pretrained
+    from brainstream.calibration.session import load_gallery
+    from brainstream.models.checkpoint import load_checkpoint
+
+    config = load_protocol("rsvp")
+    key = pretrained.pretrained_key(config, load_gallery(config))
+    shipped = pretrained.SHIPPED_DIR / f"{config.name}-{key}"
+    assert (shipped / pretrained.INFO_FILE).is_file(), f"stale or missing shipped encoder (key {key})"
+    assert sorted(pretrained.SHIPPED_DIR.glob(f"{config.name}-*")) == [shipped]  # no stale copy beside it
+    assert pretrained.read_info(shipped)["seeds"] == config.pretrained.seeds
+    model, _ = load_checkpoint(shipped)
+    assert model.subject_layer.weight.shape[0] == len(config.pretrained.seeds)
+    assert model.subject_layer.dropout == config.pretrained.model["subject_dropout"] > 0
+    assert sum(f.stat().st_size for f in shipped.iterdir()) < 5_000_000  # small enough to ship
