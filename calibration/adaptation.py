@@ -138,6 +138,14 @@ def score_test(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) 
 
 
 # ------------------------------------------------------------------------------------------- the models
+def one_subject_arch(arch: dict[str, Any]) -> dict[str, Any]:
+    """The pretrained (multi-subject) architecture as the one-subject model of a new person."""
+    arch = dict(arch, n_subjects=1)
+    if "subject_dropout" in arch:
+        arch["subject_dropout"] = 0.0  # one subject: its own layer is the agnostic one, nothing to drop
+    return arch
+
+
 def subject_model(pretrained: nn.Module, meta: Any) -> nn.Module:
     """A one-subject copy of the pretrained encoder whose subject layer is its subject-agnostic path.
 
@@ -147,9 +155,7 @@ def subject_model(pretrained: nn.Module, meta: Any) -> nn.Module:
     """
     from brainstream.models.encoders import build_encoder
 
-    arch = dict(meta.arch, n_subjects=1)
-    if "subject_dropout" in arch:
-        arch["subject_dropout"] = 0.0  # one subject: its own layer is the agnostic one, nothing to drop
+    arch = one_subject_arch(meta.arch)
     if meta.positions is not None:
         arch["positions"] = meta.positions
     model = build_encoder(arch)
@@ -594,7 +600,7 @@ def fit_reference(
 def _scratch_model(meta: Any) -> nn.Module:
     from brainstream.models.encoders import build_encoder
 
-    arch = dict(meta.arch, n_subjects=1)
+    arch = one_subject_arch(meta.arch)
     if meta.positions is not None:
         arch["positions"] = meta.positions
     torch.manual_seed(0)

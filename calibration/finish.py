@@ -158,8 +158,9 @@ def _profile_model(result, pretrained: Path, data, ds, subject_id: str, config: 
     if chosen.name == "ridge":
         arch = chosen.model.config.model_dump()
     else:
-        arch = {k: v for k, v in pre_meta.arch.items() if k != "positions"}
-        arch["n_subjects"] = 1
+        from brainstream.calibration.adaptation import one_subject_arch
+
+        arch = one_subject_arch({k: v for k, v in pre_meta.arch.items() if k != "positions"})
     meta = CheckpointMeta(
         arch=arch,
         modality=ds.modality,

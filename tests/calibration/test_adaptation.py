@@ -210,7 +210,7 @@ def test_subject_model_starts_from_the_mean_subject_layer(world):
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
 
 
-def test_subject_model_starts_from_the_shared_layer_of_subject_dropout(world):
+def test_subject_model_starts_from_the_shared_layer_of_subject_dropout(world, tmp_path):
     from brainstream.models.checkpoint import load_checkpoint
 
     pretrained, new = world
@@ -228,6 +228,16 @@ def test_subject_model_starts_from_the_shared_layer_of_subject_dropout(world):
     x = torch.from_numpy(new.X[:4])
     assert torch.allclose(single(x, None), dropped(x, None), atol=1e-5)  # zero-shot == the shared layer
     assert not torch.allclose(single(x, None), model(x, None), atol=1e-4)  # not the mean of the others
+    # the new person's model saves and loads as a one-subject checkpoint (as calibration writes it)
+    from brainstream.calibration.adaptation import one_subject_arch
+    from brainstream.models.checkpoint import save_checkpoint
+
+    out = tmp_path / "subject"
+    arch = one_subject_arch({**meta.arch, "subject_dropout": 0.3})
+    assert arch["subject_dropout"] == 0.0 and arch["n_subjects"] == 1
+    save_checkpoint(out, single, meta.model_copy(update={"arch": arch}))
+    loaded, _ = load_checkpoint(out)
+    assert torch.allclose(loaded(x, None), single(x, None), atol=1e-5)
 
 
 def test_refuses_a_test_that_is_not_zero_shot_or_other_channels(world, tmp_path):
