@@ -97,30 +97,9 @@ VALIDATION_DESIGN = {"n_train_images": 0, "n_test_images": 400, "test_repeats": 
 
 def _validation_recording(assets, progress: bool) -> Path:
     """The demo subject watching ``VALIDATION_DESIGN``'s images once each, simulated once and cached."""
-    import hashlib
-    import json
+    from brainstream.realtime.session.demo_assets import demo_session_recording
 
-    from brainstream.models.cache import cache_root, file_lock
-    from brainstream.realtime.session.demo_assets import DEMO_PROFILE
-    from brainstream.realtime.simulation.offline import RSVPDesign, simulate_recording
-
-    key = hashlib.sha256(json.dumps([assets.fingerprint, VALIDATION_DESIGN]).encode()).hexdigest()[:12]
-    out = cache_root() / f"demo-validation-session-{key}_raw.fif"
-    with file_lock(cache_root() / f".demo-validation-session-{key}.lock"):
-        if not out.is_file():
-            print(f"simulating the demo subject's validation session into {out} ...", flush=True)
-            tmp = out.with_name(f".tmp-{out.name}")
-            simulate_recording(
-                tmp,
-                profile=DEMO_PROFILE,
-                gallery=assets.gallery_dir,
-                seed=assets.subject_seed,
-                design=RSVPDesign(**VALIDATION_DESIGN),
-                overwrite=True,
-                progress=progress,
-            )
-            tmp.replace(out)
-    return out
+    return demo_session_recording(assets, VALIDATION_DESIGN, "validation", progress)
 
 
 def _run_prior(args: argparse.Namespace) -> int:

@@ -80,15 +80,20 @@ def demo_generator_fingerprint(config, gallery) -> str:
 def demo_test_recording(assets: DemoAssets, progress: bool = True) -> Path:
     """The demo subject watching only the demo test images (4 repetitions each): held-out trials for
     evaluating the demo encoder and generator, simulated once and cached (~400 MB)."""
+    return demo_session_recording(assets, {**DEMO_DESIGN, "n_train_images": 0}, "test", progress)
+
+
+def demo_session_recording(assets: DemoAssets, design: dict, name: str, progress: bool = True) -> Path:
+    """The demo subject watching ``design`` (an :class:`RSVPDesign`'s fields), simulated once and cached
+    under ``demo-<name>-session-<key>_raw.fif`` (the key: the demo fingerprint and the design)."""
     from brainstream.models.cache import file_lock
     from brainstream.realtime.simulation.offline import RSVPDesign, simulate_recording
 
-    design = {**DEMO_DESIGN, "n_train_images": 0}
     key = hashlib.sha256(json.dumps([assets.fingerprint, design], sort_keys=True).encode()).hexdigest()[:12]
-    out = cache_root() / f"demo-test-session-{key}_raw.fif"
-    with file_lock(cache_root() / f".demo-test-session-{key}.lock"):
+    out = cache_root() / f"demo-{name}-session-{key}_raw.fif"
+    with file_lock(cache_root() / f".demo-{name}-session-{key}.lock"):
         if not out.is_file():
-            print(f"simulating the demo subject's test session into {out} ...", flush=True)
+            print(f"simulating the demo subject's {name} session into {out} ...", flush=True)
             tmp = out.with_name(f".tmp-{out.name}")
             simulate_recording(
                 tmp,
