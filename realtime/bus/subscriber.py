@@ -18,7 +18,7 @@ from brainstream.realtime.bus._socket import (
     DEFAULT_SUB_ENDPOINT,
     open_socket,
 )
-from brainstream.realtime.bus.link import HANDSHAKE_FAILED, LINK_EVENTS, BusLink
+from brainstream.realtime.bus.link import LINK_EVENTS, BusLink
 from brainstream.realtime.bus.message import BusMessage, MalformedMessageError, decode
 from brainstream.realtime.bus.security import CurveKeys, as_keys
 
@@ -132,7 +132,6 @@ class Subscriber:
             heartbeats=0,
             publishers_lost=0,
             reconnects=0,
-            handshake_failures=0,
         )
 
     def _open(self) -> None:
@@ -145,8 +144,7 @@ class Subscriber:
         # ZeroMQ does not reconnect after a protocol error (e.g. a message over ZMQ_MAXMSGSIZE): watch for
         # an established connection dropping and then open a fresh socket, so one bad message cannot cut a
         # node off for good (disconnect() + connect() on the same socket trips an assertion in libzmq 4.3.5).
-        # Failed handshakes (keys refused) are only counted: ZeroMQ retries those itself.
-        self._handshaken = False
+        # Failed handshakes (keys refused) are only counted (by the link): ZeroMQ retries those itself.
         self._monitor = self._opened.monitor
         self._poller = zmq.Poller()
         self._poller.register(self._opened.socket, zmq.POLLIN)
@@ -194,14 +192,11 @@ class Subscriber:
 
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
-            if self._link is not None:
-                self._link.event(event)
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._handshaken = True
-            elif event & HANDSHAKE_FAILED:
-                self._counts["handshake_failures"] += 1
-            elif event == zmq.EVENT_DISCONNECTED and self._handshaken:
-                self._handshaken = False
+            link = self._link
+            assert link is not None  # only a connecting subscriber has a monitor, and a link
+            was_up = link.up
+            link.event(event)
+            if was_up and not link.up:  # an established connection dropped
                 self._reconnect_due = max(time.monotonic(), self._last_reconnect + RECONNECT_MIN_INTERVAL_S)
 
     def _reconnect(self) -> None:
@@ -331,6 +326,7 @@ class Subscriber:
         states = Counter(p["state"] for p in self.publishers().values())
         return {
             **self._counts,
+            "handshake_failures": self._link.handshake_failures if self._link is not None else 0,
             "malformed": sum(self._malformed.values()),
             "malformed_by_reason": dict(self._malformed),
             "publishers_alive": states["alive"],
