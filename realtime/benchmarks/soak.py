@@ -6,7 +6,12 @@ first block's, no dropped samples. Memory is each process's resident set (RSS) s
 ``--sample-s`` seconds; growth is the least-squares slope over the samples after the first block (start-up
 allocations and caches excluded), in MB per hour, beside the plain difference last − first after warm-up.
 Each block's row is appended to ``soak.json`` in the run folder as soon as the block ends, so a run that is
-cut short keeps what it measured.
+cut short keeps what it measured; every window's push → embedding latency goes to ``latencies.json``.
+
+A block's p99 over ~200 windows (the demo's pace) is about its 2nd-largest window, so it follows single
+scheduling hiccups. Beside the ratio the goal names, :func:`stability` gives its bootstrap CI (windows
+resampled within each block), the same for the p95, and Kendall's tau of the block p99s against time: a
+drift shows as a ratio whose CI lies above 1.25 together with a rising trend, a hiccup as neither.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ HELP = "the demo graph for N minutes: memory per process and latency percentiles
 
 GOAL_MB_PER_HOUR = 20.0
 GOAL_P99_RATIO = 1.25
+N_BOOTSTRAP = 2000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +69,7 @@ class SoakMonitor:
         self.blocks: list[dict] = []
         self._next_sample = 0.0
         self._cursors = {"push": 0, "retrieval": 0, "image": 0}
+        self.push_by_block: list[list[float]] = []  # every window's push → embedding latency, per block
         self._dropped_total = 0
         self._last_decoder: dict = {}
         self._procs: dict[int, object] = {}
@@ -107,6 +114,7 @@ class SoakMonitor:
         push = self._take("push", collector.push_to_embedding_ms)
         retrieval = self._take("retrieval", collector.stage_ms.get("retrieval", []))
         image = self._take("image", collector.stage_ms.get("generator", []))
+        self.push_by_block.append(push)
         previous = self.blocks[-1]["dropped_samples_total"] if self.blocks else 0
         self.blocks.append(
             {
@@ -146,6 +154,39 @@ class SoakMonitor:
         return out
 
 
+def _bootstrap_ratio(first: np.ndarray, last: np.ndarray, q: float, rng: np.random.Generator) -> list[float]:
+    """95 % CI of ``percentile(last, q) / percentile(first, q)``, windows resampled within each block."""
+    a = np.percentile(rng.choice(first, (N_BOOTSTRAP, len(first))), q, axis=1)
+    b = np.percentile(rng.choice(last, (N_BOOTSTRAP, len(last))), q, axis=1)
+    return [float(v) for v in np.percentile(b / a, [2.5, 97.5])]
+
+
+def stability(push_by_block: list[list[float]], seed: int = 0) -> dict[str, object]:
+    """How the push → embedding tail moved from the first block to the last, with its uncertainty.
+
+    Returns the last/first ratios of the p99 and the p95 with bootstrap 95 % CIs, and Kendall's tau (and
+    its p-value) of the block p99s against block order: a drift, not a single slow block, makes it rise.
+    """
+    from scipy.stats import kendalltau
+
+    blocks = [np.asarray(b, dtype=np.float64) for b in push_by_block if len(b)]
+    if len(blocks) < 2:
+        return {"blocks": len(blocks)}
+    rng = np.random.default_rng(seed)
+    first, last = blocks[0], blocks[-1]
+    p99 = [float(np.percentile(b, 99)) for b in blocks]
+    tau = kendalltau(np.arange(len(p99)), p99)
+    return {
+        "blocks": len(blocks),
+        "p99_ratio": p99[-1] / p99[0],
+        "p99_ratio_ci": _bootstrap_ratio(first, last, 99, rng),
+        "p95_ratio": float(np.percentile(last, 95) / np.percentile(first, 95)),
+        "p95_ratio_ci": _bootstrap_ratio(first, last, 95, rng),
+        "p99_trend_tau": float(tau.statistic),
+        "p99_trend_p": float(tau.pvalue),
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     from brainstream.realtime.session.demo_session import run_demo_session
 
@@ -163,6 +204,7 @@ def run(args: argparse.Namespace) -> dict:
     first = blocks[0]["push_to_embedding_ms"]["p99"] if blocks else None
     last = blocks[-1]["push_to_embedding_ms"]["p99"] if blocks else None
     ratio = (last / first) if first and last else None
+    (run_dir / "latencies.json").write_text(json.dumps({"push_to_embedding_ms": monitor.push_by_block}))
     worst_growth = max((g["mb_per_hour"] for g in growth.values()), default=None)
     result = {
         "minutes": args.minutes,
@@ -170,6 +212,7 @@ def run(args: argparse.Namespace) -> dict:
         "blocks": blocks,
         "memory_growth": growth,
         "p99_last_over_first": ratio,
+        "tail_stability": stability(monitor.push_by_block),
         "dropped_samples": monitor._dropped_total,
         "session": {k: session[k] for k in ("windows", "dropped_samples", "dropped_messages", "restarts")},
         "goals": {
@@ -205,4 +248,13 @@ def print_table(result: dict) -> None:
     print("memory growth after the first block (MB/hour, least squares):")
     for name, g in sorted(result["memory_growth"].items()):
         print(f"  {name:16s} {g['mb_per_hour']:8.1f}  ({g['first_mb']} → {g['last_mb']} MB)")
+    tail = result.get("tail_stability") or {}
+    if "p99_ratio_ci" in tail:
+        p99_lo, p99_hi = tail["p99_ratio_ci"]
+        p95_lo, p95_hi = tail["p95_ratio_ci"]
+        print(
+            f"push→embedding last/first block: p99 {tail['p99_ratio']:.2f} (CI {p99_lo:.2f}-{p99_hi:.2f}), "
+            f"p95 {tail['p95_ratio']:.2f} (CI {p95_lo:.2f}-{p95_hi:.2f}); block p99 trend: Kendall tau "
+            f"{tail['p99_trend_tau']:.2f} (p = {tail['p99_trend_p']:.2f})"
+        )
     print(f"goals: {json.dumps(result['goals'])}")

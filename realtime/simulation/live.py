@@ -44,6 +44,7 @@ class LiveStats:
     stimuli: int = 0
     unknown_images: int = 0
     late_markers: int = 0  # markers whose onset was already streamed when they arrived
+    expired_markers: int = 0  # late markers whose whole response was already streamed: nothing left to add
     ignored_markers: int = 0  # non-stimulus markers (breaks, run starts...)
     errors: list[str] = field(default_factory=list)
 
@@ -268,11 +269,27 @@ class LiveSubject:
             logger.warning("marker %r names an image the gallery does not know; ignored", value)
             return False
         onset = timestamp - self.t0
-        if onset * self.subject.sfreq < self.subject.n_generated:
+        start = onset * self.subject.sfreq
+        if start < self.subject.n_generated:
             self.stats.late_markers += 1
+            if start + self._response_samples() <= self.subject.n_generated:
+                # a marker delayed past the subject's whole response (a loaded machine, an accelerated
+                # clock): the response can no longer reach the stream, and the subject's generator
+                # expects stimuli that overlap what it has yet to generate
+                self.stats.expired_markers += 1
+                logger.warning("marker %r arrived after its whole response was streamed; ignored", value)
+                return False
         self.subject.add_stimulus(onset, onset + self.image_s, event.image_id)
         self.stats.stimuli += 1
         return True
+
+    def _response_samples(self) -> int:
+        """Samples from an onset to the end of everything it evokes: the offset response and the alpha
+        suppression. Read here, not asked of the subject: the subject's code is fingerprinted, and a new
+        method there would make every model trained on it stale."""
+        s = self.subject
+        offset_end = int(round(self.image_s * s.sfreq)) + s.responses.n_len
+        return max(offset_end, int(s._erd_kernel.shape[1]))
 
     def summary(self) -> dict:
         """Stats and identity as one JSON-ready dict."""

@@ -39,6 +39,23 @@ def test_soak_blocks_count_each_window_once_and_drops_across_a_restart(tmp_path)
     assert [b["dropped_samples"] for b in monitor.blocks] == [3, 1]
     assert monitor.blocks[1]["push_to_embedding_ms"]["p50"] == 7.0
     assert "me" in monitor.blocks[0]["rss_mb"] and (tmp_path / "soak.json").exists()
+    assert monitor.push_by_block == [[5.0] * 10, [7.0] * 4]
+
+
+def test_soak_stability_tells_a_drift_from_blocks_of_one_distribution():
+    from brainstream.realtime.benchmarks.soak import stability
+
+    rng = np.random.default_rng(3)
+    steady = [list(rng.gamma(9.0, 0.7, 200)) for _ in range(12)]
+    flat = stability(steady)
+    assert flat["blocks"] == 12
+    assert flat["p95_ratio_ci"][0] < 1.0 < flat["p95_ratio_ci"][1]
+    assert flat["p99_ratio_ci"][0] < flat["p99_ratio"] < flat["p99_ratio_ci"][1]
+    drifting = [list(rng.gamma(9.0, 0.7, 200) * (1.0 + 0.1 * k)) for k in range(12)]
+    drift = stability(drifting)
+    assert drift["p99_ratio_ci"][0] > 1.25 and drift["p95_ratio_ci"][0] > 1.25
+    assert drift["p99_trend_tau"] > 0.5 and drift["p99_trend_p"] < 0.01
+    assert stability([[5.0]]) == {"blocks": 1}
 
 
 def test_growth_retrieval_rows_report_recall_against_exact_float32():

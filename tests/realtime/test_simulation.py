@@ -303,6 +303,24 @@ def test_live_subject_reacts_to_an_external_marker_stream(gallery, eeg_forward, 
     assert resp > 3 * base, (resp, base)
 
 
+def test_a_marker_delayed_past_its_whole_response_is_counted_and_the_stream_goes_on(gallery, eeg_forward):
+    # a loaded machine or an accelerated clock can deliver a marker after everything it would evoke was
+    # streamed; the subject must count it and keep streaming, not fail on the stale stimulus
+    subject = VirtualSubject(EEG, gallery, seed=4, snr=6.0, forward=eeg_forward, bad_channel=False)
+    live = LiveSubject(subject, name="delayed-markers", react_to="nobody", image_s=0.2)
+    live.t0 = 100.0  # LSL time of the subject's first sample (the stream is not started here)
+    subject.generate(3000)  # 3 s streamed
+    assert not live.handle_marker(f"test/{gallery.ids[0]}", 101.65)  # its response ended at 2.95 s
+    assert live.stats.late_markers == 1 and live.stats.expired_markers == 1 and live.stats.stimuli == 0
+    assert live.handle_marker(f"test/{gallery.ids[1]}", 102.8)  # late, but its response runs on
+    assert live.stats.late_markers == 2 and live.stats.expired_markers == 1 and live.stats.stimuli == 1
+    quiet = VirtualSubject(EEG, gallery, seed=4, snr=6.0, forward=eeg_forward, bad_channel=False)
+    quiet.generate(3000)
+    x, baseline = subject.generate(1000), quiet.generate(1000)
+    assert np.isfinite(x).all() and x.shape == baseline.shape == (64, 1000)
+    assert not np.allclose(x, baseline)  # the late stimulus' remaining response is in the stream
+
+
 def test_live_self_paced_rsvp_sends_markers_on_time(gallery, eeg_forward, unique_name):
     design = RSVPDesign(n_train_images=6, n_test_images=2, test_repeats=2, image_s=0.2, isi_s=0.2,
                         isi_jitter_s=0.05, lead_in_s=2.0)  # fmt: skip
