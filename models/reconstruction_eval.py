@@ -107,7 +107,9 @@ def evaluate_reconstruction(
         "gallery_size": len(gallery.ids),
         "space": space,
         "checkpoint": str(checkpoint),
-        "prior": None if base is generator else {"k": generator.prior.k, "t": generator.prior.temperature},
+        "prior": None
+        if base is generator
+        else {"bank": generator.prior.bank_name, "k": generator.prior.k, "t": generator.prior.temperature},
         "images": {
             "ids": stim_ids,
             "stimuli": _at(stimuli, size),

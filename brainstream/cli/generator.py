@@ -8,8 +8,9 @@ otherwise. A stopped run resumes from ``<weights>.work/``.
 ``prior``: the embedding prior (:mod:`brainstream.models.generation.prior`) is chosen on *validation*
 trials: the demo subject is simulated watching images that are neither the demo test images nor images the
 demo encoder trained on (cached like the test session), the demo encoder decodes them, and ``k`` and the
-temperature are picked by the 2-way identification of the images generated from them. The bank holds the
-generator's training images minus those validation images. Written where the config's ``prior`` points.
+temperature are picked by the 2-way identification of the images generated from them. Two banks compete:
+the generator's training images minus those validation images, and the augmented copies of the same images
+that the generator trained on (a denser bank). Written where the config's ``prior`` points.
 It also reports how noisy the decoded embeddings are (signal, noise: the levels the generator recipe's
 embedding augmentation uses).
 """
@@ -111,7 +112,7 @@ def _run_prior(args: argparse.Namespace) -> int:
     from brainstream.models.generation import GeneratorError, load_generator, load_generator_config
     from brainstream.models.generation.prior import estimate_embedding_noise, select_prior
     from brainstream.models.generation.trained import read_metadata
-    from brainstream.models.generation.training import split_ids
+    from brainstream.models.generation.training import augmented_embeddings, split_ids
     from brainstream.models.reconstruction_eval import decode_test_trials
     from brainstream.realtime.session.demo_assets import (
         DEMO_DESIGN,
@@ -151,11 +152,17 @@ def _run_prior(args: argparse.Namespace) -> int:
     train_ids, _ = split_ids(list(gallery.ids), exclude, config.training.seed)
     bank_ids = [i for i in train_ids if i not in pos]
     embedder = get_embedder("demo", dim=config.embed_dim)
+    recipe = config.training
+    _, augmented = augmented_embeddings(
+        [gallery.load_image(i) for i in bank_ids], embedder, config.height, recipe.augment_copies,
+        recipe.seed, progress,
+    )  # fmt: skip
+    banks = {"images": gallery.embeddings_for(bank_ids), "augmented": augmented}
     prior, rows = select_prior(
         decoded[keep],
         [pos[i] for i in trials.image_ids[keep]],
         gallery.embeddings_for(val_ids),
-        gallery.embeddings_for(bank_ids),
+        banks,
         generator,
         embedder.embed,
         space=space,
@@ -165,7 +172,7 @@ def _run_prior(args: argparse.Namespace) -> int:
     result = {
         "n_validation_images": len(val_ids),
         "n_validation_trials": int(keep.sum()),
-        "bank_size": len(bank_ids),
+        "bank_images": len(bank_ids),
         "embedding_noise": noise,
         "selection": rows,
     }
@@ -179,12 +186,13 @@ def _run_prior(args: argparse.Namespace) -> int:
             "validation_design": VALIDATION_DESIGN,
         }
         result["path"] = str(prior.save(out, info))
-        result |= {"k": prior.k, "temperature": prior.temperature}
+        result |= {"bank": prior.bank_name, "k": prior.k, "temperature": prior.temperature}
     if args.json:
         print_json(result)
     else:
         for row in rows:
-            print(f"k {row['k']}, T {row['temperature']}: 2-way {100 * row['two_way']:.1f} %")
+            setting = f"bank {row['bank']}, k {row['k']}, T {row['temperature']}"
+            print(f"{setting}: 2-way {100 * row['two_way']:.1f} %")
         print(
             f"decoded embeddings on validation: signal {noise['signal']:.3f}, noise {noise['noise']:.4f} "
             "(the recipe's embedding_signal / embedding_noise)"

@@ -16,7 +16,7 @@ generator in :class:`PriorGenerator` when the config names a prior.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,18 @@ class EmbeddingPrior:
         Softmax temperature over the neighbours' centred cosine similarities.
     space : str | None
         Embedding space of the bank.
+    bank_name : str
+        What the bank holds (``images``, ``augmented``: the augmented copies the generator trained on).
     """
 
-    def __init__(self, bank: np.ndarray, k: int, temperature: float, space: str | None = None):
+    def __init__(
+        self,
+        bank: np.ndarray,
+        k: int,
+        temperature: float,
+        space: str | None = None,
+        bank_name: str = "images",
+    ):
         bank = np.asarray(bank, dtype=np.float32)
         if bank.ndim != 2 or len(bank) < 2:
             raise GeneratorError(f"the prior's bank must be (n >= 2, D) embeddings, got shape {bank.shape}")
@@ -51,6 +60,7 @@ class EmbeddingPrior:
         if not temperature > 0:
             raise GeneratorError(f"prior temperature must be > 0, got {temperature}")
         self.bank, self.k, self.temperature, self.space = bank, int(k), float(temperature), space
+        self.bank_name = bank_name
         self.mean = bank.mean(axis=0)
         centred = bank - self.mean
         self._keys = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
@@ -87,6 +97,7 @@ class EmbeddingPrior:
             "space": str(self.space),
             "k": str(self.k),
             "temperature": repr(self.temperature),
+            "bank_name": self.bank_name,
             "info": json.dumps(info, sort_keys=True, default=float),
         }
         path = Path(path)
@@ -111,7 +122,8 @@ class EmbeddingPrior:
             if meta.get("format") != FORMAT:
                 raise GeneratorError(f"{path} is not an embedding prior file (format {meta.get('format')!r})")
             bank = handle.get_tensor("bank").astype(np.float32)
-        prior = cls(bank, int(meta["k"]), float(meta["temperature"]), meta["space"])
+        name = meta.get("bank_name", "images")
+        prior = cls(bank, int(meta["k"]), float(meta["temperature"]), meta["space"], name)
         prior.info = json.loads(meta.get("info", "{}"))
         return prior
 
@@ -157,7 +169,7 @@ def select_prior(
     decoded: np.ndarray,
     true: Sequence[int],
     stimuli_embeddings: np.ndarray,
-    bank: np.ndarray,
+    bank: np.ndarray | Mapping[str, np.ndarray],
     generator: Generator,
     embed: Callable[[Sequence[np.ndarray]], np.ndarray],
     ks: Sequence[int] = (1, 4, 16, 64),
@@ -165,43 +177,44 @@ def select_prior(
     space: str | None = None,
     progress: bool = True,
 ) -> tuple[EmbeddingPrior | None, list[dict[str, Any]]]:
-    """Choose ``k`` and ``T`` by the 2-way identification (in the embedding space) of the images generated
-    from validation trials, against no prior at all.
+    """Choose the bank, ``k`` and ``T`` by the 2-way identification (in the embedding space) of the images
+    generated from validation trials, against no prior at all.
 
     Parameters
     ----------
     decoded : (n, D) decoded embeddings of validation trials (images outside ``bank``)
     true : (n,) row of ``stimuli_embeddings`` each trial showed
     stimuli_embeddings : (m, D) embeddings of the validation images (the 2-way candidates)
-    bank : (b, D) embeddings of the generator's training images
+    bank : (b, D) embeddings of the generator's training images, or several such banks by name (e.g. the
+        images and their augmented copies: a denser bank has nearer neighbours)
     generator : the generator, without a prior
     embed : images → embeddings (the generator's space)
 
     Returns
     -------
-    (prior or None when no prior did better, one row per setting: k, temperature, two_way)
+    (prior or None when no prior did better, one row per setting: bank, k, temperature, two_way; the
+    prior's ``bank_name`` says which bank won)
     """
     from tqdm.auto import tqdm
 
     from brainstream.models.reconstruction import two_way_scores
 
     true = np.asarray(true, dtype=np.int64)
-    settings: list[tuple[int, float] | None] = [None, (1, 1.0)]
-    settings += [(k, t) for k in ks if k > 1 for t in temperatures]
+    banks = dict(bank) if isinstance(bank, Mapping) else {"images": bank}
+    settings: list[tuple[str, int, float] | None] = [None]
+    for name in banks:
+        settings += [(name, 1, 1.0)] + [(name, k, t) for k in ks if k > 1 for t in temperatures]
     rows: list[dict[str, Any]] = []
     best: tuple[float, EmbeddingPrior | None] = (-1.0, None)
     for setting in tqdm(settings, desc="selecting the prior on validation", disable=not progress):
-        prior = None if setting is None else EmbeddingPrior(bank, setting[0], setting[1], space)
+        prior = None
+        if setting is not None:
+            prior = EmbeddingPrior(banks[setting[0]], setting[1], setting[2], space, setting[0])
         inputs = decoded if prior is None else prior(decoded)
         images = [generator.generate(e, space) for e in inputs]
         score = float(two_way_scores(embed(images), stimuli_embeddings, true).mean())
-        rows.append(
-            {
-                "k": None if setting is None else setting[0],
-                "temperature": None if setting is None else setting[1],
-                "two_way": score,
-            }
-        )
+        name, k, temperature = setting if setting is not None else (None, None, None)
+        rows.append({"bank": name, "k": k, "temperature": temperature, "two_way": score})
         if score > best[0]:
             best = (score, prior)
     return best[1], rows

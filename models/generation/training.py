@@ -125,12 +125,19 @@ def build_training_set(
     """Augment, quantise to uint8 (what the embedder and the metrics see) and embed every copy."""
     import torch
 
+    pixels, embeddings = augmented_embeddings(images, embedder, size, copies, seed, progress)
+    tensor = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return TrainingSet(tensor, torch.from_numpy(embeddings), np.tile(np.arange(len(images)), copies))
+
+
+def augmented_embeddings(
+    images: Sequence[np.ndarray], embedder, size: int, copies: int, seed: int, progress: bool = True
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The augmented copies the generator trains on (uint8 pixels, copy by copy) and their embeddings."""
     from brainstream.models.embedders import embed_images
 
     pixels = to_uint8(augmented_copies(images, size, copies, seed))
-    embeddings = embed_images(embedder, pixels, progress=progress, desc="embedding training images")
-    tensor = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return TrainingSet(tensor, torch.from_numpy(embeddings), np.tile(np.arange(len(images)), copies))
+    return pixels, embed_images(embedder, pixels, progress=progress, desc="embedding augmented images")
 
 
 # ---------------------------------------------------------------------------------------- fingerprint

@@ -116,6 +116,27 @@ def test_selection_scores_every_setting_and_returns_the_best(bank, tiny):
         assert (prior.k, prior.temperature) == (best["k"], best["temperature"])
 
 
+def test_selection_lets_named_banks_compete_and_the_file_says_which_won(bank, tmp_path: Path):
+    from brainstream.models.generation import load_generator_config
+
+    # the shipped demo generator: it draws what an embedding says (the tiny random one draws noise)
+    demo = load_generator(load_generator_config("demo").model_copy(update={"prior": None}))
+    rng = np.random.default_rng(2)
+    val, train = bank[:8], bank[8:]
+    true = np.repeat(np.arange(8), 2)
+    decoded = val[true] + 0.2 * rng.standard_normal((16, bank.shape[1])).astype(np.float32)
+    # a bank that holds the validation images themselves must win (it can return each one exactly)
+    banks = {"images": train, "with-validation": np.concatenate([train, val])}
+    prior, rows = select_prior(
+        decoded, true, val, banks, demo, get_embedder("demo").embed, ks=(1,), space=SPACE, progress=False
+    )
+    assert [(r["bank"], r["k"]) for r in rows] == [(None, None), ("images", 1), ("with-validation", 1)]
+    assert rows[2]["two_way"] > max(rows[0]["two_way"], rows[1]["two_way"])
+    assert prior is not None and prior.bank_name == "with-validation" and len(prior.bank) == len(bank)
+    loaded = EmbeddingPrior.load(prior.save(tmp_path / "prior.safetensors", {}))
+    assert loaded.bank_name == "with-validation" and loaded.k == 1
+
+
 def test_noise_estimate_recovers_the_corruption_it_is_given(bank):
     from brainstream.models.generation.prior import estimate_embedding_noise
 
