@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from brainstream.models.config_base import ConfigError
     from brainstream.realtime.acquisition import StreamResolveError
     from brainstream.realtime.decoder.node import build_decoder_node
+    from brainstream.realtime.heap import freeze_startup_heap
     from brainstream.realtime.pipeline_config import load_pipeline_config
 
     try:
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             publisher = _publisher(config, heartbeats=not standby)
             node = build_decoder_node(config, checkpoint=args.checkpoint, publisher=publisher)
+            node.prepare()  # the runtime warm, then the heap that outlives the session out of gc's reach
+            freeze_startup_heap()
             if standby and not _stand_by(node, config, stopping):
                 node.stop()
                 node.publisher.close()

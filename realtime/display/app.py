@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from brainstream.realtime.display.state import DisplayState
+from brainstream.realtime.heap import freeze_startup_heap
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +121,7 @@ def run_display(
     # waits for the interpreter's switch interval (5 ms by default) before it may read it. 1 ms instead.
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, 0.001))
-    # What exists now (Qt, pyqtgraph, numpy: most of the heap) lives as long as the display: keep the
-    # cyclic collector from walking it in a full collection (~100 ms, a stalled frame) in the middle of a run.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()  # Qt, pyqtgraph, numpy: a full collection would stall a frame ~100 ms
     bus.start()
     try:
         window.showFullScreen() if fullscreen else window.show()
