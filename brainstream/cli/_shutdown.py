@@ -73,6 +73,8 @@ def wait_for_promotion(stop: threading.Event, idle: Callable[[], None] | None = 
 def serve(node, on_ready: Callable[[], None] | None = None) -> None:
     """Run a bus service node (retrieval, generator) under the shutdown rules: SIGINT / SIGTERM stop it;
     as a standby it loads, connects and waits for promotion before it answers anything."""
+    from brainstream.realtime.heap import freeze_startup_heap
+
     with stop_on_signals(node.request_stop) as stopping:
         if is_standby():
             node.standby_gate = threading.Event()
@@ -85,6 +87,7 @@ def serve(node, on_ready: Callable[[], None] | None = None) -> None:
             node.start()
         if stopping.is_set():  # asked while starting (start() clears the node's own stop flag)
             node.request_stop()
+        freeze_startup_heap()  # loaded and warm: a full collection would stall an answer ~100 ms
         if on_ready is not None:
             on_ready()
         node.run()
