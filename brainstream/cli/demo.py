@@ -17,7 +17,6 @@ from pathlib import Path
 
 from brainstream.cli._output import add_json_flag, print_json
 
-CONTINUOUS_CONFIG = "demo_meg_continuous"
 HELP = "run the embedded demo: virtual subject → decoder → retrieval / generator → display (CPU is enough)"
 
 
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainstream.realtime.session.demo_session import run_demo_session
+    from brainstream.realtime.session.demo_session import CONTINUOUS_CONFIG, run_demo_session
 
     headless = args.headless or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     run_dir = Path(args.run_dir or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}")

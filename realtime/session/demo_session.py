@@ -12,6 +12,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = "demo_meg"
+CONTINUOUS_CONFIG = "demo_meg_continuous"  # sliding causal windows every 100 ms, decoded incrementally
 STARTUP_TIMEOUT_S = 120.0  # longest wait for the decoder to come up before the demo's clock starts anyway
 
 
