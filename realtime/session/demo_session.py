@@ -85,6 +85,50 @@ def isolated_config(run_dir: Path, config: str = DEMO_CONFIG) -> Path:
     return path
 
 
+def bus_addresses_in_use(pipeline) -> list[str]:
+    """The pipeline's TCP bus addresses on which something already listens (another session's broker).
+
+    Probed as ZeroMQ binds them (``SO_REUSEADDR``: a port a stopped session left in TIME_WAIT is free)."""
+    import socket
+
+    taken = []
+    for address in (pipeline.bus.pub, pipeline.bus.sub):
+        scheme, _, rest = address.partition("://")
+        host, _, port = rest.rpartition(":")
+        if scheme != "tcp" or not port.isdigit():
+            continue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0" if host in ("*", "") else host, int(port)))
+        except OSError:
+            taken.append(address)
+        finally:
+            sock.close()
+    return taken
+
+
+def demo_config_path(run_dir: Path, config: str, isolated: bool, quiet: bool = True) -> Path:
+    """The pipeline config a demo session runs: the named one, or an isolated copy of it
+    (:func:`isolated_config`) when asked or when another session already holds its bus ports, so that a
+    second demo on one machine runs beside the first instead of failing on its ports and stream names."""
+    from brainstream.models.config_base import resolve_config_path
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+
+    path = resolve_config_path(config, "pipelines")
+    if not isolated:
+        taken = bus_addresses_in_use(load_pipeline_config(path))
+        if not taken:
+            return path
+        if not quiet:
+            print(
+                f"the demo's bus addresses {', '.join(taken)} are in use (another session on this machine?): "
+                "this demo runs on bus ports and stream names of its own",
+                flush=True,
+            )
+    return isolated_config(Path(run_dir), config)
+
+
 def virtual_subject_node(pipeline, assets, log_dir: Path, chunk_ms: float = 5.0):
     """The demo's signal source: the virtual subject streaming the demo's test images over LSL, named as
     the pipeline's signal (markers ``<name>-markers``, source id ``<name>``)."""
@@ -146,7 +190,6 @@ def run_demo_session(
     session runs (the soak benchmark samples memory and latency blocks with it). ``isolated`` runs the
     graph on bus ports and stream names of its own (:func:`isolated_config`).
     """
-    from brainstream.models.config_base import resolve_config_path
     from brainstream.models.gallery import Gallery
     from brainstream.realtime.pipeline_config import load_pipeline_config
     from brainstream.realtime.session.collector import SessionCollector
@@ -160,9 +203,7 @@ def run_demo_session(
 
     if headless:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    config_path = (
-        isolated_config(Path(run_dir), config) if isolated else resolve_config_path(config, "pipelines")
-    )
+    config_path = demo_config_path(Path(run_dir), config, isolated, quiet)
     pipeline = load_pipeline_config(config_path)
     if not quiet:
         print("preparing the demo gallery and encoder ...", flush=True)

@@ -118,6 +118,7 @@ class _NodeState:
     stderr_tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
     reader: threading.Thread | None = None
     failed: bool = False
+    finished: bool = False  # a node that is not restarted ended on its own with exit code 0
     standby: _Standby | None = None
     standby_due: float | None = None  # monotonic time to start the next standby
     standby_failures: int = 0  # standbys that died before promotion; past max_restarts, no more are started
@@ -208,7 +209,8 @@ class Supervisor:
     on_event : callable(node, kind, message) | None
         Told of every start, restart and stop (kinds ``started``, ``standby`` (a standby started or died),
         ``restarting`` (an exit, with its reason, and how it was replaced), ``failed`` (not restarted),
-        ``stopping``, ``stopped``), e.g. to publish them as session events for the recording.
+        ``finished`` (a node that is not restarted ended on its own, exit code 0: a display run for
+        ``--seconds``), ``stopping``, ``stopped``), e.g. to publish them as session events for the recording.
         Called from the supervisor's threads; it must not raise (errors are logged and ignored).
     """
 
@@ -301,6 +303,7 @@ class Supervisor:
                 "alive": alive,
                 "restarts": s.restarts,
                 "failed": s.failed,
+                "finished": s.finished,
                 "pid": s.process.pid if s.process else None,
                 "standby_ready": s.standby is not None and s.standby.ready.is_set(),
             }
@@ -400,10 +403,14 @@ class Supervisor:
             for state in self._nodes.values():
                 self._keep_standby(state)
                 code = state.process.poll() if state.process else None
-                if code is None or state.failed:
+                if code is None or state.failed or state.finished:
                     continue
                 if self._stop.is_set():
                     return
+                if code == 0 and not state.spec.restart:
+                    state.finished = True
+                    self._record(state.spec.name, "finished", "exited with code 0", level=logging.INFO)
+                    continue
                 if state.reader is not None:
                     state.reader.join(timeout=0.5)  # the last lines of stderr say why
                 reason = exit_reason(code, list(state.stderr_tail))

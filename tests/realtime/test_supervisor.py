@@ -30,6 +30,20 @@ sys.exit(3)
 """
 
 
+def test_a_node_that_is_not_restarted_and_ends_cleanly_finishes_rather_than_fails():
+    done = [sys.executable, "-c", "print('shown for its seconds')"]
+    broken = [sys.executable, "-c", "import sys; sys.exit(2)"]
+    seen: list[tuple[str, str]] = []
+    nodes = [NodeSpec("display", done, restart=False), NodeSpec("once", broken, restart=False)]
+    sup = Supervisor(nodes, poll_interval=0.05, on_event=lambda node, kind, _: seen.append((node, kind)))
+    with sup:
+        assert _wait(lambda: sup.status()["display"]["finished"] and sup.status()["once"]["failed"])
+        status = sup.status()
+        assert not status["display"]["failed"] and not status["once"]["finished"]
+    assert ("display", "finished") in seen and ("display", "failed") not in seen
+    assert ("once", "failed") in seen
+
+
 def test_crashed_node_is_restarted_with_reason(tmp_path):
     crash = [sys.executable, "-c", CRASH]
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
