@@ -117,15 +117,28 @@ def val_score(model: nn.Module, val: EncodingData, seed: int = 0) -> dict[str, f
     }
 
 
+def _image_means(pred: np.ndarray, true: np.ndarray, n_img: int) -> np.ndarray:
+    """Each image's predicted embeddings averaged over its repetitions, ``(n_img, D)``."""
+    counts = np.bincount(true, minlength=n_img)[:, None]
+    out = np.zeros((n_img, pred.shape[1]))
+    np.add.at(out, true, pred)
+    return out / np.maximum(counts, 1)
+
+
+def image_ranks(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) -> np.ndarray:
+    """Rank of each test image (in ``candidates_for`` order) among ``n_way`` candidates, its predictions
+    averaged over repetitions: :func:`score_test`'s main figure, image by image (for confidence intervals)."""
+    cand, true, _ = candidates_for(test)
+    averaged = _image_means(predict(model, test.X), true, len(cand))
+    return retrieval_ranks(averaged, cand, np.arange(len(cand)), n_way=n_way, seed=seed)
+
+
 def score_test(model: nn.Module, test: EncodingData, n_way: int, seed: int = 0) -> dict[str, Any]:
     """N-way retrieval on the test images: embeddings averaged over repetitions (main) and single trials."""
     cand, true, _ = candidates_for(test)
     pred = predict(model, test.X)
     n_img = len(cand)
-    counts = np.bincount(true, minlength=n_img)[:, None]
-    averaged_pred = np.zeros((n_img, pred.shape[1]))
-    np.add.at(averaged_pred, true, pred)
-    averaged_pred /= np.maximum(counts, 1)
+    averaged_pred = _image_means(pred, true, n_img)
     averaged = retrieval_metrics(averaged_pred, cand, np.arange(n_img), n_way=n_way, seed=seed)
     single = retrieval_metrics(pred, cand, true, n_way=n_way, seed=seed)
     return {

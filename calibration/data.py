@@ -13,8 +13,11 @@ Several runs of one subject (a resumed calibration) are filtered one by one and 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,12 @@ import numpy as np
 from brainstream.models.datasets.continuous import ContinuousRecording, epochs_from_recordings
 from brainstream.models.datasets.epochs import DatasetError, EpochsDataset
 from brainstream.models.preprocessing import PreprocessingConfig, Preprocessor, RobustScaler
-from brainstream.models.training.data import EncodingData, from_epochs_dataset
+from brainstream.models.training.data import (
+    EncodingData,
+    from_epochs_dataset,
+    load_encoding_data,
+    save_encoding_data,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +93,30 @@ def epochs_from_filtered(
 def to_encoding(ds: EpochsDataset, subject_name: str) -> EncodingData:
     data = from_epochs_dataset(ds)
     data.subject_names = [subject_name]
+    return data
+
+
+def cached_trials(
+    folder: str | Path | None, key: dict[str, Any], build: Callable[[], EncodingData]
+) -> EncodingData:
+    """``build()``, kept in ``folder`` under a digest of ``key`` and read back from there next time.
+
+    For development runs that meet the same simulated sessions again (``key`` must name everything the
+    trials depend on: :func:`calibration.pretrained.simulation_key` and the session's own settings).
+    ``folder`` None: no cache, ``build()`` every time. Safe across processes (one builds, the others wait).
+    """
+    if folder is None:
+        return build()
+    from brainstream.models.cache import file_lock
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(folder) / f"trials-{digest}.npz"
+    with file_lock(path.with_name(f".{path.name}.lock")):
+        if path.is_file():
+            return load_encoding_data(path)
+        data = build()
+        tmp = save_encoding_data(path.with_name(f".tmp-{path.name}"), data)
+        os.replace(tmp, path)
     return data
 
 

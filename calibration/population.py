@@ -51,6 +51,7 @@ from brainstream.calibration.adaptation import (
     average_weights,
     fine_tune,
     fit_ridge,
+    image_ranks,
     one_thread,
     score_test,
     subject_model,
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 METHODS = ("subject_layer", "adapter", "anchor")
 DEFAULT_SHOTS = (25, 50, 100, 200, 400)
 ADAPTER_TRUNK_LR = 0.1  # the adapter's trunk learning rate, relative to the subject layer's and read-out's
+# a zero-shot-only session's training images (its scaler's): as many as the full evaluation's sessions have
+ZERO_SHOT_TRAIN_IMAGES = 600
 
 
 def few_shot_model(
@@ -84,13 +87,34 @@ def few_shot_model(
 
 
 def heldout_session(
-    config: ProtocolConfig, gallery: Any, seed: int, n_train: int, progress: bool = False
+    config: ProtocolConfig,
+    gallery: Any,
+    seed: int,
+    n_train: int,
+    progress: bool = False,
+    session_cache: Path | None = None,
 ) -> EncodingData:
     """A held-out subject's offline session: ``n_train`` training images once + the protocol's test set.
 
     Training images never include the protocol's test images; the robust scaler is fitted on the training
-    windows (no labels), as a calibration does.
+    windows (no labels), as a calibration does. ``session_cache``: a folder that keeps the session for the
+    next run (:func:`calibration.data.cached_trials`); None: simulated every time.
     """
+    from brainstream.calibration.data import cached_trials
+    from brainstream.calibration.pretrained import simulation_key
+
+    if session_cache is None:
+        return _simulate_heldout(config, gallery, seed, n_train, progress)
+    key = {**simulation_key(config, gallery), "session": "heldout", "seed": seed, "n_train": n_train,
+           "test_repeats": config.test_repeats}  # fmt: skip
+    return cached_trials(
+        session_cache, key, lambda: _simulate_heldout(config, gallery, seed, n_train, progress)
+    )
+
+
+def _simulate_heldout(
+    config: ProtocolConfig, gallery: Any, seed: int, n_train: int, progress: bool
+) -> EncodingData:
     from brainstream.calibration.data import epochs_from_filtered, simulate_filtered, timeline, to_encoding
     from brainstream.models.device_profile import load_device_profile
 
@@ -122,6 +146,48 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
     return {"top1": result["top1"], "top5": result["top5"], "single_top5": result["single_trial"]["top5"]}
 
 
+def _hits(model: nn.Module, test: EncodingData, n_way: int) -> list[int]:
+    """1 where a test image (``candidates_for`` order) is in the model's top 5: for confidence intervals."""
+    return (image_ranks(model, test, n_way) <= 5).astype(int).tolist()
+
+
+def bootstrap_ci(
+    per_subject: list[Any], n_boot: int = 4000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """Mean of per-image values over subjects and its bootstrap interval over subjects × images.
+
+    Each resample draws subjects with replacement, then each drawn subject's images with replacement, so
+    the interval carries both the between-subject spread and the coarseness of a small test set. Pass
+    per-image differences of two models on the same sessions for a paired comparison.
+
+    Parameters
+    ----------
+    per_subject : list of array-like, each of shape (n_images,)
+        One value per test image (e.g. top-5 hit 0/1) for each subject; every subject has the same count.
+    n_boot : int
+        Resamples.
+    level : float
+        Coverage of the interval (0.95: the 2.5 and 97.5 percentiles).
+    seed : int
+        Seed of the resampling.
+    """
+    values = [np.asarray(v, dtype=np.float64).reshape(-1) for v in per_subject]
+    if not values or any(v.size == 0 for v in values) or len({v.size for v in values}) != 1:
+        raise ValueError(
+            "bootstrap_ci needs at least one subject and the same number of test images for each, got "
+            f"{[v.size for v in values]}"
+        )
+    table = np.stack(values)  # (subjects, images)
+    n_sub, n_img = table.shape
+    rng = np.random.default_rng(seed)
+    subjects = rng.integers(0, n_sub, (n_boot, n_sub))
+    images = rng.integers(0, n_img, (n_boot, n_sub, n_img))
+    means = table[subjects[:, :, None], images].mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(table.mean()), "lo": float(lo), "hi": float(hi), "level": level,
+            "n_subjects": n_sub, "n_images": n_img}  # fmt: skip
+
+
 @one_thread
 def evaluate_subject(
     pretrained_dir: Path,
@@ -132,12 +198,20 @@ def evaluate_subject(
     methods: list[str],
     within_trials: int | None,
     progress: bool = False,
+    scaler_trials: int = 0,
+    session_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """Zero-shot, few-shot curves (each method and ridge) and the within-subject model for one subject."""
+    """Zero-shot, few-shot curves (each method and ridge) and the within-subject model for one subject.
+
+    The session has as many training images as the largest of ``shots``, ``within_trials`` and
+    ``scaler_trials`` (its scaler and AdaBN use them all, without labels); ``session_cache``: see
+    :func:`heldout_session`.
+    """
     from brainstream.models.checkpoint import load_checkpoint
 
     t0 = time.perf_counter()
-    data = heldout_session(config, gallery, seed, max([*shots, within_trials or 0]), progress)
+    n_train = max([*shots, within_trials or 0, scaler_trials])
+    data = heldout_session(config, gallery, seed, n_train, progress, session_cache)
     pre_model, pre_meta = load_checkpoint(pretrained_dir)
     out = evaluate_data(pre_model, pre_meta, data, config, shots, methods, within_trials, progress)
     out["seconds"] = round(time.perf_counter() - t0, 1)
@@ -163,7 +237,7 @@ def evaluate_data(
     n_way = min(config.n_way, len(np.unique(test.image_ids)))
     base = subject_model(pre_model, pre_meta)
     out: dict[str, Any] = {"n_way": n_way, "chance_top5": min(5, n_way) / n_way}
-    out["zero_shot"] = _row(score_test(base, test, n_way))
+    out["zero_shot"] = {**_row(score_test(base, test, n_way)), "hits": _hits(base, test, n_way)}
     if getattr(pre_model.subject_layer, "shared", None) is not None:
         # the ablation: the same encoder through the mean of its subject layers (the path without dropout)
         mean = copy.deepcopy(base)
@@ -172,8 +246,8 @@ def evaluate_data(
         out["zero_shot_mean_layers"] = _row(score_test(mean, test, n_way))
     # not zero-shot: the subject's own unlabelled training windows re-measure the BatchNorm statistics
     adabn = average_weights([base], bn_data=train_all.X)
-    out["unsupervised"] = _row(score_test(adabn, test, n_way))
-    curves: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "ridge"]}
+    out["unsupervised"] = {**_row(score_test(adabn, test, n_way)), "hits": _hits(adabn, test, n_way)}
+    curves: dict[str, list[dict[str, Any]]] = {m: [] for m in [*methods, "ridge"]} if shots else {}
     for n in sorted(shots):
         part = train_all.subset(np.arange(n))
         for method in curves:
@@ -205,25 +279,46 @@ def run_population(
     methods: list[str],
     within_trials: int | None,
     progress: bool = True,
+    scaler_trials: int = 0,
+    session_cache: Path | None = None,
+    pretrained: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain on ``config.pretrained.seeds`` (cached) and evaluate every held-out subject."""
-    from brainstream.calibration.pretrained import check_seed, get_pretrained
+    """Pretrain on ``config.pretrained.seeds`` (cached) and evaluate every held-out subject.
+
+    ``pretrained``: evaluate this encoder folder instead (e.g. a shipped one; its seeds must not be held
+    out). ``scaler_trials``, ``session_cache``: see :func:`evaluate_subject`.
+    """
+    from brainstream.calibration.pretrained import check_seed, get_pretrained, read_info
 
     for seed in held_out:
         check_seed(config, seed)
     t = time.perf_counter()
-    pretrained = get_pretrained(config, gallery, progress=progress)
+    if pretrained is None:
+        pretrained = get_pretrained(config, gallery, progress=progress, session_cache=session_cache)
+        seeds = list(config.pretrained.seeds)
+    else:
+        seeds = list(read_info(pretrained)["seeds"])
+        if set(seeds) & set(held_out):
+            raise ValueError(
+                f"held-out seeds {sorted(set(seeds) & set(held_out))} pretrained the encoder {pretrained}; "
+                "hold out other subjects"
+            )
     pre_seconds = time.perf_counter() - t
     subjects = []
     for seed in held_out:
         subjects.append(
-            evaluate_subject(pretrained, config, gallery, seed, shots, methods, within_trials, progress)
-        )
+            evaluate_subject(
+                pretrained, config, gallery, seed, shots, methods, within_trials, progress, scaler_trials,
+                session_cache,
+            )
+        )  # fmt: skip
+    info = read_info(pretrained)
     return {
         "protocol": config.name,
         "shared_fraction": config.subject.shared_fraction,
-        "pretrained": {"path": str(pretrained), "seeds": list(config.pretrained.seeds),
-                       "n_train_images": config.pretrained.n_train_images, "seconds": round(pre_seconds, 1)},
+        "pretrained": {"path": str(pretrained), "seeds": seeds, "recipe": config.pretrained.model_dump(),
+                       "n_trials": info.get("n_trials"), "build_seconds": info.get("seconds"),
+                       "seconds": round(pre_seconds, 1)},
         "held_out": held_out,
         "subjects": subjects,
         "summary": summarize(subjects),
@@ -236,11 +331,13 @@ def summarize(subjects: list[dict[str, Any]]) -> dict[str, Any]:
         "chance_top5": float(np.mean([s["chance_top5"] for s in subjects])),
         "zero_shot": float(np.mean([s["zero_shot"]["top5"] for s in subjects])),
     }
+    if all("hits" in s["zero_shot"] for s in subjects):
+        out["zero_shot_ci"] = bootstrap_ci([s["zero_shot"]["hits"] for s in subjects])
     if all("zero_shot_mean_layers" in s for s in subjects):
         out["zero_shot_mean_layers"] = float(np.mean([s["zero_shot_mean_layers"]["top5"] for s in subjects]))
     if all("unsupervised" in s for s in subjects):
         out["unsupervised"] = float(np.mean([s["unsupervised"]["top5"] for s in subjects]))
-    methods = subjects[0]["few_shot"]
+    methods = subjects[0]["few_shot"] or {}
     out["few_shot"] = {
         m: {
             str(row["n_trials"]): float(np.mean([s["few_shot"][m][k]["top5"] for s in subjects]))
@@ -255,22 +352,45 @@ def summarize(subjects: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def compare(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Zero-shot of ``result`` minus ``baseline`` on the held-out subjects both evaluated: the mean
+    difference of top-5 hits with its paired bootstrap interval (same sessions, image by image)."""
+    base = {s["seed"]: s["zero_shot"]["hits"] for s in baseline["subjects"]}
+    common = [s for s in result["subjects"] if s["seed"] in base]
+    if not common:
+        raise ValueError(
+            f"no held-out subject in common with the baseline ({sorted(base)} vs {result['held_out']}); "
+            "compare runs on the same held-out seeds"
+        )
+    diffs = [np.subtract(s["zero_shot"]["hits"], base[s["seed"]]) for s in common]
+    return {"seeds": [s["seed"] for s in common], "baseline": baseline["pretrained"]["path"],
+            "zero_shot_difference": bootstrap_ci(diffs)}  # fmt: skip
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The few-shot table: one row per method, one column per n (mean test top-5 %), zero-shot and chance."""
     s = result["summary"]
+    ci = s.get("zero_shot_ci")
+    head = (
+        f"Zero-shot top-5 {100 * s['zero_shot']:.1f} % (chance {100 * s['chance_top5']:.1f} %)"
+        + (f", {100 * ci['level']:.0f} % CI {100 * ci['lo']:.1f}–{100 * ci['hi']:.1f}" if ci else "")
+        + f" over {len(result['subjects'])} held-out subjects; AdaBN {100 * s['unsupervised']:.1f} %."
+    )
+    diff = result.get("compared", {}).get("zero_shot_difference")
+    if diff:
+        head += (
+            f" Against the baseline: {100 * diff['mean']:+.1f} points "
+            f"(paired CI {100 * diff['lo']:+.1f} to {100 * diff['hi']:+.1f})."
+        )
+    if not s["few_shot"]:
+        return head
     shots = list(next(iter(s["few_shot"].values())))
-    head = "| method | zero-shot | " + " | ".join(f"n = {n}" for n in shots) + " |"
-    lines = [head, "|---" * (len(shots) + 2) + "|"]
+    lines = [head, "", "| method | zero-shot | " + " | ".join(f"n = {n}" for n in shots) + " |"]
+    lines.append("|---" * (len(shots) + 2) + "|")
     for method, row in s["few_shot"].items():
         zero = f"{100 * s['zero_shot']:.1f}" if method != "ridge" else "—"
         lines.append(f"| {method} | {zero} | " + " | ".join(f"{100 * row[n]:.1f}" for n in shots) + " |")
     lines.append(f"| chance | {100 * s['chance_top5']:.1f} | " + " | ".join("" for _ in shots) + " |")
-    if "unsupervised" in s:
-        lines.append("")
-        lines.append(
-            "Unsupervised alignment (AdaBN on unlabelled windows; not zero-shot): "
-            f"{100 * s['unsupervised']:.1f}."
-        )
     if "within" in s:
         w = s["within"]
         lines.append("")
@@ -294,6 +414,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, nargs="+", default=list(DEFAULT_SHOTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--within-trials", type=int, default=600, help="0: no within-subject model")
+    parser.add_argument(
+        "--zero-shot-only", action="store_true",
+        help="only zero-shot (and AdaBN): no few-shot curves, no within-subject model",
+    )  # fmt: skip
+    parser.add_argument(
+        "--train-images", type=int, default=None,
+        help="training images of each held-out session at least (its scaler and AdaBN use them, "
+        f"unlabelled); default: {ZERO_SHOT_TRAIN_IMAGES} with --zero-shot-only, else what the shots and "
+        "--within-trials need",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pretrained", default=None,
+        help="evaluate this pretrained encoder folder (e.g. a shipped one) instead of pretraining",
+    )  # fmt: skip
+    parser.add_argument(
+        "--session-cache", default=None,
+        help="folder that keeps simulated sessions for the next run (development comparisons); default none",
+    )  # fmt: skip
+    parser.add_argument("--baseline", default=None, help="a result JSON: paired zero-shot difference to it")
     parser.add_argument("--pretrain-seeds", type=int, nargs="+", default=None, help="default: the protocol's")
     parser.add_argument("--pretrain-images", type=int, default=None, help="default: the protocol's")
     parser.add_argument("--pretrain-epochs", type=int, default=None, help="default: the protocol's")
@@ -301,8 +440,18 @@ def main(argv: list[str] | None = None) -> int:
         "--subject-dropout", type=float, default=None,
         help="pretraining's subject dropout (the trained subject-agnostic path); default: the protocol's",
     )  # fmt: skip
+    parser.add_argument("--pretrain-time-shift", type=int, default=None, help="pretraining augmentation")
+    parser.add_argument("--pretrain-noise", type=float, default=None, help="pretraining augmentation")
+    parser.add_argument(
+        "--pretrain-sign-flip", type=float, default=None,
+        help="pretraining augmentation: probability of flipping a trial's polarity",
+    )  # fmt: skip
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    if args.zero_shot_only:
+        args.shots, args.methods, args.within_trials = [], [], 0
+    if args.train_images is None:
+        args.train_images = ZERO_SHOT_TRAIN_IMAGES if args.zero_shot_only else 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     config = load_protocol(args.protocol)
@@ -318,12 +467,24 @@ def main(argv: list[str] | None = None) -> int:
     pre = {k: v for k, v in pre.items() if v is not None}
     if args.subject_dropout is not None:
         pre["model"] = {**config.pretrained.model, "subject_dropout": args.subject_dropout}
+    augment = {
+        "time_shift": args.pretrain_time_shift,
+        "noise_std": args.pretrain_noise,
+        "sign_flip": args.pretrain_sign_flip,
+    }
+    augment = {k: v for k, v in augment.items() if v is not None}
+    if augment:
+        pre["augment"] = {**config.pretrained.augment, **augment}
     if pre:
         config = config.model_copy(update={"pretrained": config.pretrained.model_copy(update=pre)})
     gallery = Gallery.load(default_gallery_dir())
     result = run_population(
-        config, gallery, args.held_out, args.shots, args.methods, args.within_trials or None
-    )
+        config, gallery, args.held_out, args.shots, args.methods, args.within_trials or None,
+        scaler_trials=args.train_images, session_cache=args.session_cache and Path(args.session_cache),
+        pretrained=args.pretrained and Path(args.pretrained),
+    )  # fmt: skip
+    if args.baseline:
+        result["compared"] = compare(result, json.loads(Path(args.baseline).read_text()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(markdown_table(result))

@@ -30,6 +30,7 @@ import numpy as np
 
 from brainstream.calibration.data import (
     SimTrial,
+    cached_trials,
     epochs_from_filtered,
     simulate_filtered,
     timeline,
@@ -56,11 +57,10 @@ def simulator_digest() -> str:
     return simulator_fingerprint()
 
 
-def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
-    """Hash of everything the pretrained model depends on (the simulator's code included)."""
-    key = {
+def simulation_key(config: ProtocolConfig, gallery: Any) -> dict[str, Any]:
+    """What a simulated session of this protocol depends on (the simulator's code included)."""
+    return {
         "simulator": simulator_digest(),
-        "pretrained": config.pretrained.model_dump(mode="json"),
         "subject": config.subject.model_dump(mode="json"),
         "preprocessing": config.preprocessing.model_dump(mode="json"),
         "window": config.window.model_dump(mode="json"),
@@ -68,8 +68,15 @@ def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
         "test_images": sorted(split_images(config, list(gallery.ids))[0]),
         "space": gallery.space,
         "gallery": hashlib.sha256("\n".join(gallery.ids).encode()).hexdigest()[:16],
-        "version": 1,
     }
+
+
+def pretrained_key(config: ProtocolConfig, gallery: Any) -> str:
+    """Hash of everything the pretrained model depends on (the simulator's code included)."""
+    recipe = config.pretrained.model_dump(mode="json")
+    if not recipe["augment"]:
+        del recipe["augment"]  # the key of a recipe without augmentation is the one it had before the option
+    key = {**simulation_key(config, gallery), "pretrained": recipe, "version": 1}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -99,31 +106,49 @@ def _subject_session(config: ProtocolConfig, gallery: Any, seed: int) -> list[Si
     return timeline(items, config.image_s, config.isi_s, config.isi_jitter_s, seed)
 
 
-def build_pretraining_data(config: ProtocolConfig, gallery: Any, progress: bool = True):
-    """Simulated sessions of every pretraining subject → one multi-subject ``EncodingData``."""
+def build_pretraining_data(
+    config: ProtocolConfig, gallery: Any, progress: bool = True, session_cache: Path | None = None
+):
+    """Simulated sessions of every pretraining subject → one multi-subject ``EncodingData``.
+
+    ``session_cache``: a folder where each subject's session is kept (:func:`calibration.data.cached_trials`),
+    so that recipes compared on the same subjects simulate them once; None: nothing is kept.
+    """
     from brainstream.models.device_profile import load_device_profile
     from brainstream.models.training.data import concatenate
 
     profile = load_device_profile(config.subject.profile)
     positions = profile.positions_2d
+    sim_key = simulation_key(config, gallery) if session_cache is not None else {}
     parts = []
     for k, seed in enumerate(config.pretrained.seeds):
-        trials = _subject_session(config, gallery, seed)
-        rec, _ = simulate_filtered(
-            config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
-            **config.subject.simulator_kwargs(), progress=progress,
-            desc=f"pretraining subject {k + 1}/{len(config.pretrained.seeds)} (seed {seed})",
-        )  # fmt: skip
-        ds = epochs_from_filtered(
-            [rec], config.preprocessing, config.window.tmin, config.window.tmax, gallery=gallery,
-            subject=k, positions=positions, modality=profile.modality,
-        )  # fmt: skip
-        parts.append(to_encoding(ds, f"sim-{seed}"))
+
+        def build(k: int = k, seed: int = seed):
+            trials = _subject_session(config, gallery, seed)
+            rec, _ = simulate_filtered(
+                config.subject.profile, gallery, seed, trials, config.preprocessing, config.image_s,
+                **config.subject.simulator_kwargs(), progress=progress,
+                desc=f"pretraining subject {k + 1}/{len(config.pretrained.seeds)} (seed {seed})",
+            )  # fmt: skip
+            ds = epochs_from_filtered(
+                [rec], config.preprocessing, config.window.tmin, config.window.tmax, gallery=gallery,
+                subject=k, positions=positions, modality=profile.modality,
+            )  # fmt: skip
+            return to_encoding(ds, f"sim-{seed}")
+
+        # the subject's index k only labels it: the same seed's trials serve any recipe it takes part in
+        n_train = config.pretrained.n_train_images
+        part = cached_trials(
+            session_cache, {**sim_key, "session": "pretraining", "seed": seed, "n_train": n_train}, build
+        )
+        part.summary = {**part.summary, "subjects": [k]}
+        parts.append(part)
     return concatenate(parts)
 
 
 def training_config(config: ProtocolConfig, n_way: int):
     from brainstream.models.training.config import (
+        AugmentConfig,
         DataConfig,
         EvaluationConfig,
         OptimConfig,
@@ -141,6 +166,7 @@ def training_config(config: ProtocolConfig, n_way: int):
         window=WindowConfig(tmin=config.window.tmin, tmax=config.window.tmax),
         model=p.model,
         optim=OptimConfig(lr=p.lr, batch_size=p.batch_size, max_epochs=p.max_epochs, patience=p.patience),
+        augment=AugmentConfig(**p.augment),
         selection=SelectionConfig(val_fraction=0.1, lambdas=[1.0], metric="mean_rank"),
         evaluation=EvaluationConfig(n_way=n_way, ridge=False),
         device="cpu",
@@ -154,10 +180,12 @@ def get_pretrained(
     new_subject_seed: int | None = None,
     progress: bool = True,
     rebuild: bool = False,
+    session_cache: Path | None = None,
 ) -> Path:
     """The pretrained checkpoint folder for ``config`` (built and cached on first use).
 
-    Raises :class:`PretrainedError` when ``new_subject_seed`` is one of the pretraining seeds.
+    ``session_cache``: see :func:`build_pretraining_data`. Raises :class:`PretrainedError` when
+    ``new_subject_seed`` is one of the pretraining seeds.
     """
     from brainstream.models.cache import file_lock
 
@@ -182,7 +210,7 @@ def get_pretrained(
             )
         from brainstream.models.training.trainer import train
 
-        data = build_pretraining_data(config, gallery, progress)
+        data = build_pretraining_data(config, gallery, progress, session_cache)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             result = train(training_config(config, config.n_way), tmp / "model", data=data, progress=progress)

@@ -150,6 +150,11 @@ class PretrainedConfig(StrictModel):
     batch_size: int = Field(default=128, gt=1)
     max_epochs: int = Field(default=40, gt=0)
     patience: int = Field(default=8, gt=0)
+    augment: dict[str, Any] = Field(
+        default_factory=dict,
+        description="training-time augmentation of the pretraining (models.training.config.AugmentConfig: "
+        "time_shift, noise_std, sign_flip); empty: none",
+    )
 
 
 class ProtocolConfig(StrictModel):

@@ -80,6 +80,13 @@ class AugmentConfig(StrictModel):
 
     time_shift: int = Field(default=0, ge=0, description="shift each trial by up to ± this many samples")
     noise_std: float = Field(default=0.0, ge=0, description="add Gaussian noise of this std (scaled units)")
+    sign_flip: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="flip a trial's polarity (every channel) with this probability: a source's sign on the "
+        "scalp follows its orientation, which differs between people",
+    )
 
 
 class SelectionConfig(StrictModel):

@@ -140,8 +140,11 @@ class _Heads(nn.Module):
         return self.model.forward_heads(x, subject)
 
 
-def augment(x: torch.Tensor, max_shift: int, noise_std: float, gen: torch.Generator) -> torch.Tensor:
-    """Shift each trial in time by a random whole number of samples (edges repeat) and add noise."""
+def augment(
+    x: torch.Tensor, max_shift: int, noise_std: float, gen: torch.Generator, sign_flip: float = 0.0
+) -> torch.Tensor:
+    """Shift each trial in time by a random whole number of samples (edges repeat), add noise, and flip the
+    polarity of each trial with probability ``sign_flip``."""
     if max_shift > 0:
         b, _, t = x.shape
         shift = torch.randint(-max_shift, max_shift + 1, (b,), generator=gen).to(x.device)
@@ -149,6 +152,9 @@ def augment(x: torch.Tensor, max_shift: int, noise_std: float, gen: torch.Genera
         x = torch.gather(x, 2, idx[:, None, :].expand_as(x))
     if noise_std > 0:
         x = x + noise_std * torch.randn(x.shape, generator=gen).to(x.device)
+    if sign_flip > 0:
+        flip = (torch.rand(x.shape[0], generator=gen) < sign_flip).to(x.device)
+        x = torch.where(flip[:, None, None], -x, x)
     return x
 
 
@@ -254,7 +260,8 @@ def fit_candidate(
             idx = perm[b * local_bs * dist.world_size : (b + 1) * local_bs * dist.world_size]
             idx = idx[dist.rank :: dist.world_size]
             x, y, s = X[idx].to(device), Y[idx].to(device), S[idx].to(device)
-            x = augment(x, config.augment.time_shift, config.augment.noise_std, gen)
+            aug = config.augment
+            x = augment(x, aug.time_shift, aug.noise_std, gen, aug.sign_flip)
             clip_out, mse_out = heads(x, s)
             loss, _ = crit(clip_out, mse_out, y)
             optimizer.zero_grad(set_to_none=True)

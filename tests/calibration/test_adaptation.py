@@ -27,6 +27,8 @@ from brainstream.calibration.adaptation import (
 )
 from brainstream.calibration.population import (
     METHODS,
+    bootstrap_ci,
+    compare,
     evaluate_data,
     few_shot_model,
     markdown_table,
@@ -307,3 +309,45 @@ def test_few_shot_curves_per_method_with_chance_ridge_and_within(world):
         evaluate_data(model, meta, new, config, [500], ["anchor"], within_trials=None)
     with pytest.raises(ValueError, match="unknown few-shot method"):
         few_shot_model(subject_model(model, meta), new.split("train"), "magic", config)
+
+
+def test_zero_shot_only_scores_each_test_image_and_compares_paired(world):
+    pretrained, new = world
+    model, meta = load_checkpoint(pretrained)
+    out = evaluate_data(model, meta, new, protocol(), [], [], within_trials=None)
+    assert out["few_shot"] == {} and "within" not in out
+    for row in ("zero_shot", "unsupervised"):
+        hits = out[row]["hits"]  # one 0/1 per test image: what the confidence interval resamples
+        assert len(hits) == len(np.unique(new.image_ids[new.splits == "test"])) and set(hits) <= {0, 1}
+        assert np.mean(hits) == pytest.approx(out[row]["top5"])
+    subjects = [{"seed": 1, **out}, {"seed": 2, **out}]
+    summary = summarize(subjects)
+    ci = summary["zero_shot_ci"]
+    assert summary["few_shot"] == {} and ci["lo"] <= summary["zero_shot"] == ci["mean"] <= ci["hi"]
+    result = {"summary": summary, "subjects": subjects, "held_out": [1, 2], "pretrained": {"path": "p"}}
+    same = compare(result, result)["zero_shot_difference"]
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0  # a model against itself, image by image
+    table = markdown_table(result)
+    assert "Zero-shot top-5" in table and "CI" in table and "| method |" not in table
+    with pytest.raises(ValueError, match="no held-out subject in common"):
+        compare(result, {**result, "subjects": [{**subjects[0], "seed": 9}]})
+
+
+def test_bootstrap_interval_covers_subjects_and_images():
+    rng = np.random.default_rng(0)
+    flat = [np.full(50, 0.2) for _ in range(8)]  # no spread at all: the interval is the mean
+    ci = bootstrap_ci(flat)
+    assert ci["mean"] == pytest.approx(0.2) and ci["lo"] == pytest.approx(0.2) == ci["hi"]
+    hits = [(rng.random(50) < p).astype(int) for p in np.linspace(0.05, 0.35, 8)]
+    wide = bootstrap_ci(hits)
+    assert wide["lo"] < wide["mean"] < wide["hi"] and wide["mean"] == pytest.approx(np.mean(hits))
+    # the same per-subject rates without the spread between subjects: a narrower interval
+    pooled = np.concatenate(hits)
+    narrow = bootstrap_ci([rng.permutation(pooled)[:50] for _ in range(8)])
+    assert narrow["hi"] - narrow["lo"] < wide["hi"] - wide["lo"]
+    more = bootstrap_ci(hits * 4)
+    assert more["hi"] - more["lo"] < wide["hi"] - wide["lo"]  # more subjects: a tighter estimate
+    with pytest.raises(ValueError, match="same number of test images"):
+        bootstrap_ci([np.ones(50), np.ones(40)])
+    with pytest.raises(ValueError, match="at least one subject"):
+        bootstrap_ci([])

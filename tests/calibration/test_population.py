@@ -76,3 +76,47 @@ def test_the_rsvp_protocol_ships_its_pretrained_encoder_with_a_trained_zero_shot
     assert model.subject_layer.weight.shape[0] == len(config.pretrained.seeds)
     assert model.subject_layer.dropout == config.pretrained.model["subject_dropout"] > 0
     assert sum(f.stat().st_size for f in shipped.iterdir()) < 5_000_000  # small enough to ship
+
+
+def test_pretraining_augmentation_reaches_the_trainer_and_the_key():
+    import brainstream.calibration.pretrained as pretrained
+    from brainstream.calibration.session import load_gallery
+
+    config = load_protocol("rsvp_fast")
+    gallery = load_gallery(config)
+    assert pretrained.training_config(config, 50).augment.sign_flip == 0.0  # none unless asked
+    recipe = config.pretrained.model_copy(update={"augment": {"sign_flip": 0.5, "time_shift": 8}})
+    augmented = config.model_copy(update={"pretrained": recipe})
+    aug = pretrained.training_config(augmented, 50).augment
+    assert (aug.sign_flip, aug.time_shift, aug.noise_std) == (0.5, 8, 0.0)
+    # an augmented recipe is another encoder; without augmentation the key is the one encoders had before
+    assert pretrained.pretrained_key(augmented, gallery) != pretrained.pretrained_key(config, gallery)
+    bad = config.model_copy(
+        update={"pretrained": config.pretrained.model_copy(update={"augment": {"sign_flips": 0.5}})}
+    )
+    with pytest.raises(ValueError, match="sign_flips"):
+        pretrained.training_config(bad, 50)
+
+
+def test_cached_trials_build_once_and_read_back_the_same_trials(tmp_path):
+    from brainstream.calibration.data import cached_trials
+    from brainstream.calibration.session import load_gallery
+
+    config = load_protocol("rsvp_fast")
+    gallery = load_gallery(config)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return heldout_session(config, gallery, seed=302, n_train=6)
+
+    key = {"session": "heldout", "seed": 302, "n_train": 6}
+    first = cached_trials(tmp_path, key, build)
+    again = cached_trials(tmp_path, key, build)
+    assert len(calls) == 1 and len(list(tmp_path.glob("trials-*.npz"))) == 1
+    assert np.array_equal(again.X, first.X) and np.array_equal(again.targets, first.targets)
+    assert again.image_ids.tolist() == first.image_ids.tolist() and again.scaler == first.scaler
+    assert again.subject_names == first.subject_names and again.ch_names == first.ch_names
+    cached_trials(tmp_path, {**key, "seed": 303}, lambda: first)  # another key: another file
+    assert len(list(tmp_path.glob("trials-*.npz"))) == 2
+    assert cached_trials(None, key, build) is not first and len(calls) == 2  # no folder: no cache

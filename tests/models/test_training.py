@@ -121,6 +121,20 @@ def test_augmentation_shifts_and_adds_noise():
     assert 0.3 < float((z - x).std()) < 0.7
 
 
+def test_augmentation_flips_whole_trials_polarity():
+    from brainstream.models.training.trainer import augment
+
+    x = torch.randn(64, 3, 10, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(augment(x, 0, 0.0, gen, sign_flip=1.0), -x)
+    y = augment(x, 0, 0.0, gen, sign_flip=0.5)
+    flipped = [bool(torch.equal(y[k], -x[k])) for k in range(len(x))]
+    kept = [bool(torch.equal(y[k], x[k])) for k in range(len(x))]
+    assert all(f != k for f, k in zip(flipped, kept, strict=True))  # every trial whole: all channels alike
+    assert 10 < sum(flipped) < 54
+    assert torch.equal(augment(x, 0, 0.0, gen), x)  # off by default
+
+
 def test_bad_input_refused(data):
     cfg = tiny_config(optim={"max_epochs": 1})
     leaky = data.subset(np.ones(len(data.X), bool))
