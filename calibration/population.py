@@ -293,9 +293,10 @@ def run_population(
     for seed in held_out:
         check_seed(config, seed)
     t = time.perf_counter()
+    recipe = None  # a given encoder's recipe is in its own folder (model.yaml, training.json)
     if pretrained is None:
         pretrained = get_pretrained(config, gallery, progress=progress, session_cache=session_cache)
-        seeds = list(config.pretrained.seeds)
+        seeds, recipe = list(config.pretrained.seeds), config.pretrained.model_dump()
     else:
         seeds = list(read_info(pretrained)["seeds"])
         if set(seeds) & set(held_out):
@@ -316,7 +317,7 @@ def run_population(
     return {
         "protocol": config.name,
         "shared_fraction": config.subject.shared_fraction,
-        "pretrained": {"path": str(pretrained), "seeds": seeds, "recipe": config.pretrained.model_dump(),
+        "pretrained": {"path": str(pretrained), "seeds": seeds, "recipe": recipe,
                        "n_trials": info.get("n_trials"), "build_seconds": info.get("seconds"),
                        "seconds": round(pre_seconds, 1)},
         "held_out": held_out,
