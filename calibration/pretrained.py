@@ -210,10 +210,11 @@ def get_pretrained(
             )
         from brainstream.models.training.trainer import train
 
+        recipe = training_config(config, config.n_way)  # a bad recipe fails here, before the simulation
         data = build_pretraining_data(config, gallery, progress, session_cache)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            result = train(training_config(config, config.n_way), tmp / "model", data=data, progress=progress)
+            result = train(recipe, tmp / "model", data=data, progress=progress)
             info = {
                 "seeds": list(config.pretrained.seeds),
                 "subjects": result.meta.subjects,

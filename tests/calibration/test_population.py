@@ -104,19 +104,21 @@ def test_cached_trials_build_once_and_read_back_the_same_trials(tmp_path):
 
     config = load_protocol("rsvp_fast")
     gallery = load_gallery(config)
+    session = heldout_session(config, gallery, seed=302, n_train=6)
     calls = []
 
     def build():
         calls.append(1)
-        return heldout_session(config, gallery, seed=302, n_train=6)
+        return session
 
     key = {"session": "heldout", "seed": 302, "n_train": 6}
-    first = cached_trials(tmp_path, key, build)
-    again = cached_trials(tmp_path, key, build)
-    assert len(calls) == 1 and len(list(tmp_path.glob("trials-*.npz"))) == 1
-    assert np.array_equal(again.X, first.X) and np.array_equal(again.targets, first.targets)
-    assert again.image_ids.tolist() == first.image_ids.tolist() and again.scaler == first.scaler
-    assert again.subject_names == first.subject_names and again.ch_names == first.ch_names
-    cached_trials(tmp_path, {**key, "seed": 303}, lambda: first)  # another key: another file
-    assert len(list(tmp_path.glob("trials-*.npz"))) == 2
-    assert cached_trials(None, key, build) is not first and len(calls) == 2  # no folder: no cache
+    assert cached_trials(tmp_path, key, build) is session
+    again = cached_trials(tmp_path, key, build)  # read back from the file, not built again
+    assert len(calls) == 1 and len(list(tmp_path.glob("trials-*.npz"))) == 1 and again is not session
+    assert np.array_equal(again.X, session.X) and np.array_equal(again.targets, session.targets)
+    assert again.image_ids.tolist() == session.image_ids.tolist() and again.scaler == session.scaler
+    assert again.subject_names == session.subject_names and again.ch_names == session.ch_names
+    assert np.array_equal(again.positions, session.positions) and again.sfreq == session.sfreq
+    cached_trials(tmp_path, {**key, "seed": 303}, build)  # another key: another file
+    assert len(calls) == 2 and len(list(tmp_path.glob("trials-*.npz"))) == 2
+    assert cached_trials(None, key, build) is session and len(calls) == 3  # no folder: no cache
