@@ -24,6 +24,7 @@ import pylsl
 
 from brainstream.models.events import parse_stimulus_marker
 from brainstream.realtime.bus.host import host_name
+from brainstream.realtime.display.draw_log import DrawLog, ValueLog
 
 # topics (docs/architecture.md §3); signal.<stream> and status.<node> are prefixes
 RETRIEVAL = "retrieval"
@@ -42,7 +43,8 @@ EXPECT_SLACK_S = 0.02
 STAGE_RECEIVED = "display.recv"
 STAGE_DRAWN = "display.draw"
 
-# drawn windows remembered for the whole-run summary (~250 B each: ~20 MB at the cap, 14 h at 2 windows/s)
+# drawn windows remembered for the whole-run summary (64 B each in a preallocated ring: 6.4 MB at the cap,
+# 14 h at 2 windows/s); as many values per kind of GUI work (8 B each)
 DEFAULT_RECORD_LIMIT = 100_000
 
 
@@ -230,7 +232,9 @@ class DisplayState:
     clock : callable
         Returns LSL seconds; ``pylsl.local_clock`` by default.
     record_limit : int
-        Drawn windows remembered for :meth:`draw_records` and the whole-run summary (oldest dropped).
+        Drawn windows (of every kind together) remembered for :meth:`draw_records` and the whole-run
+        summary, and values per kind of GUI work (oldest dropped; :mod:`~brainstream.realtime.display.
+        draw_log`).
     clocks : HostClocks | None
         Other hosts' LSL clock offsets (:class:`~brainstream.realtime.session.clocks.HostClocks`; a session
         split across machines). Without them, a latency whose two times come from different hosts' clocks
@@ -267,7 +271,6 @@ class DisplayState:
         self._seen_trace: OrderedDict[tuple[str, float], None] = OrderedDict()
         self._draw_recent = {k: RollingWindow(latency_window_s) for k in DRAW_KINDS}
         self._hop = RollingWindow(latency_window_s)
-        self._draw_run: dict[str, deque[float]] = {k: deque(maxlen=record_limit) for k in DRAW_KINDS}
         self._accuracy = Accuracy(history=deque(maxlen=min(2000, record_limit)))
         self._last_error = ""
         self._t_last_error = -math.inf
@@ -281,12 +284,12 @@ class DisplayState:
         self._n_frames = 0
         self._display_state = "running"
         self._lost_publishers: list[str] = []
-        self._draw_records: deque[tuple] = deque(maxlen=record_limit)
+        self._draw_log = DrawLog(record_limit)  # the whole run's drawn windows, in memory that stops growing
         self._t_embedding = -math.inf  # receipt of the newest embedding and retrieval (LSL s)
         self._t_retrieval = -math.inf
         self._offsets: deque[float] = deque(maxlen=12)  # window end - marker onset, of recent windows
         self._expected: deque[float] = deque(maxlen=64)  # t_sample of retrievals not yet received
-        self._work: dict[str, deque[float]] = {}
+        self._work: dict[str, ValueLog] = {}
         self._work_limit = record_limit
         self._listeners: list[Callable[[str], None]] = []
         self.host = host_name()
@@ -599,45 +602,30 @@ class DisplayState:
                 self._uncorrected += 1
                 return None
             self._draw_recent[topic].add(t, ms)
-            self._draw_run[topic].append(ms)
             image_id = header.get("true_image_id") if topic == RETRIEVAL else header.get("image_id")
-            self._draw_records.append(
-                (
-                    topic,
-                    header.get("src"),
-                    header.get("seq"),
-                    t_sample,
-                    t,
-                    image_id,
-                    latest.t_received,
-                    t if t_started is None else t_started,
-                )
+            self._draw_log.add(
+                topic,
+                header.get("src"),
+                header.get("seq"),
+                t_sample,
+                t,
+                image_id,
+                latest.t_received,
+                t if t_started is None else t_started,
             )
             return ms
 
     def recent_draws(self, seconds: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per drawn kind, ``(t_drawn, sample→display ms)`` of the last ``seconds`` (for the latency plot)."""
         horizon = self.clock() - seconds
-        out: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in DRAW_KINDS}
         with self._lock:
-            for row in reversed(self._draw_records):
-                if row[4] < horizon:
-                    break
-                ts, ms = out[row[0]]
-                ts.append(row[4])
-                ms.append((row[4] - row[3]) * 1e3)
-        return {k: (np.asarray(ts[::-1]), np.asarray(ms[::-1])) for k, (ts, ms) in out.items()}
+            return self._draw_log.since(horizon, DRAW_KINDS)
 
     def draw_records(self) -> list[dict[str, Any]]:
         """One row per drawn retrieval / image: when it was sampled, received, began to be drawn and was drawn
         (LSL seconds)."""
-        keys = ("topic", "src", "seq", "t_sample", "t_drawn", "image_id", "t_received", "t_draw_start")
         with self._lock:
-            rows = list(self._draw_records)
-        return [
-            {**dict(zip(keys, row, strict=True)), "sample_to_display_ms": (row[4] - row[3]) * 1e3}
-            for row in rows
-        ]
+            return self._draw_log.records()
 
     def record_work(self, kind: str, ms: float) -> None:
         """The GUI thread spent ``ms`` on one piece of work of ``kind`` (a trace frame, the numbers, a draw).
@@ -650,13 +638,13 @@ class DisplayState:
             if work is None:
                 if len(self._work) >= 32:
                     return
-                work = self._work[kind] = deque(maxlen=self._work_limit)
-            work.append(ms)
+                work = self._work[kind] = ValueLog(self._work_limit)
+            work.add(ms, self.clock())
 
     def gui_work(self) -> dict[str, dict[str, float | int]]:
         """Per kind of GUI work, the duration of each piece (ms) over the run: n, p50, p99, mean, max."""
         with self._lock:
-            work = {k: np.asarray(v) for k, v in self._work.items()}
+            work = {k: v.values() for k, v in self._work.items()}
         return {k: describe(v) for k, v in sorted(work.items())}
 
     def record_frame(self, t: float | None = None) -> None:
@@ -695,7 +683,7 @@ class DisplayState:
         now = self.clock()
         with self._lock:
             if whole_run:
-                return {k: describe(np.asarray(self._draw_run[k])) for k in DRAW_KINDS}
+                return {k: describe(self._draw_log.latencies_ms(k)) for k in DRAW_KINDS}
             return {k: describe(self._draw_recent[k].values(now)) for k in DRAW_KINDS}
 
     def fps(self) -> float:
