@@ -9,6 +9,7 @@ RingBuffer` (allocated once, filled in place, oldest rows overwritten), and the 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -103,11 +104,11 @@ class DrawLog:
 
     def since(self, horizon: float, topics: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per topic, ``(t_drawn, sample→display ms)`` of the rows drawn at or after ``horizon``."""
-        data, t_drawn = self._rows()
-        recent = t_drawn >= horizon
+        # the latency plot asks every frame: copy only the recent rows (drawn in time order), not the ring
+        data, t_drawn = self._ring.read_between(horizon, math.inf)
         out = {}
         for topic in topics:
-            mine = recent & (data[0] == self._names.find(topic))
+            mine = data[0] == self._names.find(topic)
             out[topic] = (t_drawn[mine], (t_drawn[mine] - data[3][mine]) * 1e3)
         return out
 
