@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = "demo_meg"
 CONTINUOUS_CONFIG = "demo_meg_continuous"  # sliding causal windows every 100 ms, decoded incrementally
+DISPLAY_GRACE_S = 10.0  # the display's own --seconds: the session's, its startup and this, a backstop
 STARTUP_TIMEOUT_S = 120.0  # longest wait for the decoder to come up before the demo's clock starts anyway
 
 
@@ -219,7 +220,8 @@ def run_demo_session(
     subject = virtual_subject_node(pipeline, assets, run_dir / "logs")
     plan = SessionPlan(run_dir=run_dir, config_path=config_path, checkpoint=assets.checkpoint_dir,
                        gallery=assets.gallery_dir, screenshot=shots / "demo.png",
-                       screenshot_after=max(1.0, seconds - 3.0), display_seconds=seconds + 2.0,
+                       screenshot_after=max(1.0, seconds - 3.0),
+                       display_seconds=seconds + STARTUP_TIMEOUT_S + DISPLAY_GRACE_S,
                        extra_nodes=[subject], test_images=test_images)  # fmt: skip
     collector = SessionCollector(pipeline.bus.sub, keys=pipeline.bus.keys_dir).start()
     events = SessionEvents(pipeline)
@@ -241,10 +243,12 @@ def run_demo_session(
             interrupted = True
             print("stopping ...", flush=True)
         collector.end()  # the summary counts what the session produced until now
+        if not interrupted and "display" in supervisor.status():
+            supervisor.end_node("display")  # it writes its summary; its own timer is only a backstop
         elapsed = time.monotonic() - t0
         try:
-            # a full run: let the display take its screenshot and write its summary (it ends on its own);
-            # interrupted: stop now (the display writes its summary when stopped)
+            # a full run: the display was asked to end above and writes its summary (its screenshot was
+            # due 3 s before the session's seconds); interrupted: stop now (it writes it when stopped)
             deadline = time.monotonic() + (0.0 if interrupted else 10.0)
             while time.monotonic() < deadline and not plan.display_summary.exists():
                 time.sleep(0.2)

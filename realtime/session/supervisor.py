@@ -267,6 +267,19 @@ class Supervisor:
                 self._record(s.spec.name, "stopped", f"stopped ({exit_reason(s.process.returncode, [])})")
         return {name: (s.process.returncode if s.process else None) for name, s in self._nodes.items()}
 
+    def end_node(self, name: str) -> bool:
+        """Ask one node to end on its own (SIGINT, as a user's Ctrl-C), without waiting; ``False`` when it
+        is not running. A node that is not restarted then ends as ``finished``; the demo ends its display
+        so, when the session's seconds are over (the display's own timer started before the decoder was
+        warm)."""
+        if name not in self._nodes:
+            raise ValueError(f"no node named {name!r}; nodes: {sorted(self._nodes)}")
+        process = self._nodes[name].process
+        if process is None or process.poll() is not None:
+            return False
+        process.send_signal(signal.SIGINT)
+        return True
+
     def _stop_group(self, states: list[_NodeState], budget: float) -> None:
         for s in states:
             if s.process is not None and s.process.poll() is None:

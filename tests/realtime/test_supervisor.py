@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+import pytest
+
 from brainstream.realtime.session.supervisor import NodeSpec, Supervisor
 
 
@@ -42,6 +44,30 @@ def test_a_node_that_is_not_restarted_and_ends_cleanly_finishes_rather_than_fail
         assert not status["display"]["failed"] and not status["once"]["finished"]
     assert ("display", "finished") in seen and ("display", "failed") not in seen
     assert ("once", "failed") in seen
+
+
+def test_end_node_asks_one_node_to_finish_and_leaves_the_others_running(tmp_path):
+    # a display-like node: on SIGINT it writes its summary and exits 0, as `brainstream display` does
+    summary = tmp_path / "summary.json"
+    display = [sys.executable, "-c", (
+        "import signal, sys, time, pathlib\n"
+        "def end(*_):\n"
+        f"    pathlib.Path({str(summary)!r}).write_text('{{}}'); sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, end)\n"
+        f"pathlib.Path({str(tmp_path / 'ready')!r}).touch()\n"
+        "time.sleep(60)\n"
+    )]  # fmt: skip
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    sup = Supervisor([NodeSpec("display", display, restart=False), NodeSpec("decoder", sleeper)])
+    with sup:
+        assert _wait((tmp_path / "ready").exists)  # its handler is installed
+        assert sup.end_node("display")
+        assert _wait(lambda: sup.status()["display"]["finished"])
+        assert summary.exists()
+        assert sup.status()["decoder"]["alive"] and not sup.status()["display"]["failed"]
+        assert not sup.end_node("display")  # already ended: nothing to ask
+        with pytest.raises(ValueError, match="no node named 'screen'"):
+            sup.end_node("screen")
 
 
 def test_crashed_node_is_restarted_with_reason(tmp_path):
