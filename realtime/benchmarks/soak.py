@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _pct(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def _pct(values: Sequence[float]) -> dict[str, float | None]:
+    if not len(values):
         return {"p50": None, "p99": None, "max": None}
     arr = np.asarray(values, dtype=np.float64)
     return {
@@ -75,7 +76,7 @@ class SoakMonitor:
         self.blocks: list[dict] = []
         self._next_sample = 0.0
         self._cursors = {"push": 0, "retrieval": 0, "image": 0}
-        self.push_by_block: list[list[float]] = []  # every window's push → embedding latency, per block
+        self.push_by_block: list[np.ndarray] = []  # every window's push → embedding latency, per block
         self._dropped_total = 0
         self._last_decoder: dict = {}
         self._procs: dict[int, object] = {}
@@ -112,9 +113,9 @@ class SoakMonitor:
         self._dropped_total += now - before if now >= before else now
         self._last_decoder = decoder
 
-    def _take(self, key: str, values: list[float]) -> list[float]:
+    def _take(self, key: str, values: Sequence[float]) -> np.ndarray:
         start, self._cursors[key] = self._cursors[key], len(values)
-        return list(values[start:])
+        return np.asarray(values[start:], dtype=np.float64)
 
     def _close_block(self, elapsed: float, collector, supervisor) -> None:
         push = self._take("push", collector.push_to_embedding_ms)
@@ -167,7 +168,7 @@ def _bootstrap_ratio(first: np.ndarray, last: np.ndarray, q: float, rng: np.rand
     return [float(v) for v in np.percentile(b / a, [2.5, 97.5])]
 
 
-def stability(push_by_block: list[list[float]], seed: int = 0) -> dict[str, object]:
+def stability(push_by_block: Sequence[Sequence[float]], seed: int = 0) -> dict[str, object]:
     """How the push → embedding tail moved from the first block to the last, with its uncertainty.
 
     Returns the last/first ratios of the p99 and the p95 with bootstrap 95 % CIs, and Kendall's tau (and
@@ -211,7 +212,8 @@ def run(args: argparse.Namespace) -> dict:
     first = blocks[0]["push_to_embedding_ms"]["p99"] if blocks else None
     last = blocks[-1]["push_to_embedding_ms"]["p99"] if blocks else None
     ratio = (last / first) if first and last else None
-    (run_dir / "latencies.json").write_text(json.dumps({"push_to_embedding_ms": monitor.push_by_block}))
+    latencies = {"push_to_embedding_ms": [b.tolist() for b in monitor.push_by_block]}
+    (run_dir / "latencies.json").write_text(json.dumps(latencies))
     worst_growth = max((g["mb_per_hour"] for g in growth.values()), default=None)
     result = {
         "minutes": args.minutes,

@@ -300,6 +300,7 @@ def _wait_for_decoder(collector, timeout: float) -> None:
 
 
 def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool, monitor=None) -> None:
+    import numpy as np
     from tqdm import tqdm
 
     with tqdm(total=int(seconds), desc="demo", unit="s", disable=quiet) as bar:
@@ -310,8 +311,8 @@ def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool, m
             if monitor is not None:
                 monitor(elapsed, collector, supervisor)
             bar.n = int(elapsed)
-            ranks = collector.ranks
-            top5 = sum(r < 5 for r in ranks) / len(ranks) if ranks else 0.0
+            ranks = np.frombuffer(collector.ranks, dtype=np.int64)
+            top5 = np.count_nonzero(ranks < 5) / len(ranks) if len(ranks) else 0.0
             bar.set_postfix(windows=collector.windows, top5=f"{top5:.0%}")
         if monitor is not None:
             monitor(elapsed, collector, supervisor)  # the end closes the last block

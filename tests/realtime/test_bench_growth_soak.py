@@ -39,7 +39,7 @@ def test_soak_blocks_count_each_window_once_and_drops_across_a_restart(tmp_path)
     assert [b["dropped_samples"] for b in monitor.blocks] == [3, 1]
     assert monitor.blocks[1]["push_to_embedding_ms"]["p50"] == 7.0
     assert "me" in monitor.blocks[0]["rss_mb"] and (tmp_path / "soak.json").exists()
-    assert monitor.push_by_block == [[5.0] * 10, [7.0] * 4]
+    assert [b.tolist() for b in monitor.push_by_block] == [[5.0] * 10, [7.0] * 4]
 
 
 def test_soak_stability_tells_a_drift_from_blocks_of_one_distribution():
