@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Iterable
 
@@ -250,6 +251,15 @@ class InletReader:
             if now >= self._next_clock_poll:
                 self._poll_clock_offset(now)
             self._on_idle(now)
+
+    def _stamp_offset(self) -> float:
+        """What the inlet's post-processing adds to the outlet's timestamps (0 without ``clocksync``)."""
+        if not self._flags & pylsl.proc_clocksync:
+            return 0.0
+        try:
+            return float(self._inlet.time_correction(timeout=1.0))
+        except Exception:  # not estimated in time (or the outlet just went): the last estimate, else 0
+            return 0.0 if math.isnan(self._clock_offset) else self._clock_offset
 
     def _poll_clock_offset(self, now: float) -> None:
         self._next_clock_poll = now + 1.0

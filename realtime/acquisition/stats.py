@@ -62,6 +62,9 @@ class AcquisitionStats:
         one, only the counter decides (dejittered timestamps jump while liblsl's estimate settles).
     timestamp_regressions : int
         Samples whose timestamp was not after the previous one's.
+    restamped_samples : int
+        Samples of a connection's start that liblsl stamped from 0 (sccn/liblsl#161), re-stamped back
+        from the first stamped sample (:mod:`~realtime.acquisition.deduced_stamps`); not gaps.
     nan_samples : int
         Samples with at least one NaN or Inf value.
     stalled : bool
@@ -90,6 +93,7 @@ class AcquisitionStats:
     counter_gaps: int
     timestamp_jumps: int
     timestamp_regressions: int
+    restamped_samples: int
     nan_samples: int
     stalled: bool
     stalls: int

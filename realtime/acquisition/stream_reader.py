@@ -15,6 +15,8 @@ from brainstream.models.channels import DEFAULT_MAX_MISSING, match_channels
 from brainstream.models.device_profile import DeviceProfile
 from brainstream.realtime.acquisition._inlet import InletReader
 from brainstream.realtime.acquisition.alarms import GAP, NONFINITE, STALLED
+from brainstream.realtime.acquisition.deduced_stamps import DeducedStartStamps
+from brainstream.realtime.acquisition.resolve import describe_selection
 from brainstream.realtime.acquisition.stats import (
     COUNTER_GAP,
     RECONNECT_GAP,
@@ -127,6 +129,7 @@ class StreamReader(InletReader):
         self._pull_buf: np.ndarray | None = None
         self._watchdog: threading.Thread | None = None
         self._returning: pylsl.StreamInfo | None = None
+        self._deduced = DeducedStartStamps(describe_selection(name, stype, source_id))
         self._gaps: deque[Gap] = deque(maxlen=10_000)
         self._gap_lock = threading.Lock()
         self._reset_counters()
@@ -224,6 +227,7 @@ class StreamReader(InletReader):
             counter_gaps=self._counter_gaps,
             timestamp_jumps=self._ts_jumps,
             timestamp_regressions=self._regressions,
+            restamped_samples=self._deduced.restamped,
             nan_samples=self._nan_samples,
             stalled=self._stalled,
             stalls=self._stalls,
@@ -330,10 +334,11 @@ class StreamReader(InletReader):
         data, ts = self._inlet.pull_chunk(
             timeout=0.05, max_samples=buf.shape[0], dest_obj=buf, min_samples=1, as_numpy=True
         )
-        n = ts.shape[0]
-        if n == 0:
+        if ts.shape[0] == 0:
             return False
-        self._ingest(data, ts)
+        settled = self._deduced.settle(data, ts, self._sfreq, self._uid, self._stamp_offset)
+        if settled is not None:
+            self._ingest(*settled)
         return True
 
     def _ingest(self, data: np.ndarray, ts: np.ndarray) -> None:

@@ -296,6 +296,64 @@ def test_timestamp_gap_without_counter(unique_name):
     assert gaps[0].t_after - gaps[0].t_before == pytest.approx(0.06)
 
 
+def _push_deduced_then_stamped(outlet, n_deduced: int, n_stamped: int, sfreq: float) -> None:
+    """What an inlet that connects in the middle of a pushed chunk receives: samples whose timestamp is
+    deduced (liblsl's DEDUCED_TIMESTAMP, -1.0, which it stamps from 0 in the inlet: sccn/liblsl#161),
+    then a stamped chunk. Values count up across both."""
+    for i in range(n_deduced):
+        outlet.push_sample([float(i)], -1.0)
+    time.sleep(0.2)  # the reader pulls the deduced samples on their own first
+    x = np.arange(n_deduced, n_deduced + n_stamped, dtype=np.float32)[:, None]
+    outlet.push_chunk(x, pylsl.local_clock())  # the chunk's last sample carries the stamp
+
+
+@pytest.mark.parametrize("flags", [("clocksync", "dejitter"), ()])
+def test_samples_liblsl_stamps_from_zero_at_connect_are_restamped_not_a_gap(unique_name, flags):
+    sfreq = 100.0
+    outlet = _outlet(unique_name, ["a"], sfreq)
+    reader = StreamReader(name=unique_name, processing_flags=flags)
+    try:
+        reader.start()
+        assert outlet.wait_for_consumers(5.0)
+        time.sleep(0.3)
+        _push_deduced_then_stamped(outlet, 5, 10, sfreq)
+        assert _wait_until(lambda: reader.stats.samples == 15)
+        stats, gaps = reader.stats, reader.gaps
+        values, ts = reader.buffer.read_last(15)
+    finally:
+        reader.stop()
+        del outlet
+    assert gaps == [] and stats.missing_samples == 0 and stats.restamped_samples == 5
+    np.testing.assert_array_equal(values[0], np.arange(15))
+    np.testing.assert_allclose(np.diff(ts), 1.0 / sfreq, atol=1e-6)
+    assert abs(ts[-1] - pylsl.local_clock()) < 5.0  # in the LSL clock, not near 0
+
+
+def test_deduced_start_stamps_pass_real_streams_through_and_give_up_after_the_hold_limit():
+    from brainstream.realtime.acquisition.deduced_stamps import HOLD_LIMIT_S, DeducedStartStamps
+
+    fix = DeducedStartStamps("s")
+    real = 5000.0 + np.arange(10) / 100.0
+    values = np.arange(10.0)[:, None]
+    out_v, out_t = fix.settle(values, real, 100.0, "uid-1", lambda: 0.0)
+    assert out_t is real and out_v is values and fix.restamped == 0  # untouched: no copy
+    # within one chunk: 3 deduced, then stamped
+    ts = np.r_[np.arange(1, 4) / 100.0, 7000.0 + np.arange(7) / 100.0]
+    out_v, out_t = fix.settle(values, ts, 100.0, "uid-2", lambda: 0.0)
+    np.testing.assert_allclose(out_t, 7000.0 + np.arange(-3, 7) / 100.0)
+    assert fix.restamped == 3
+    # the same connection again: passed through as it comes
+    assert fix.settle(values, ts, 100.0, "uid-2", lambda: 0.0)[1] is ts
+    # an offset added by clocksync moves the deduced stamps by as much
+    ts = np.r_[-300.0 + np.arange(1, 4) / 100.0, 7000.0 + np.arange(7) / 100.0]
+    assert fix.settle(values, ts, 100.0, "uid-3", lambda: -300.0)[1][0] == pytest.approx(6999.97)
+    # no stamped sample comes: held up to the limit, then given on as it is
+    small = np.arange(1, 51) / 100.0
+    held = [fix.settle(np.zeros((50, 1)), small, 100.0, "uid-4", lambda: 0.0) for _ in range(4)]
+    assert held[:3] == [None, None, None] and fix.holding == 0
+    assert len(held[3][1]) == 200 == HOLD_LIMIT_S * 100.0
+
+
 # ------------------------------------------------------------------------------------------- connect checks
 def test_profile_mismatch_names_the_missing_channels(unique_name, caplog):
     """A stream may carry more than the profile and lack a few of its channels (the decoder masks or

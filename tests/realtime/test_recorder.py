@@ -83,6 +83,32 @@ def test_records_signal_markers_and_local_stream(tmp_path, unique_name):
     assert header["info"]["version"][0] == "1.0"
 
 
+def test_samples_liblsl_stamps_from_zero_at_connect_are_recorded_in_place(tmp_path, unique_name):
+    """A recorder that connects in the middle of a pushed chunk receives samples liblsl stamps from 0
+    (sccn/liblsl#161); the file has them contiguous with the first stamped sample, not an uptime-long gap."""
+    sig_out, _ = _outlets(unique_name, n_ch=1, sfreq=100.0)
+    path = tmp_path / "rec.xdf"
+    rec = Recorder(path).start()
+    try:
+        rec.add_stream(unique_name, timeout=5)
+        assert sig_out.wait_for_consumers(5.0)
+        time.sleep(0.3)
+        for i in range(5):
+            sig_out.push_sample([float(i)], -1.0)  # DEDUCED_TIMESTAMP: stamped from 0 by the inlet
+        time.sleep(0.2)
+        sig_out.push_chunk(np.arange(5, 15, dtype=np.float32)[:, None], pylsl.local_clock())
+        deadline = time.monotonic() + 5
+        while rec.stats["streams"][unique_name]["samples"] < 15 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        rec.stop()
+        del sig_out
+    s = xdf.read_xdf(path, synchronize_clocks=False).stream(unique_name)
+    np.testing.assert_array_equal(s.data[0], np.arange(15))
+    np.testing.assert_allclose(np.diff(s.timestamps), 0.01, atol=1e-6)
+    assert s.timestamps[0] > 2.0  # LSL clock readings, not the deduced 0.01 ...
+
+
 def test_missing_stream_is_a_clear_error(tmp_path, unique_name):
     with Recorder(tmp_path / "r.xdf") as rec, pytest.raises(LookupError, match="no LSL stream with name="):
         rec.add_stream(unique_name, timeout=0.3)
