@@ -76,6 +76,10 @@ class RingBuffer:
         self._capacity = capacity
         self._data = np.zeros((capacity, n_channels), dtype=dtype)
         self._ts = np.zeros(capacity, dtype=np.float64)
+        # np.zeros maps zero pages lazily: without this, the first pass through the ring would page-fault
+        # on the writer's hot path and the process's memory would seem to grow until the ring is full
+        self._data.fill(0)
+        self._ts.fill(0.0)
         # absolute index one past the newest complete sample (published after the copy)
         self._n_written = 0
         # absolute index one past the newest sample the writer may be touching (published before the copy)
