@@ -17,7 +17,7 @@ from brainstream.realtime.session.clocks import HostClocks, elapsed_ms
 def _pct(values: Sequence[float]) -> dict[str, float | None]:
     if not len(values):
         return {"p50": None, "p95": None, "p99": None, "max": None}
-    arr = np.asarray(values, dtype=np.float64)
+    arr = np.array(values[:], dtype=np.float64)  # a copy: see SessionCollector on reading its arrays
     return {
         "p50": float(np.percentile(arr, 50)),
         "p95": float(np.percentile(arr, 95)),
@@ -43,6 +43,8 @@ class SessionCollector:
     per decoder process (the publisher instance ``src``): a restarted decoder starts a new run.
     Every latency and rank of the session is kept for its percentiles, as 8-byte fields in ``array``s
     (a Python float in a list takes 32 B: a continuous session's 15 values a window grew it ~24 MB/hour).
+    Other threads read them through a slice (``collector.ranks[:]``, one C call under the GIL): a numpy
+    view of the array itself would lock its size, and the collector's next append would fail.
     """
 
     endpoint: str
@@ -152,7 +154,7 @@ class SessionCollector:
 
     def hops(self) -> dict[str, dict[str, float | None]]:
         """Latency of each hop between two nodes' trace stamps (``decoder->retrieval``, ...)."""
-        return {hop: _pct(values) for hop, values in self.hop_ms.items()}
+        return {hop: _pct(values) for hop, values in list(self.hop_ms.items())}
 
     def clock_report(self) -> dict:
         """Hosts of the nodes, other hosts' clock offsets to this one (± uncertainty), and how many
@@ -165,7 +167,7 @@ class SessionCollector:
         }
 
     def retrieval_summary(self, n_gallery: int) -> dict[str, float | int | None]:
-        ranks = np.asarray(self.ranks)
+        ranks = np.array(self.ranks[:])
         k = self.k or 5
 
         def top(n: int) -> float | None:
@@ -191,7 +193,7 @@ class SessionCollector:
 
     def test_retrieval_summary(self) -> dict[str, float | int | None]:
         """N-way retrieval among the session's test images (N = their number), with chance."""
-        ranks, n = np.asarray(self.test_ranks), self.n_test
+        ranks, n = np.array(self.test_ranks[:]), self.n_test
         return {
             "trials": int(ranks.size),
             "n_way": n,
@@ -207,10 +209,10 @@ class SessionCollector:
             return {"n": 0, "mean": None, "ci_low": None, "ci_high": None, "chance": 0.5}
         from brainstream.models.reconstruction import bootstrap_ci
 
-        return {**bootstrap_ci(np.asarray(self.two_way)), "chance": 0.5}
+        return {**bootstrap_ci(np.array(self.two_way[:])), "chance": 0.5}
 
     def stages(self) -> dict[str, dict[str, float | None]]:
-        return {stage: _pct(values) for stage, values in self.stage_ms.items()}
+        return {stage: _pct(values) for stage, values in list(self.stage_ms.items())}
 
     def push_to_embedding(self) -> dict[str, float | None]:
         return _pct(self.push_to_embedding_ms)

@@ -311,7 +311,7 @@ def _wait(seconds: float, collector, cpu: CpuSampler, supervisor, quiet: bool, m
             if monitor is not None:
                 monitor(elapsed, collector, supervisor)
             bar.n = int(elapsed)
-            ranks = np.frombuffer(collector.ranks, dtype=np.int64)
+            ranks = np.array(collector.ranks[:])  # a copy: the collector's thread keeps appending
             top5 = np.count_nonzero(ranks < 5) / len(ranks) if len(ranks) else 0.0
             bar.set_postfix(windows=collector.windows, top5=f"{top5:.0%}")
         if monitor is not None:

@@ -278,6 +278,42 @@ def test_collector_keeps_a_long_session_in_a_few_bytes_a_value():
     assert collector.test_retrieval_summary()["top1"] == pytest.approx(1 / 3, abs=1e-3)
 
 
+def test_collector_summaries_read_while_its_thread_appends():
+    """The demo reads the running top-5 and the summaries while the collector's thread keeps appending: a
+    numpy view of a growing array would make the next append fail and end the collector's thread."""
+    import threading
+
+    from brainstream.realtime.bus.message import decode, encode
+    from brainstream.realtime.session.collector import SessionCollector
+
+    collector = SessionCollector("inproc://collector-test-unused")
+    head = {"rank_of_true": 3, "true_image_id": "x", "test_rank": 1, "n_test": 50, "two_way": 0.75}
+    msgs = [decode(encode(topic, [], extras=head, seq=i, src="n:a", t_sample=float(i),
+                          trace=[["decoder", i + 0.01], ["retrieval", i + 0.02]]))
+            for i in range(2000) for topic in ("embedding.s", "retrieval", "image")]  # fmt: skip
+    errors: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for msg in msgs:
+                collector.handle(msg, now=msg.t_sample + 0.03)
+        except BaseException as exc:  # noqa: BLE001 - the failure under test happens in this thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=feed)
+    try:
+        thread.start()
+        while thread.is_alive():
+            collector.stages(), collector.hops(), collector.push_to_embedding()
+            collector.retrieval_summary(1000), collector.test_retrieval_summary()
+            collector.identification_summary()
+        thread.join()
+    finally:
+        collector.stop()
+    assert errors == []
+    assert collector.windows == 2000 and len(collector.ranks) == 2000 and len(collector.two_way) == 2000
+
+
 # a supervisor in its own process that starts one real node (the bus broker) and then waits to be killed
 ORPHANING_SUPERVISOR = """
 import sys, time
