@@ -17,6 +17,7 @@ import pylsl
 from pylsl.util import LostError
 
 from brainstream.realtime.acquisition.alarms import LOST, MISMATCH, RECONNECTED, AlarmBoard, AlarmCallback
+from brainstream.realtime.acquisition.deduced_stamps import DeducedStartStamps
 from brainstream.realtime.acquisition.resolve import describe_selection, resolve_stream, summarize
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class InletReader:
         self._next_clock_poll = 0.0
         self._last_reconnect_try = 0.0
         self._alarms = AlarmBoard(source=describe_selection(name, stype, source_id))
+        self._deduced = DeducedStartStamps(describe_selection(name, stype, source_id))
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -251,6 +253,11 @@ class InletReader:
             if now >= self._next_clock_poll:
                 self._poll_clock_offset(now)
             self._on_idle(now)
+
+    def _settle_start(self, values, ts, sfreq: float):
+        """A regular stream's pulled chunk with a connection's deduced-from-0 stamps put back
+        (:mod:`~realtime.acquisition.deduced_stamps`), or ``None`` while its first samples are held."""
+        return self._deduced.settle(values, ts, sfreq, self._uid, self._stamp_offset)
 
     def _stamp_offset(self) -> float:
         """What the inlet's post-processing adds to the outlet's timestamps (0 without ``clocksync``)."""

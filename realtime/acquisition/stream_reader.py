@@ -15,8 +15,6 @@ from brainstream.models.channels import DEFAULT_MAX_MISSING, match_channels
 from brainstream.models.device_profile import DeviceProfile
 from brainstream.realtime.acquisition._inlet import InletReader
 from brainstream.realtime.acquisition.alarms import GAP, NONFINITE, STALLED
-from brainstream.realtime.acquisition.deduced_stamps import DeducedStartStamps
-from brainstream.realtime.acquisition.resolve import describe_selection
 from brainstream.realtime.acquisition.stats import (
     COUNTER_GAP,
     RECONNECT_GAP,
@@ -129,7 +127,6 @@ class StreamReader(InletReader):
         self._pull_buf: np.ndarray | None = None
         self._watchdog: threading.Thread | None = None
         self._returning: pylsl.StreamInfo | None = None
-        self._deduced = DeducedStartStamps(describe_selection(name, stype, source_id))
         self._gaps: deque[Gap] = deque(maxlen=10_000)
         self._gap_lock = threading.Lock()
         self._reset_counters()
@@ -336,7 +333,7 @@ class StreamReader(InletReader):
         )
         if ts.shape[0] == 0:
             return False
-        settled = self._deduced.settle(data, ts, self._sfreq, self._uid, self._stamp_offset)
+        settled = self._settle_start(data, ts, self._sfreq)
         if settled is not None:
             self._ingest(*settled)
         return True

@@ -34,7 +34,6 @@ from pylsl.util import LostError
 from pylsl.util import TimeoutError as LslTimeoutError
 
 from brainstream.realtime.acquisition._inlet import InletReader
-from brainstream.realtime.acquisition.deduced_stamps import DeducedStartStamps
 from brainstream.realtime.recording.xdf_writer import StreamHeader, XdfWriter
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,6 @@ class _LslStreamRecorder(InletReader):
         self._last_emit = time.monotonic()
         self._next_offset = 0.0
         self._emit_lock = threading.Lock()
-        self._deduced = DeducedStartStamps(info.name())
         self.add_alarm_callback(self._on_alarm)
         inlet, full = self._open(info)  # this exact outlet (add_stream resolved and checked it)
         self._on_connect(full)
@@ -146,9 +144,7 @@ class _LslStreamRecorder(InletReader):
             if len(ts):
                 values, ts = self._buf[: len(ts)], np.asarray(ts)
                 if self.header.nominal_srate > 0:  # a regular stream: its first samples may be deduced
-                    settled = self._deduced.settle(
-                        values, ts, self.header.nominal_srate, self._uid, self._stamp_offset
-                    )
+                    settled = self._settle_start(values, ts, self.header.nominal_srate)
                     if settled is None:
                         return ts
                     values, ts = settled
