@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from brainstream.realtime.session.collector import percentiles
+
 HELP = "the demo graph for N minutes: memory per process and latency percentiles per block, with growth"
 
 GOAL_MB_PER_HOUR = 20.0
@@ -44,17 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the continuous demo (a window every 100 ms: ~3000 per 5-minute block, so a block's p99 is its "
         "30th-largest window, not its 2nd)",
     )
-
-
-def _pct(values: Sequence[float]) -> dict[str, float | None]:
-    if not len(values):
-        return {"p50": None, "p99": None, "max": None}
-    arr = np.asarray(values, dtype=np.float64)
-    return {
-        "p50": float(np.percentile(arr, 50)),
-        "p99": float(np.percentile(arr, 99)),
-        "max": float(arr.max()),
-    }
 
 
 class SoakMonitor:
@@ -128,9 +119,9 @@ class SoakMonitor:
                 "block": len(self.blocks) + 1,
                 "end_min": round(elapsed / 60, 2),
                 "windows": len(push),
-                "push_to_embedding_ms": _pct(push),
-                "sample_to_retrieval_ms": _pct(retrieval),
-                "sample_to_image_ms": _pct(image),
+                "push_to_embedding_ms": percentiles(push),
+                "sample_to_retrieval_ms": percentiles(retrieval),
+                "sample_to_image_ms": percentiles(image),
                 "dropped_samples": self._dropped_total - previous,
                 "dropped_samples_total": self._dropped_total,
                 "rss_mb": {name: round(series[-1][1], 1) for name, series in self.memory.items() if series},

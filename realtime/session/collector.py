@@ -14,7 +14,8 @@ import pylsl
 from brainstream.realtime.session.clocks import HostClocks, elapsed_ms
 
 
-def _pct(values: Sequence[float]) -> dict[str, float | None]:
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    """p50 / p95 / p99 / max of latencies (None for each when there are none)."""
     if not len(values):
         return {"p50": None, "p95": None, "p99": None, "max": None}
     arr = np.array(values[:], dtype=np.float64)  # a copy: see SessionCollector on reading its arrays
@@ -114,7 +115,7 @@ class SessionCollector:
             if ms is None:
                 self.uncorrected[stage] += 1
             else:
-                self.stage_ms.setdefault(stage, array("d")).append(ms)
+                _series(self.stage_ms, stage).append(ms)
         for (a, t_a), (b, t_b) in zip(trace, trace[1:], strict=False):
             if _node(a) != _node(b):  # a hop between nodes (and maybe hosts)
                 hop = f"{_node(a)}->{_node(b)}"
@@ -122,7 +123,7 @@ class SessionCollector:
                 if ms is None:
                     self.uncorrected[hop] += 1
                 else:
-                    self.hop_ms.setdefault(hop, array("d")).append(ms)
+                    _series(self.hop_ms, hop).append(ms)
         if msg.topic.startswith("embedding."):
             self.windows += 1
             run = self.decoder_runs.setdefault(msg.src, {"windows": 0, "first_t": msg.t_sample})
@@ -154,7 +155,7 @@ class SessionCollector:
 
     def hops(self) -> dict[str, dict[str, float | None]]:
         """Latency of each hop between two nodes' trace stamps (``decoder->retrieval``, ...)."""
-        return {hop: _pct(values) for hop, values in list(self.hop_ms.items())}
+        return {hop: percentiles(values) for hop, values in list(self.hop_ms.items())}
 
     def clock_report(self) -> dict:
         """Hosts of the nodes, other hosts' clock offsets to this one (± uncertainty), and how many
@@ -212,15 +213,23 @@ class SessionCollector:
         return {**bootstrap_ci(np.array(self.two_way[:])), "chance": 0.5}
 
     def stages(self) -> dict[str, dict[str, float | None]]:
-        return {stage: _pct(values) for stage, values in list(self.stage_ms.items())}
+        return {stage: percentiles(values) for stage, values in list(self.stage_ms.items())}
 
     def push_to_embedding(self) -> dict[str, float | None]:
-        return _pct(self.push_to_embedding_ms)
+        return percentiles(self.push_to_embedding_ms)
 
     @property
     def dropped_messages(self) -> int:
         stats = self._sub.stats
         return int(stats.get("gaps", 0) or 0) + int(stats.get("malformed", 0) or 0)
+
+
+def _series(by_name: dict[str, array], name: str) -> array:
+    """The named latency series, created on first use (not an empty array built for every message)."""
+    series = by_name.get(name)
+    if series is None:
+        series = by_name[name] = array("d")
+    return series
 
 
 def _node(stage: str) -> str:
