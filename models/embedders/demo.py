@@ -53,10 +53,10 @@ class _RandConvNet:
             self.weights.append(w)
             c_in = width
 
-    @torch.no_grad()
     def features(self, x: torch.Tensor, colour_blocks: bool = True) -> torch.Tensor:
         """``x``: (n, 3, 64, 64) in [0, 1] → (n, n_features) raw features (``colour_blocks=False``: the
-        convolutional ones only, without the fixed colour statistics)."""
+        convolutional ones only, without the fixed colour statistics). Differentiable: call it under
+        ``torch.no_grad()`` unless a loss needs its gradient."""
         n = x.shape[0]
         blocks = []
         if colour_blocks:
@@ -96,9 +96,14 @@ def _to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return out
 
 
+def _compressed(features: torch.Tensor) -> torch.Tensor:
+    """Raw features in float64, heavy-tailed rectified responses compressed."""
+    return torch.log1p(features.double().clamp_min(0.0) * 10.0)
+
+
 def _raw_features(images: Sequence[np.ndarray]) -> np.ndarray:
-    feats = _network().features(_to_tensor(images)).double().numpy()
-    return np.log1p(np.maximum(feats, 0.0) * 10.0)  # compress heavy-tailed rectified responses
+    with torch.no_grad():
+        return _compressed(_network().features(_to_tensor(images))).numpy()
 
 
 @functools.lru_cache(maxsize=1)
@@ -145,14 +150,26 @@ class DemoEmbedder:
         self.dim = int(dim)
         self.space = demo_space(self.dim)
         self._mean, self._scale, self._projection = _calibration(self.dim)
+        self._tensors = tuple(torch.from_numpy(a) for a in (self._mean, self._scale, self._projection))
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``(H, W, 3)`` uint8 images → ``(n, dim)`` float32, L2-normalised."""
         images = check_images(images)
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        z = (_raw_features(images) - self._mean) / self._scale
-        return l2_normalise(z @ self._projection)
+        with torch.no_grad():
+            return l2_normalise(self.embed_tensor(_to_tensor(images)).numpy())
+
+    def embed_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Differentiable twin of :meth:`embed` for a generator's training loss: ``pixels`` (n, 3, 64, 64)
+        float in [0, 1] → (n, dim) float32 unit-norm embeddings, gradients flowing back to the pixels."""
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(
+                f"embed_tensor expects (n, 3, {INPUT_SIZE}, {INPUT_SIZE}) pixels, got {tuple(pixels.shape)}"
+            )
+        mean, scale, projection = self._tensors
+        z = (_compressed(_network().features(pixels)) - mean) / scale
+        return torch.nn.functional.normalize(z @ projection, dim=1).float()
 
     def __repr__(self) -> str:
         return f"DemoEmbedder(space={self.space!r})"

@@ -75,6 +75,16 @@ class GeneratorTraining(StrictModel):
         "`brainstream generator prior`); 0: clean embeddings only",
     )
     embedding_signal: float = Field(default=1.0, gt=0, description="mean cosine, decoded vs true")
+    embedding_loss_steps: int = Field(
+        default=0,
+        ge=0,
+        description="a last UNet stage of this many steps on the first (one-step) prediction, adding the "
+        "embedding loss: the decoded image is embedded again (differentiably) and should land on its "
+        "condition; 0: off",
+    )
+    embedding_loss_weight: float = Field(
+        default=1.0, ge=0, description="weight of that loss, 1 - cosine(embedding of the image, condition)"
+    )
     embedding_noise: float = Field(default=0.0, ge=0, description="per-dimension std of the residual")
     threads: int | None = Field(default=None, ge=1, description="torch threads while training")
     checkpoint_every: int = Field(default=250, ge=1, description="steps between resumable checkpoints")

@@ -47,6 +47,22 @@ def test_demo_space_is_meaningful(demo) -> None:
         assert (nearest == np.arange(len(specs))).mean() >= 0.95, change
 
 
+def test_demo_embedder_has_a_differentiable_twin_that_embeds_the_same(demo) -> None:
+    """``embed_tensor`` (a generator's training loss) is ``embed`` itself, with gradients to the pixels."""
+    import torch
+
+    images = [img for _, img, _ in stimuli.procedural_images(4, seed=1, size=64)]
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).requires_grad_(True)
+    twin = demo.embed_tensor(pixels)
+    np.testing.assert_allclose(twin.detach().numpy(), demo.embed(images), atol=1e-6)
+    # pulling an image's embedding towards another image's moves its pixels
+    (1 - torch.nn.functional.cosine_similarity(twin[0], twin[1].detach(), dim=0)).backward()
+    assert pixels.grad is not None and float(pixels.grad[0].abs().sum()) > 0
+    assert float(pixels.grad[1:].abs().sum()) == 0
+    with pytest.raises(ValueError, match=r"expects \(n, 3, 64, 64\) pixels, got \(4, 3, 32, 32\)"):
+        demo.embed_tensor(torch.zeros(4, 3, 32, 32))
+
+
 def test_demo_embedder_rejects_bad_images_and_dims(demo) -> None:
     with pytest.raises(ValueError, match=r"image 1: expected an \(H, W, 3\) uint8"):
         demo.embed([np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8)])

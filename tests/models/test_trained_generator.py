@@ -165,3 +165,49 @@ def test_embedding_augmentation_corrupts_the_share_asked_at_the_levels_asked(tmp
     assert generator_fingerprint(clean, ["a"], "v") != generator_fingerprint(noisy, ["a"], "v")
     same = small_config(embedding_signal=0.5)
     assert generator_fingerprint(clean, ["a"], "v") == generator_fingerprint(same, ["a"], "v")
+
+
+def test_the_embedding_loss_stage_pulls_each_image_towards_its_condition(tmp_path: Path):
+    """The last stage makes the one-step image *embed* as the embedding it was drawn from (more than the
+    same steps of the latent loss alone do); off, it leaves the recipe's fingerprint as before the option;
+    an embedder without a differentiable twin is refused."""
+    import copy
+
+    import torch
+
+    from brainstream.models.generation.training import (
+        GeneratorTrainer,
+        build_training_set,
+        generator_fingerprint,
+    )
+
+    embedder = get_embedder("demo")
+    images = [im for _, im, _ in procedural_images(8, seed=6)]
+    data = build_training_set(images, embedder, 64, 1, 0, progress=False)
+    stage = {"unet_steps": 4, "embedding_loss_steps": 60, "lr": 1e-2}
+    trainer = GeneratorTrainer(small_config(**stage), data, tmp_path / "w", progress=False, embedder=embedder)
+    trainer.train_autoencoder()
+    trainer.train_unet()
+    start = copy.deepcopy(trainer.unet.state_dict())
+
+    def agreement_after(weight: float) -> float:
+        trainer.recipe = small_config(**stage, embedding_loss_weight=weight).training
+        trainer.unet.load_state_dict(start)
+        trainer.train_embedding_loss()
+        with torch.no_grad():
+            _, pixels = trainer.one_step(data.embeddings)
+            cosine = torch.nn.functional.cosine_similarity(embedder.embed_tensor(pixels), data.embeddings)
+        return float(cosine.mean())
+
+    latent_only, with_loss = agreement_after(0.0), agreement_after(200.0)
+    assert with_loss > latent_only + 0.04, (with_loss, latent_only)
+    assert (tmp_path / "w" / "unet_embedding.pt").is_file()
+    off = small_config(embedding_loss_weight=3.0)
+    assert generator_fingerprint(off, ["a"], "v") == generator_fingerprint(small_config(), ["a"], "v")
+    on = small_config(**stage)
+    assert generator_fingerprint(on, ["a"], "v") != generator_fingerprint(
+        small_config(**{**stage, "embedding_loss_steps": 0}), ["a"], "v"
+    )
+    blind = GeneratorTrainer(on, data, tmp_path / "x", progress=False, embedder=object())
+    with pytest.raises(GeneratorError, match="differentiable embed_tensor.*embedding_loss_steps: 0"):
+        blind.train_embedding_loss()
