@@ -49,6 +49,13 @@ class GeneratorTraining(StrictModel):
     augment_copies: int = Field(default=6, ge=1, description="augmented copies of each training image")
     autoencoder_steps: int = Field(default=1500, ge=1)
     decoder_steps: int = Field(default=0, ge=0, description="decoder-only steps after the autoencoder's")
+    decoder_embedding_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="the decoder-only stage also pulls the embedding of each decoded image towards its "
+        "original's, with this weight on 1 - cosine (a perceptual loss in the conditioning space); 0: "
+        "pixel losses only",
+    )
     unet_steps: int = Field(default=3000, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=2e-3, gt=0)

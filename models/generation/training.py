@@ -168,6 +168,8 @@ def generator_fingerprint(config: GeneratorConfig, train_ids: Sequence[str], dat
     if config.training.embedding_loss_steps == 0:
         for key in EMBEDDING_LOSS_KEYS:
             parts["training"].pop(key)
+    if config.training.decoder_embedding_weight == 0:
+        parts["training"].pop("decoder_embedding_weight")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -284,8 +286,11 @@ class GeneratorTrainer:
         later stage's recipe keeps the earlier stages' work."""
         r = self.recipe
         keys = ["augment_copies", "autoencoder_steps", "batch_size", "lr", "seed"]
-        if stage == "decoder" or (stage == "unet" and r.pixel_loss_weight > 0):
+        # stages that decode latents depend on the decoder's stage
+        if stage in ("decoder", "unet_embedding") or (stage == "unet" and r.pixel_loss_weight > 0):
             keys.append("decoder_steps")
+            if r.decoder_embedding_weight > 0:
+                keys.append("decoder_embedding_weight")
         if stage in ("unet", "unet_embedding"):
             keys += ["unet_steps", "pixel_loss_weight", "train_timesteps", "first_step_fraction"]
             if r.embedding_noise_fraction > 0:
@@ -356,11 +361,17 @@ class GeneratorTrainer:
 
     def train_decoder(self) -> None:
         """Stage 1b: the decoder alone, on the frozen encoder's latents (cheaper steps than the whole
-        autoencoder's, so more of them): sharper, truer colours from the same latent space."""
+        autoencoder's, so more of them): sharper, truer colours from the same latent space. With
+        ``decoder_embedding_weight`` the decoded image must also embed as its original does: pixel losses
+        alone give blurred images whose texture features (and so their embeddings) are not the original's.
+        The encoder stays frozen, so the UNet's latents (and a finished UNet stage) stay valid."""
         import torch.nn.functional as F  # noqa: N812
 
-        if self.recipe.decoder_steps == 0:
+        r = self.recipe
+        if r.decoder_steps == 0:
             return
+        weight = r.decoder_embedding_weight
+        embedder = self._differentiable_embedder("decoder_embedding_weight: 0") if weight > 0 else None
         latents = self.encode(self.data.images, scale=False)
         self.vae.decoder.requires_grad_(True)
 
@@ -368,7 +379,12 @@ class GeneratorTrainer:
             idx, _ = self._batches("decoder", step)
             x = self.data.images[idx]
             recon = self.vae.decode(latents[idx]).sample
-            return F.l1_loss(recon, x) + F.mse_loss(recon, x)
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+            if embedder is not None:
+                embedded = embedder.embed_tensor((recon.clamp(-1, 1) + 1) / 2)
+                agreement = F.cosine_similarity(embedded, self.data.embeddings[idx], dim=1).mean()
+                loss = loss + weight * (1 - agreement)
+            return loss
 
         self._loop("decoder", self.vae.decoder, self.recipe.decoder_steps, step_fn)
         self.vae.requires_grad_(False)
@@ -444,6 +460,17 @@ class GeneratorTrainer:
                 bar.update(1)
         return self._latents
 
+    def _differentiable_embedder(self, off: str):
+        """The embedder, if it has the differentiable ``embed_tensor`` an embedding loss needs."""
+        from brainstream.models.generation.base import GeneratorError
+
+        if not callable(getattr(self.embedder, "embed_tensor", None)):
+            raise GeneratorError(
+                f"an embedding loss needs an embedder with a differentiable embed_tensor; {self.embedder!r} "
+                f"has none (the demo embedder has one): set {off}"
+            )
+        return self.embedder
+
     def one_step(self, embeddings):
         """The generator's one-step drawing, differentiable: the first-step latent prediction from the fixed
         initial noise, and its decoded pixels ``(n, 3, H, W)`` in [0, 1]."""
@@ -465,23 +492,17 @@ class GeneratorTrainer:
         """
         import torch.nn.functional as F  # noqa: N812
 
-        from brainstream.models.generation.base import GeneratorError
 
         r = self.recipe
         if r.embedding_loss_steps == 0:
             return
-        if not callable(getattr(self.embedder, "embed_tensor", None)):
-            raise GeneratorError(
-                f"embedding_loss_steps needs an embedder with a differentiable embed_tensor; "
-                f"{self.embedder!r} has none (the demo embedder has one): set embedding_loss_steps: 0"
-            )
+        embedder = self._differentiable_embedder("embedding_loss_steps: 0")
 
         def step_fn(step: int):
             idx, gen = self._batches("unet_embedding", step)
             pred, pixels = self.one_step(self.condition(idx, gen))
-            embedded = self.embedder.embed_tensor(pixels)
-            agreement = F.cosine_similarity(embedded, self.data.embeddings[idx], dim=1).mean()
-            return F.mse_loss(pred, self.latents()[idx]) + r.embedding_loss_weight * (1 - agreement)
+            agreement = F.cosine_similarity(embedder.embed_tensor(pixels), self.data.embeddings[idx], dim=1)
+            return F.mse_loss(pred, self.latents()[idx]) + r.embedding_loss_weight * (1 - agreement.mean())
 
         self._loop("unet_embedding", self.unet, r.embedding_loss_steps, step_fn)
 
