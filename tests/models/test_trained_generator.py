@@ -27,6 +27,9 @@ def small_config(**training):
         "augment_copies": 2,
         "batch_size": 4,
         "threads": 1,
+        # the optional embedding-loss stages stay off unless a test turns them on
+        "decoder_embedding_weight": 0.0,
+        "embedding_loss_steps": 0,
     }
     recipe |= {"checkpoint_every": 2, **training}
     sizes = config.trained.model_copy(update={"block_out_channels": (8, 16), "decoder_channels": 8})
