@@ -492,7 +492,6 @@ class GeneratorTrainer:
         """
         import torch.nn.functional as F  # noqa: N812
 
-
         r = self.recipe
         if r.embedding_loss_steps == 0:
             return
