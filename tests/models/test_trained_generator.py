@@ -170,6 +170,18 @@ def test_embedding_augmentation_corrupts_the_share_asked_at_the_levels_asked(tmp
     assert generator_fingerprint(clean, ["a"], "v") == generator_fingerprint(same, ["a"], "v")
 
 
+def embedding_loss_trainer(tmp_path: Path, stage: dict):
+    """A trainer on 8 procedural images with a finished autoencoder, and the demo embedder."""
+    from brainstream.models.generation.training import GeneratorTrainer, build_training_set
+
+    embedder = get_embedder("demo")
+    images = [im for _, im, _ in procedural_images(8, seed=6)]
+    data = build_training_set(images, embedder, 64, 1, 0, progress=False)
+    trainer = GeneratorTrainer(small_config(**stage), data, tmp_path / "w", progress=False, embedder=embedder)
+    trainer.train_autoencoder()
+    return trainer, embedder
+
+
 def test_the_embedding_loss_stage_pulls_each_image_towards_its_condition(tmp_path: Path):
     """The last stage makes the one-step image *embed* as the embedding it was drawn from (more than the
     same steps of the latent loss alone do); off, it leaves the recipe's fingerprint as before the option;
@@ -178,18 +190,11 @@ def test_the_embedding_loss_stage_pulls_each_image_towards_its_condition(tmp_pat
 
     import torch
 
-    from brainstream.models.generation.training import (
-        GeneratorTrainer,
-        build_training_set,
-        generator_fingerprint,
-    )
+    from brainstream.models.generation.training import GeneratorTrainer, generator_fingerprint
 
-    embedder = get_embedder("demo")
-    images = [im for _, im, _ in procedural_images(8, seed=6)]
-    data = build_training_set(images, embedder, 64, 1, 0, progress=False)
     stage = {"unet_steps": 4, "embedding_loss_steps": 60, "lr": 1e-2}
-    trainer = GeneratorTrainer(small_config(**stage), data, tmp_path / "w", progress=False, embedder=embedder)
-    trainer.train_autoencoder()
+    trainer, embedder = embedding_loss_trainer(tmp_path, stage)
+    data = trainer.data
     trainer.train_unet()
     start = copy.deepcopy(trainer.unet.state_dict())
 
@@ -225,18 +230,11 @@ def test_the_decoder_stage_with_an_embedding_loss_decodes_images_that_embed_as_t
 
     import torch
 
-    from brainstream.models.generation.training import (
-        GeneratorTrainer,
-        build_training_set,
-        generator_fingerprint,
-    )
+    from brainstream.models.generation.training import GeneratorTrainer, generator_fingerprint
 
-    embedder = get_embedder("demo")
-    images = [im for _, im, _ in procedural_images(8, seed=6)]
-    data = build_training_set(images, embedder, 64, 1, 0, progress=False)
     stage = {"decoder_steps": 60, "lr": 1e-2}
-    trainer = GeneratorTrainer(small_config(**stage), data, tmp_path / "w", progress=False, embedder=embedder)
-    trainer.train_autoencoder()
+    trainer, embedder = embedding_loss_trainer(tmp_path, stage)
+    data = trainer.data
     start = copy.deepcopy(trainer.vae.state_dict())
 
     def agreement_after(weight: float) -> float:
