@@ -82,6 +82,7 @@ class GeneratorTraining(StrictModel):
         "`brainstream generator prior`); 0: clean embeddings only",
     )
     embedding_signal: float = Field(default=1.0, gt=0, description="mean cosine, decoded vs true")
+    embedding_noise: float = Field(default=0.0, ge=0, description="per-dimension std of the residual")
     embedding_loss_steps: int = Field(
         default=0,
         ge=0,
@@ -92,7 +93,6 @@ class GeneratorTraining(StrictModel):
     embedding_loss_weight: float = Field(
         default=1.0, ge=0, description="weight of that loss, 1 - cosine(embedding of the image, condition)"
     )
-    embedding_noise: float = Field(default=0.0, ge=0, description="per-dimension std of the residual")
     threads: int | None = Field(default=None, ge=1, description="torch threads while training")
     checkpoint_every: int = Field(default=250, ge=1, description="steps between resumable checkpoints")
     seed: int = 0

@@ -8,7 +8,8 @@ Recipe (``training:`` in the generator config; all of it goes into the weights' 
    is embedded again by the demo embedder, so each condition is the embedding of the pixels it asks for.
 2. **Decoder**: a TAESD-style autoencoder (AutoencoderTiny) learns to compress the images to 4-channel
    latents and back (L1 + MSE on pixels); the latents' std sets its ``scaling_factor``; then the decoder
-   alone trains on (the frozen encoder's latents → images), which costs half an autoencoder step.
+   alone trains on (the frozen encoder's latents → images), which costs half an autoencoder step, with the
+   embedding loss of item 4 beside the pixel losses when ``decoder_embedding_weight`` > 0.
 3. **UNet**: an SDXL-style UNet2DConditionModel with IP-Adapter processors and image projection, conditioned
    only through the IP-Adapter on the embedding, predicts the *clean* latent (x0 / ``sample`` prediction)
    at exactly the timesteps the trailing Euler sampler visits with 1, 2 or 4 steps. The first step (a
@@ -28,12 +29,13 @@ effects; the fixed pattern is a position code it can learn to read. (The demo re
 place and size of the object, and the outline of large simple shapes: docs/benchmarks.md.)
 
 4. **Embedding loss** (``embedding_loss_steps``, ``embedding_loss_weight``; optional): a last UNet stage on
-   the first step adds ``weight * (1 - cosine)`` between the embedding of the decoded one-step image (the
-   embedder's differentiable twin, ``embed_tensor``) and its condition. The latent MSE weighs every latent
-   error alike, while what an embedding asks for (and what the demo scores) is the image's embedding: with
-   the MSE alone the one-step images of the training embeddings embed at a cosine of only about 0.45 to
-   their condition (docs/benchmarks.md). The MSE stays in the loss to keep the images natural; the metrics
-   report an independent feature space (random convnet of another seed, HOG) beside the demo space.
+   the first step (after item 3's) adds ``weight * (1 - cosine)`` between the embedding of the decoded
+   one-step image (the embedder's differentiable twin, ``embed_tensor``) and its condition. The latent
+   MSE weighs every latent error alike, while what an embedding asks for (and what the demo scores) is the
+   image's embedding: with the MSE alone the one-step images of the training embeddings embed at a cosine
+   of only about 0.5 to their condition (docs/benchmarks.md). The MSE stays in the loss to keep the images
+   natural; the metrics report feature spaces the loss does not use (random convnet of another seed, HOG)
+   beside the demo space.
 
 Optionally (``embedding_noise_fraction``) a share of the samples is conditioned on an embedding corrupted as
 the decoder corrupts embeddings (levels estimated on validation trials by ``brainstream generator prior``),
