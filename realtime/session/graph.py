@@ -128,6 +128,12 @@ def _all_nodes(config: PipelineConfig, plan: SessionPlan) -> list[NodeSpec]:
         )
     if config.nodes.generator and config.generator:
         generate = ["--config", config.generator, *tests, *(["--gallery", gallery] if tests else []), *bus]
+        if config.windowing.mode == "event":
+            # one image per stimulus onset: the generator idles between onsets, it is not the session's bulk
+            # consumer, and at a lower priority every other process pre-empted its one render (demo
+            # sample->image p99 153 ms at nice 10 against 68 ms at 0, decoder and display tails no worse:
+            # docs/benchmarks.md)
+            generate += ["--nice", "0"]
         nodes.append(
             NodeSpec("generator", brainstream_argv("generate", *generate), log_dir=logs, standby=True)
         )

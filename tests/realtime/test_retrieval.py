@@ -360,6 +360,24 @@ def test_pipeline_retrieval_settings_reach_the_retrieval_node(tmp_path):
         load_pipeline_config(path)
 
 
+def test_the_generator_runs_at_normal_priority_only_for_event_locked_windows(tmp_path):
+    """One image per onset: the generator is not the bulk consumer and keeps normal priority; with sliding
+    windows it renders 10 images a second and keeps its own lower default (``generate --nice``)."""
+    from brainstream.models.config_base import resolve_config_path
+    from brainstream.realtime.pipeline_config import load_pipeline_config
+    from brainstream.realtime.session.graph import SessionPlan, session_nodes
+
+    for name, expected in (("demo_meg", ["--nice", "0"]), ("demo_meg_continuous", None)):
+        path = resolve_config_path(name, "pipelines")
+        plan = SessionPlan(run_dir=tmp_path, config_path=path, display=False)
+        (generator,) = [n for n in session_nodes(load_pipeline_config(path), plan) if n.name == "generator"]
+        argv = list(generator.argv)
+        if expected is None:
+            assert "--nice" not in argv
+        else:
+            assert argv[argv.index("--nice") : argv.index("--nice") + 2] == expected
+
+
 def test_retrieve_verb_refuses_a_bad_nprobe_in_one_line(gallery: Gallery):
     import subprocess
     import sys
