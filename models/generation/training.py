@@ -383,9 +383,7 @@ class GeneratorTrainer:
             recon = self.vae.decode(latents[idx]).sample
             loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
             if embedder is not None:
-                embedded = embedder.embed_tensor((recon.clamp(-1, 1) + 1) / 2)
-                agreement = F.cosine_similarity(embedded, self.data.embeddings[idx], dim=1).mean()
-                loss = loss + weight * (1 - agreement)
+                loss = loss + weight * self._embedding_loss(embedder, _unit_range(recon), idx)
             return loss
 
         self._loop("decoder", self.vae.decoder, self.recipe.decoder_steps, step_fn)
@@ -482,7 +480,15 @@ class GeneratorTrainer:
         first = torch.full((n,), float(max(self.recipe.train_timesteps)))
         pred = self.unet_forward(self.fixed_noise().expand(n, -1, -1, -1), first, embeddings)
         pixels = self.vae.decode(pred / self.vae.config.scaling_factor).sample
-        return pred, (pixels.clamp(-1, 1) + 1) / 2
+        return pred, _unit_range(pixels)
+
+    def _embedding_loss(self, embedder, pixels, idx):
+        """``1 - cosine`` between the embeddings of ``pixels`` (in [0, 1]) and of training rows ``idx``,
+        averaged over the batch."""
+        import torch.nn.functional as F  # noqa: N812
+
+        agreement = F.cosine_similarity(embedder.embed_tensor(pixels), self.data.embeddings[idx], dim=1)
+        return 1 - agreement.mean()
 
     def train_embedding_loss(self) -> None:
         """Stage 3 (``embedding_loss_steps``): the one-step image must also *embed* as its condition.
@@ -502,8 +508,8 @@ class GeneratorTrainer:
         def step_fn(step: int):
             idx, gen = self._batches("unet_embedding", step)
             pred, pixels = self.one_step(self.condition(idx, gen))
-            agreement = F.cosine_similarity(embedder.embed_tensor(pixels), self.data.embeddings[idx], dim=1)
-            return F.mse_loss(pred, self.latents()[idx]) + r.embedding_loss_weight * (1 - agreement.mean())
+            loss = F.mse_loss(pred, self.latents()[idx])
+            return loss + r.embedding_loss_weight * self._embedding_loss(embedder, pixels, idx)
 
         self._loop("unet_embedding", self.unet, r.embedding_loss_steps, step_fn)
 
@@ -537,6 +543,11 @@ class GeneratorTrainer:
             sizes=self.config.trained,
             info={**info, "losses": self.losses},
         )
+
+
+def _unit_range(pixels):
+    """Decoder output in [-1, 1] → pixels in [0, 1], as the embedders and the pipeline see them."""
+    return (pixels.clamp(-1, 1) + 1) / 2
 
 
 def train_generator(
