@@ -172,3 +172,35 @@ def test_generator_node_applies_the_configs_embedding_prior_as_offline_evaluatio
         assert msg is not None, "no image from the generator node"
         np.testing.assert_array_equal(msg.arrays[0], demo.generate(emb(3), demo.space))
         assert not np.array_equal(msg.arrays[0], demo.base.generate(emb(3), demo.space))
+
+
+def test_generate_holds_numpys_blas_to_the_configs_cpu_threads():
+    """An idle second OpenBLAS worker spins after every product and held a core beside the renders
+    (docs/benchmarks.md): ``brainstream generate`` on the CPU keeps BLAS within the config's cpu_threads."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from brainstream.models.generation import load_generator_config
+    from tests.net import free_ports
+
+    assert load_generator_config("tiny").cpu_threads == 1
+    pub, sub = free_ports(2)
+    argv = ["generate", "--config", "tiny", "--sub", f"tcp://127.0.0.1:{sub}", "--pub", f"tcp://127.0.0.1:{pub}"]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")  # what the process would run with, unlimited
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "brainstream", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "generator node ready" not in (line := proc.stdout.readline()):
+            assert line and time.monotonic() < deadline, f"generate ended before it was ready ({proc.poll()})"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    stats = json.loads(out.split("generator node stopped: ", 1)[1].splitlines()[0])
+    assert stats["blas_threads"] == 1
