@@ -188,7 +188,8 @@ def test_generate_holds_numpys_blas_to_the_configs_cpu_threads():
 
     assert load_generator_config("tiny").cpu_threads == 1
     pub, sub = free_ports(2)
-    argv = ["generate", "--config", "tiny", "--sub", f"tcp://127.0.0.1:{sub}", "--pub", f"tcp://127.0.0.1:{pub}"]
+    bus = ["--sub", f"tcp://127.0.0.1:{sub}", "--pub", f"tcp://127.0.0.1:{pub}"]
+    argv = ["generate", "--config", "tiny", *bus]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="2")  # what the process would run with, unlimited
     proc = subprocess.Popen(
         [sys.executable, "-m", "brainstream", *argv],
