@@ -287,10 +287,14 @@ class DecoderNode:
         if self._marker_queue is None:
             return
         for event in self._marker_queue.drain():
-            if self.markers_until is not None and event.timestamp <= self.markers_until + 1e-3:
-                continue  # the decoder before this one published it (and cut its window, if any)
+            if self.published_until is not None and event.timestamp <= self.published_until + 1e-3:
+                continue  # the decoder before this one cut its window and published it
             value = str(event.value)
             self.windower.push_marker(event.timestamp, value)
+            if self.markers_until is not None and event.timestamp <= self.markers_until + 1e-3:
+                # relayed by the decoder before this one, which may have died before its window was
+                # complete: cut here, not relayed twice
+                continue
             self.publisher.publish(
                 "marker", t_sample=event.timestamp, value=value, trace=[["marker", pylsl.local_clock()]]
             )

@@ -59,21 +59,32 @@ def checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "ckpt", model, meta), model, meta
 
 
+def _outlets(name: str) -> tuple[pylsl.StreamOutlet, pylsl.StreamOutlet]:
+    """A signal outlet of ``CH`` at ``SFREQ`` and its marker outlet, named from ``name``."""
+    sig_info = make_stream_info(name, "EEG", CH, SFREQ, source_id=name + "-sig")
+    mrk_info = make_stream_info(
+        name + "-markers", "Markers", ["marker"], 0, channel_format="string", source_id=name + "-mrk"
+    )
+    return pylsl.StreamOutlet(sig_info), pylsl.StreamOutlet(mrk_info)
+
+
+def _offline_embeddings(model, meta, data, ts, onsets) -> tuple[np.ndarray, np.ndarray]:
+    """The offline path's embeddings of the windows at ``onsets`` and their last samples' times."""
+    import torch
+
+    pre = PreprocessingConfig(**meta.preprocessing)
+    x, x_ts = preprocess_recording(data, ts, CH, SFREQ, pre)
+    epochs = cut_epochs(x, x_ts, onsets, WindowSpec(meta.tmin, meta.tmax, meta.sfreq), baseline=pre.baseline)
+    with torch.inference_mode():
+        return model(torch.from_numpy(epochs.X)).numpy(), epochs.t_last
+
+
 def test_decoder_node_publishes_offline_equal_embeddings(unique_name, tmp_path, checkpoint):
     ckpt_dir, model, meta = checkpoint
     rng = np.random.default_rng(1)
     n_total = int(5.0 * SFREQ)
     data = rng.standard_normal((len(CH), n_total)).astype(np.float32)
-    sig_info = make_stream_info(unique_name, "EEG", CH, SFREQ, source_id=unique_name + "-sig")
-    mrk_info = make_stream_info(
-        unique_name + "-markers",
-        "Markers",
-        ["marker"],
-        0,
-        channel_format="string",
-        source_id=unique_name + "-mrk",
-    )
-    sig_out, mrk_out = pylsl.StreamOutlet(sig_info), pylsl.StreamOutlet(mrk_info)
+    sig_out, mrk_out = _outlets(unique_name)
 
     endpoint = f"ipc://{tmp_path}/bus"
     publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
@@ -115,21 +126,64 @@ def test_decoder_node_publishes_offline_equal_embeddings(unique_name, tmp_path, 
 
     assert [m.header["image_id"] for m in received] == [f"img{k}" for k in range(onsets.size)]
     assert all(m.topic == "embedding.s01" and m.space == "test:random:16" for m in received)
-    pre = PreprocessingConfig(**meta.preprocessing)
-    x, x_ts = preprocess_recording(data, ts, CH, SFREQ, pre)
-    epochs = cut_epochs(x, x_ts, onsets, WindowSpec(meta.tmin, meta.tmax, meta.sfreq), baseline=pre.baseline)
-    import torch
-
-    with torch.inference_mode():
-        expected = model(torch.from_numpy(epochs.X)).numpy()
+    expected, t_last = _offline_embeddings(model, meta, data, ts, onsets)
     got = np.stack([m.arrays[0] for m in received])
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal([m.t_sample for m in received], epochs.t_last)
+    np.testing.assert_array_equal([m.t_sample for m in received], t_last)
     for m in received:
         stages = [s for s, _ in m.trace]
         assert "decoder.encoded" in stages
         assert all(t >= m.t_sample for _, t in m.trace)
     assert node.windower.stats.dropped_windows == 0 and node.dropped_samples == 0
+
+
+def test_a_promoted_standby_cuts_the_window_whose_marker_its_predecessor_relayed_before_dying(
+    unique_name, tmp_path, checkpoint
+):
+    """The predecessor published the windows of onsets 0-1, relayed the marker of onset 2 and died before
+    that window was complete: the standby publishes the windows of onsets 2-4 (offline-equal, from its
+    buffer) and relays only the markers of 3-4."""
+    ckpt_dir, model, meta = checkpoint
+    data = np.random.default_rng(2).standard_normal((len(CH), int(5.0 * SFREQ))).astype(np.float32)
+    sig_out, mrk_out = _outlets(unique_name)
+    endpoint = f"ipc://{tmp_path}/bus"
+    publisher = Publisher(endpoint, name="decoder", bind=True, heartbeat_interval=None)
+    subscriber = Subscriber(endpoint, topics=("embedding.", "marker"))
+    reader = StreamReader(unique_name, processing_flags=[], timeout=5.0)
+    markers = MarkerReader(unique_name + "-markers", processing_flags=[], timeout=5.0)
+    runtime = create_runtime(model, "onnxruntime", cache_dir=tmp_path / "onnx")
+    node = DecoderNode(reader, runtime, meta, publisher, subject="s01", markers=markers)
+    node.prepare()  # a standby: warm, reading, nothing decoded
+    time.sleep(0.5)  # let the inlets connect before pushing: LSL drops what is pushed before
+    ts = pylsl.local_clock() - 5.0 + np.arange(data.shape[1]) / SFREQ
+    onsets = ts[[600, 1000, 1400, 1800, 2200]] + 0.0004
+    sig_out.push_chunk(np.ascontiguousarray(data.T), list(ts))
+    for k, onset in enumerate(onsets):
+        mrk_out.push_sample([f"test/img{k}"], onset)
+    deadline = time.monotonic() + 10
+    while reader.buffer.n_written < data.shape[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the markers' inlet too
+    node.published_until, node.markers_until, node.history_s = onsets[1], onsets[2], 5.0  # promoted
+    node.start()
+    embeddings, relayed = [], []
+    deadline = time.monotonic() + 15
+    while len(embeddings) < 3 and time.monotonic() < deadline:
+        msg = subscriber.recv(timeout=0.2)
+        if msg is not None:
+            (relayed if msg.topic == "marker" else embeddings).append(msg)
+    time.sleep(0.3)
+    while (msg := subscriber.recv(timeout=0)) is not None:
+        (relayed if msg.topic == "marker" else embeddings).append(msg)
+    node.stop()
+    subscriber.close()
+    publisher.close()
+
+    assert [m.header["image_id"] for m in embeddings] == ["img2", "img3", "img4"]
+    expected, t_last = _offline_embeddings(model, meta, data, ts, onsets[2:])
+    np.testing.assert_allclose(np.stack([m.arrays[0] for m in embeddings]), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal([m.t_sample for m in embeddings], t_last)
+    np.testing.assert_allclose([m.t_sample for m in relayed], onsets[3:], atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ incremental mode
