@@ -59,6 +59,12 @@ class NodeSpec:
     standby: bool = False  # keep a warm second process ready to take over at once (see Supervisor)
 
 
+#: standbys warm up one at a time, in start order: each loads as much as its node did, and three at once
+#: took both cores of a 2-core machine from the session for ~10 s (continuous demo: sample->image up to
+#: 316 ms then, under 50 ms after; docs/benchmarks.md). A standby still not ready after this many seconds
+#: no longer holds the next one back.
+STANDBY_WARMUP_LIMIT_S = 120.0
+
 #: set in a standby's environment: the node prepares everything, prints STANDBY_READY on stderr and waits
 #: for SIGUSR1 (promotion) before it serves; SIGINT / SIGTERM stop it as any node
 STANDBY_ENV = "BRAINSTREAM_STANDBY"
@@ -107,6 +113,15 @@ class _Standby:
     stderr_tail: collections.deque
     reader: threading.Thread
     ready: threading.Event
+    started_at: float = field(default_factory=time.monotonic)
+
+    def warming(self, limit_s: float) -> bool:
+        """Still loading: alive, not yet ready, started less than ``limit_s`` seconds ago."""
+        return (
+            self.process.poll() is None
+            and not self.ready.is_set()
+            and time.monotonic() - self.started_at < limit_s
+        )
 
 
 @dataclass
@@ -205,7 +220,8 @@ class Supervisor:
         Seconds between liveness checks.
     standby_delay : float
         Seconds after a node's (re)start before its standby is started (``NodeSpec.standby``), so that the
-        two do not compete for the CPU while the first one starts.
+        two do not compete for the CPU while the first one starts. Standbys then warm up one at a time
+        (:data:`STANDBY_WARMUP_LIMIT_S`).
     on_event : callable(node, kind, message) | None
         Told of every start, restart and stop (kinds ``started``, ``standby`` (a standby started or died),
         ``restarting`` (an exit, with its reason, and how it was replaced), ``failed`` (not restarted),
@@ -456,7 +472,11 @@ class Supervisor:
             )  # fmt: skip
             state.standby_due = time.monotonic() + self._standby_delay if again else None
         due = state.standby_due
-        if due is not None and time.monotonic() >= due and not state.failed and not self._stop.is_set():
+        if due is None or time.monotonic() < due or state.failed or self._stop.is_set():
+            return
+        if not any(
+            s.standby is not None and s.standby.warming(STANDBY_WARMUP_LIMIT_S) for s in self._nodes.values()
+        ):
             self._spawn_standby(state)
 
     def _record(self, node: str, kind: str, what: str, level: int = logging.INFO) -> None:

@@ -213,6 +213,41 @@ def test_a_killed_node_is_replaced_by_its_warm_standby(tmp_path):
     assert serving.read_text().split() == [str(first), str(standby_pid)]  # the standby served only once told
 
 
+# a standby that takes a while to load, and says when it started and when it was ready
+SLOW_STANDBY = """
+import os, pathlib, sys, time
+if os.environ.get("BRAINSTREAM_STANDBY"):
+    out = pathlib.Path(sys.argv[1])
+    started = time.monotonic()
+    time.sleep(1.0)
+    out.write_text(f"{started} {time.monotonic()}")
+    print("standby ready", file=sys.stderr, flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_standbys_warm_up_one_at_a_time_in_start_order(tmp_path):
+    nodes = [
+        NodeSpec(name, [sys.executable, "-c", SLOW_STANDBY, str(tmp_path / name)], standby=True)
+        for name in ("decoder", "retrieval", "generator")
+    ]
+    sup = Supervisor(nodes, standby_delay=0.1).start()
+    try:
+        ready = lambda: all(s["standby_ready"] for s in sup.status().values())  # noqa: E731
+        assert _wait(ready, 60), "the standbys did not all become ready"
+    finally:
+        sup.stop()
+    # each loaded alone: on a small machine, three at once took both cores from the running session
+    spans = [
+        tuple(map(float, (tmp_path / n).read_text().split())) for n in ("decoder", "retrieval", "generator")
+    ]
+    for (_, ready_before), (started_next, _) in zip(spans, spans[1:], strict=False):
+        assert started_next >= ready_before
+    started = [what for _, node, what in sup.events if what.startswith("standby started")]
+    assert len(started) == 3
+
+
 def test_collector_counts_what_the_session_produced_per_decoder_run():
     """Windows cut after the session's end are not counted (the recording stops there too); a restarted
     decoder (a new publisher instance) starts a new run."""
