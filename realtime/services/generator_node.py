@@ -89,7 +89,7 @@ class GeneratorNode(ServiceNode):
 
         An idle OpenBLAS worker spins for a while after each product: at 10 images a second a second BLAS
         thread never slept and held a core that the renders then waited for (continuous demo: generator 97 %
-        of a core against 21 %, sample->image p50 50 ms against 32; docs/benchmarks.md).
+        of a core against 19 %, sample->image p50 50 ms against 27; docs/benchmarks.md).
         """
         from threadpoolctl import threadpool_info, threadpool_limits
 

@@ -116,6 +116,19 @@ def test_missing_stream_is_a_clear_error(tmp_path, unique_name):
         Recorder(tmp_path / "r.txt")
 
 
+def _samples_behind_a_boundary(path, name: str) -> bool:
+    """Whether the recording at ``path`` holds samples of stream ``name`` before its last Boundary chunk."""
+    raw = path.read_bytes() if path.exists() else b""
+    last_boundary = raw.rfind(xdf.BOUNDARY_UUID)
+    if last_boundary < 0:
+        return False
+    try:
+        prefix = xdf.parse_xdf(raw[: last_boundary + len(xdf.BOUNDARY_UUID)], synchronize_clocks=False)
+        return prefix.stream(name).n_samples > 0
+    except (KeyError, ValueError):  # the stream's header not written yet
+        return False
+
+
 def test_kill_9_keeps_everything_up_to_the_last_boundary(tmp_path, unique_name):
     """A real `brainstream record` process is killed with SIGKILL mid-session; the file must load."""
     sig_out, _ = _outlets(unique_name, n_ch=2, sfreq=500.0)
@@ -128,14 +141,19 @@ def test_kill_9_keeps_everything_up_to_the_last_boundary(tmp_path, unique_name):
     try:
         assert sig_out.wait_for_consumers(30), "the recording process never connected"
         t_next = pylsl.local_clock()
-        t_connected = time.monotonic()
-        # push a counter at 500 Hz in 20 ms chunks until 1.5 s of it has been recorded
-        while time.monotonic() - t_connected < 1.5:
+        deadline = time.monotonic() + 30
+        kill_at = None
+        # push a counter at 500 Hz in 20 ms chunks; kill 0.5 s after the file first holds samples behind a
+        # boundary (a fixed time after connecting left none on a slow start-up)
+        while kill_at is None or time.monotonic() < kill_at:
             block = np.arange(counter, counter + 10, dtype=np.float32)
             sig_out.push_chunk(np.stack([block, -block], 1), list(t_next + np.arange(10) / 500.0))
             counter += 10
             t_next += 0.02
             time.sleep(max(0.0, t_next - pylsl.local_clock()))
+            if kill_at is None and counter % 50 == 0 and _samples_behind_a_boundary(path, unique_name):
+                kill_at = time.monotonic() + 0.5
+            assert time.monotonic() < deadline, "the recorder wrote no samples behind a boundary in 30 s"
         t_kill = pylsl.local_clock()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
