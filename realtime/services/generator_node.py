@@ -65,7 +65,9 @@ class GeneratorNode(ServiceNode):
             source = self._generator_source
             self.generator = load_generator(Path(source) if isinstance(source, Path) else source)
         threads = getattr(getattr(self.generator, "config", None), "cpu_threads", None)
-        if threads and str(getattr(self.generator, "device", "")) == "cpu":
+        if str(getattr(self.generator, "device", "")) != "cpu":
+            threads = None  # the budget is the CPU's
+        if threads:
             import torch
 
             # the whole process, the 2-way embedder included: a torch pool wider than the cores left free
@@ -80,7 +82,7 @@ class GeneratorNode(ServiceNode):
         self.generator.warmup()
         if self._embedder is not None:  # the 2-way score's embedder too: its first call builds its network
             self._embedder.embed([np.zeros((self.generator.height, self.generator.width, 3), np.uint8)])
-        if threads and str(getattr(self.generator, "device", "")) == "cpu":
+        if threads:
             self._limit_blas(threads)  # last: every BLAS build the setup loaded is covered
 
     def _limit_blas(self, threads: int) -> None:

@@ -234,8 +234,7 @@ def test_standbys_warm_up_one_at_a_time_in_start_order(tmp_path):
     ]
     sup = Supervisor(nodes, standby_delay=0.1).start()
     try:
-        ready = lambda: all(s["standby_ready"] for s in sup.status().values())  # noqa: E731
-        assert _wait(ready, 60), "the standbys did not all become ready"
+        assert _wait(lambda: all(s["standby_ready"] for s in sup.status().values()), 60), "not all ready"
     finally:
         sup.stop()
     # each loaded alone: on a small machine, three at once took both cores from the running session
