@@ -81,6 +81,8 @@ class ServiceNode:
         # a standby: sockets open (no slow-joiner delay later), input drained unanswered and no heartbeats
         # until this is set (the supervisor's promotion)
         self.standby_gate: threading.Event | None = None
+        self._blas_limits = None  # threadpoolctl's limits while the node holds numpy's BLAS to a budget
+        self._blas_threads: int | None = None  # the widest BLAS pool once limited
 
     # --------------------------------------------------------------- subclass API
     def _setup(self) -> None:
@@ -93,6 +95,22 @@ class ServiceNode:
         return {}
 
     # ------------------------------------------------------------------ helpers
+    def limit_blas(self, threads: int) -> None:
+        """Hold numpy's BLAS pools to ``threads`` threads until the node closes (from ``_setup``, once every
+        BLAS build it needs is loaded).
+
+        An idle OpenBLAS worker spins for a while after each product, so a node answering 10 times a second
+        with a two-thread pool keeps a second core busy between answers: the generator used 97 % of a core
+        against 19 % on one thread (continuous demo, docs/benchmarks.md), and an exact search over a 20,000
+        image gallery 102 % against 4 %. ``blas_threads`` in the status reads back what holds (threadpoolctl
+        lets one thread at a time limit OpenBLAS).
+        """
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        self._blas_limits = threadpool_limits(limits=threads, user_api="blas")
+        pools = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+        self._blas_threads = max(pools) if pools else None
+
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
 
@@ -123,6 +141,7 @@ class ServiceNode:
             "compute_ms": self.compute.summary(),
             "bus_gaps": bus.get("gaps", 0),
             "bus_malformed": bus.get("malformed", 0),
+            **({"blas_threads": self._blas_threads} if self._blas_threads is not None else {}),
             **self._status_stats(),
         }
 
@@ -184,6 +203,9 @@ class ServiceNode:
         for sock in (self.subscriber, self.publisher):
             if sock is not None:
                 sock.close()
+        limits, self._blas_limits = self._blas_limits, None
+        if limits is not None:
+            limits.restore_original_limits()
 
     def start(self):
         """Open the sockets and serve in a background thread; raises if the node cannot start."""

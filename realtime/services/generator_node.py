@@ -55,8 +55,6 @@ class GeneratorNode(ServiceNode):
         self.generator: Generator | None = generator if isinstance(generator, Generator) else None
         self._generator_source = None if self.generator is not None else generator
         self.counts = {"embeddings": 0, "images": 0, "skipped": 0, "refused": 0}
-        self._blas_limits = None  # threadpoolctl's limits while the node renders on the CPU
-        self._blas_threads: int | None = None  # numpy's BLAS pool once ready
 
     def _setup(self) -> None:
         if self.generator is None:
@@ -83,28 +81,8 @@ class GeneratorNode(ServiceNode):
         if self._embedder is not None:  # the 2-way score's embedder too: its first call builds its network
             self._embedder.embed([np.zeros((self.generator.height, self.generator.width, 3), np.uint8)])
         if threads:
-            self._limit_blas(threads)  # last: every BLAS build the setup loaded is covered
-
-    def _limit_blas(self, threads: int) -> None:
-        """Hold numpy's BLAS (the prior's nearest neighbour, the 2-way score) to the config's thread budget
-        too, until the node closes.
-
-        An idle OpenBLAS worker spins for a while after each product: at 10 images a second a second BLAS
-        thread never slept and held a core that the renders then waited for (continuous demo: generator 97 %
-        of a core against 19 %, sample->image p50 50 ms against 27; docs/benchmarks.md).
-        """
-        from threadpoolctl import threadpool_info, threadpool_limits
-
-        # threadpoolctl lets only one thread at a time limit OpenBLAS: read back what holds
-        self._blas_limits = threadpool_limits(limits=threads, user_api="blas")
-        pools = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-        self._blas_threads = max(pools) if pools else None
-
-    def _close(self) -> None:
-        super()._close()
-        limits, self._blas_limits = self._blas_limits, None
-        if limits is not None:
-            limits.restore_original_limits()
+            # the prior's nearest neighbour and the 2-way score; last, so every BLAS build loaded is covered
+            self.limit_blas(threads)
 
     def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
         msg, skipped = subscriber.recv_latest(timeout=RECV_TIMEOUT_S)
@@ -159,7 +137,4 @@ class GeneratorNode(ServiceNode):
     def _status_stats(self) -> dict[str, Any]:
         if self.generator is None:
             return {}
-        stats = {"height": self.generator.height, "width": self.generator.width}
-        if self._blas_threads is not None:
-            stats["blas_threads"] = self._blas_threads
-        return stats
+        return {"height": self.generator.height, "width": self.generator.width}

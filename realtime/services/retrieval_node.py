@@ -88,6 +88,11 @@ class RetrievalNode(ServiceNode):
             raise ValueError(f"{len(missing)} test images are not in the gallery (e.g. {missing[:3]})")
         self.counts = {"embeddings": 0, "published": 0, "space_mismatch": 0, "bad_payload": 0}
 
+    def _setup(self) -> None:
+        # one query at a time, on one thread, as FAISS searches (models/retrieval.py): the exact search's
+        # product over a large gallery would otherwise leave an OpenBLAS worker spinning between queries
+        self.limit_blas(1)
+
     def _step(self, subscriber: Subscriber, publisher: Publisher) -> None:
         msg = subscriber.recv(timeout=RECV_TIMEOUT_S)
         if msg is not None:

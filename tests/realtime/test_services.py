@@ -174,9 +174,14 @@ def test_generator_node_applies_the_configs_embedding_prior_as_offline_evaluatio
         assert not np.array_equal(msg.arrays[0], demo.base.generate(emb(3), demo.space))
 
 
-def test_generate_holds_numpys_blas_to_the_configs_cpu_threads():
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [(["generate", "--config", "tiny"], "generator"), (["retrieve", "--gallery", "demo"], "retrieval")],
+)
+def test_service_nodes_hold_numpys_blas_to_one_thread(argv, name):
     """An idle second OpenBLAS worker spins after every product and held a core beside the renders
-    (docs/benchmarks.md): ``brainstream generate`` on the CPU keeps BLAS within the config's cpu_threads."""
+    (docs/benchmarks.md): the generator on the CPU keeps BLAS within its config's cpu_threads (1 for tiny),
+    the retrieval node to one thread, as FAISS searches."""
     import json
     import os
     import signal
@@ -189,19 +194,20 @@ def test_generate_holds_numpys_blas_to_the_configs_cpu_threads():
     assert load_generator_config("tiny").cpu_threads == 1
     pub, sub = free_ports(2)
     bus = ["--sub", f"tcp://127.0.0.1:{sub}", "--pub", f"tcp://127.0.0.1:{pub}"]
-    argv = ["generate", "--config", "tiny", *bus]
     env = dict(os.environ, OPENBLAS_NUM_THREADS="2")  # what the process would run with, unlimited
     proc = subprocess.Popen(
-        [sys.executable, "-m", "brainstream", *argv],
+        [sys.executable, "-m", "brainstream", *argv, *bus],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while "generator node ready" not in (line := proc.stdout.readline()):
-            assert line and time.monotonic() < deadline, f"generate ended before it was ready ({proc.poll()})"
+        while "Ctrl-C stops" not in (line := proc.stdout.readline()):
+            assert line and time.monotonic() < deadline, (
+                f"{argv[0]} ended before it was ready ({proc.poll()})"
+            )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    stats = json.loads(out.split("generator node stopped: ", 1)[1].splitlines()[0])
+    stats = json.loads(out.split(f"{name} node stopped: ", 1)[1].splitlines()[0])
     assert stats["blas_threads"] == 1
