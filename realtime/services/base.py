@@ -102,7 +102,7 @@ class ServiceNode:
         An idle OpenBLAS worker spins for a while after each product, so a node answering 10 times a second
         with a two-thread pool keeps a second core busy between answers: the generator used 97 % of a core
         against 19 % on one thread (continuous demo, docs/benchmarks.md), and an exact search over a 20,000
-        image gallery 102 % against 4 %. ``blas_threads`` in the status reads back what holds (threadpoolctl
+        image gallery 103 % against 4 %. ``blas_threads`` in the status reads back what holds (threadpoolctl
         lets one thread at a time limit OpenBLAS).
         """
         from threadpoolctl import threadpool_info, threadpool_limits
